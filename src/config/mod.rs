@@ -1,0 +1,262 @@
+//! Typed configuration: defaults, then one YAML file, then `PRISMWATCH__SECTION__KEY` environment
+//! overrides; then `validate()`. Errors name the file (or variable) and the key.
+//! Each section's struct lives beside the component it configures.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_norway::Value;
+
+use crate::bus::{NatsConfig, StreamsConfig};
+use crate::ingest::IngestConfig;
+use crate::pipeline::PipelineConfig;
+use crate::rules::RulesConfig;
+use crate::telemetry::TelemetryConfig;
+
+/// Prefix of environment overrides: `PRISMWATCH__INGEST__MAX_BATCH=500` sets `ingest.max_batch`.
+pub const ENV_PREFIX: &str = "PRISMWATCH__";
+
+/// The whole configuration (`config/prismwatch.yaml` documents every field).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// NATS connection.
+    pub nats: NatsConfig,
+    /// JetStream streams and their retention.
+    pub streams: StreamsConfig,
+    /// Metric ingest: consumer, batching, validation limits, watermarks.
+    pub ingest: IngestConfig,
+    /// Per-series operators, sharding, eviction and checkpoints.
+    pub pipeline: PipelineConfig,
+    /// Where alert rules are loaded from.
+    pub rules: RulesConfig,
+    /// Logs and the Prometheus endpoint.
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: invalid YAML: {message}")]
+    Syntax { file: String, message: String },
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        file: String,
+        key: String,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    pub fn invalid(file: impl Into<String>, key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            file: file.into(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A loaded configuration and where it came from (rule paths are relative to it).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub file: Option<PathBuf>,
+}
+
+impl Loaded {
+    /// Resolves a path from the config file against the file's directory's parent layout:
+    /// relative paths are taken from the current directory first, then from the config's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() || p.exists() {
+            return p.to_path_buf();
+        }
+        match self.file.as_ref().and_then(|f| f.parent()) {
+            Some(dir) => {
+                let beside = dir.join(p);
+                if beside.exists() {
+                    beside
+                } else {
+                    p.to_path_buf()
+                }
+            }
+            None => p.to_path_buf(),
+        }
+    }
+}
+
+/// Loads `file` (or only defaults when `None`), applies environment overrides, validates.
+pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    load_with_env(file, &vars)
+}
+
+/// [`load`] with an explicit environment (tests).
+pub fn load_with_env(file: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, ConfigError> {
+    let file_name = file.map(|f| f.display().to_string()).unwrap_or_else(|| "<defaults>".into());
+    let mut tree = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                file: file_name.clone(),
+                source,
+            })?;
+            parse_yaml(&file_name, &text)?
+        }
+        None => Value::Mapping(Default::default()),
+    };
+    if tree.is_null() {
+        tree = Value::Mapping(Default::default());
+    }
+    let mut from_env = Vec::new();
+    for (name, raw) in env {
+        let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
+        let value: Value = serde_norway::from_str(raw).unwrap_or(Value::String(raw.clone()));
+        set_path(&mut tree, &keys, value).map_err(|m| ConfigError::invalid(name.clone(), keys.join("."), m))?;
+        from_env.push((keys.join("."), name.clone()));
+    }
+    let tree = to_json(&file_name, tree)?;
+    let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let key = e.path().to_string();
+        // Name the environment variable when the bad key came from one.
+        let origin = from_env
+            .iter()
+            .find(|(k, _)| key.starts_with(k.as_str()) || k.starts_with(key.as_str()))
+            .map(|(_, var)| format!("{file_name} (env {var})"))
+            .unwrap_or(file_name.clone());
+        ConfigError::invalid(origin, key, e.into_inner().to_string())
+    })?;
+    if let Some((key, message)) = config.problems().into_iter().next() {
+        return Err(ConfigError::invalid(file_name, key, message));
+    }
+    Ok(Loaded {
+        config,
+        file: file.map(Path::to_path_buf),
+    })
+}
+
+/// Parses YAML text, naming `file` in errors.
+pub fn parse_yaml(file: &str, text: &str) -> Result<Value, ConfigError> {
+    serde_norway::from_str(text).map_err(|e| ConfigError::Syntax {
+        file: file.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Deserialises a typed value from a YAML tree, naming `file` and the key path on error.
+pub fn from_tree<T: serde::de::DeserializeOwned>(file: &str, tree: Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(to_json(file, tree)?).map_err(|e| {
+        ConfigError::invalid(file, e.path().to_string(), e.into_inner().to_string())
+    })
+}
+
+/// YAML trees are typed through JSON values: serde_norway's `Value` only takes enums as YAML
+/// tags, while the config uses the plain `- dedup: {...}` map form.
+fn to_json(file: &str, tree: Value) -> Result<serde_json::Value, ConfigError> {
+    serde_json::to_value(tree).map_err(|e| ConfigError::Syntax {
+        file: file.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn set_path(tree: &mut Value, keys: &[String], value: Value) -> Result<(), String> {
+    let Some((first, rest)) = keys.split_first() else {
+        return Err("empty key".into());
+    };
+    let Value::Mapping(map) = tree else {
+        return Err("cannot set a key inside a non-mapping value".into());
+    };
+    let k = Value::String(first.clone());
+    if rest.is_empty() {
+        map.insert(k, value);
+        return Ok(());
+    }
+    let child = map.entry(k).or_insert_with(|| Value::Mapping(Default::default()));
+    set_path(child, rest, value)
+}
+
+impl Config {
+    /// Every invalid value, as `(dotted key, problem)`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut section = |name: &str, items: Vec<(String, String)>| {
+            out.extend(items.into_iter().map(|(k, m)| (format!("{name}.{k}"), m)));
+        };
+        section("nats", self.nats.problems());
+        section("streams", self.streams.problems());
+        section("ingest", self.ingest.problems());
+        section("pipeline", self.pipeline.problems());
+        section("telemetry", self.telemetry.problems());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let loaded = load_with_env(None, &[]).unwrap();
+        assert!(loaded.config.problems().is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let f = write("ingest:\n  max_batchh: 5\n");
+        let err = load_with_env(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(err.contains(&f.path().display().to_string()), "{err}");
+        assert!(err.contains("ingest.max_batchh"), "{err}");
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn invalid_value_names_key() {
+        let f = write("pipeline:\n  shards: 0\n");
+        let err = load_with_env(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(err.contains("pipeline.shards"), "{err}");
+        let f = write("ingest:\n  max_batch: many\n");
+        let err = load_with_env(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(err.contains("ingest.max_batch"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let f = write("nats:\n  url: nats://a:4222\ningest:\n  max_batch: 10\n");
+        let env = vec![
+            ("PRISMWATCH__NATS__URL".to_string(), "nats://b:4222".to_string()),
+            ("PRISMWATCH__INGEST__MAX_BATCH".to_string(), "77".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = load_with_env(Some(f.path()), &env).unwrap().config;
+        assert_eq!(c.nats.url, "nats://b:4222");
+        assert_eq!(c.ingest.max_batch, 77);
+    }
+
+    #[test]
+    fn bad_env_key_names_variable() {
+        let env = vec![("PRISMWATCH__INGEST__NOPE".to_string(), "1".to_string())];
+        let err = load_with_env(None, &env).unwrap_err().to_string();
+        assert!(err.contains("PRISMWATCH__INGEST__NOPE"), "{err}");
+        assert!(err.contains("ingest.nope"), "{err}");
+    }
+
+    #[test]
+    fn shipped_config_loads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/prismwatch.yaml");
+        load_with_env(Some(&p), &[]).unwrap();
+    }
+}

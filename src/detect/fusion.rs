@@ -1,0 +1,432 @@
+//! Fusion: every detector on one series, combined into one anomaly score in [0, 1] per point, an
+//! alert decision that fires once per anomaly, and an explanation for alert annotations.
+//!
+//! Per point, in order: z-score (global level), seasonal baseline, Holt trend, volatility/flatline,
+//! then the isolation forest over the standardised deviations of the others. Each detector's score
+//! is weighted; the weighted scores are combined as a noisy-OR (`1 - prod(1 - w_i s_i)`), so one
+//! strong detector suffices and agreement adds up. A detector's score is first *calibrated* to the
+//! series: it is discounted by how often this series produced such a score recently (a per-detector
+//! decaying histogram), so a series whose normal life is spiky does not alert on every spike while a
+//! calm series alerts on its first.
+//!
+//! One anomaly, one detection: after an alert the output score is damped for `refractory_points`
+//! points (quadratically recovering), unless the raw score rises `rearm_ratio` above the
+//! alert's raw score — a worse anomaly alerts again.
+//!
+//! # Memory bound
+//! Sum of the detectors' bounds (z-score 24 B, seasonal ≤ 4.6 KiB, trend 128 B, variance 56 B,
+//! isolation forest ≤ 8.2 KiB) + fusion ~250 B: **≤ 13.5 KiB per series with the defaults**
+//! (`AnomalyState::state_bytes` measures it).
+
+use serde::{Deserialize, Serialize};
+
+use super::iforest::{IForestConfig, IForestState, FEATURES};
+use super::seasonal::{SeasonalConfig, SeasonalState};
+use super::trend::{TrendConfig, TrendState};
+use super::variance::{VarianceConfig, VarianceState};
+use super::zscore::{ZScoreConfig, ZScoreState};
+use super::DetectorOutput;
+
+/// The detectors the fusion runs, in a fixed order (the index of `per_detector`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorKind {
+    /// Rolling z-score against the global level.
+    #[default]
+    ZScore,
+    /// Seasonal baseline residual.
+    Seasonal,
+    /// Holt forecast residual, CUSUM and trend acceleration.
+    Trend,
+    /// Volatility change and flatline.
+    Variance,
+    /// Isolation forest over the other detectors' deviations.
+    IForest,
+}
+
+impl DetectorKind {
+    /// All detectors, in `per_detector` order.
+    pub const ALL: [DetectorKind; 5] =
+        [DetectorKind::ZScore, DetectorKind::Seasonal, DetectorKind::Trend, DetectorKind::Variance, DetectorKind::IForest];
+
+    /// Stable lower-case name (config keys, CSV columns, annotations).
+    pub fn name(self) -> &'static str {
+        match self {
+            DetectorKind::ZScore => "zscore",
+            DetectorKind::Seasonal => "seasonal",
+            DetectorKind::Trend => "trend",
+            DetectorKind::Variance => "variance",
+            DetectorKind::IForest => "iforest",
+        }
+    }
+}
+
+/// Weight of each detector in the fused score, in [0, 1]; 0 switches a detector off (it is then
+/// not run at all, unless the isolation forest needs its deviation as a feature).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorWeights {
+    /// Weight of the rolling z-score.
+    pub zscore: f64,
+    /// Weight of the seasonal baseline.
+    pub seasonal: f64,
+    /// Weight of the Holt trend detector.
+    pub trend: f64,
+    /// Weight of the volatility / flatline detector.
+    pub variance: f64,
+    /// Weight of the isolation forest.
+    pub iforest: f64,
+}
+
+impl Default for DetectorWeights {
+    fn default() -> Self {
+        Self { zscore: 0.0, seasonal: 1.0, trend: 1.0, variance: 1.0, iforest: 1.0 }
+    }
+}
+
+impl DetectorWeights {
+    /// Weights in `DetectorKind::ALL` order.
+    pub fn as_array(&self) -> [f64; 5] {
+        [self.zscore, self.seasonal, self.trend, self.variance, self.iforest]
+    }
+}
+
+/// How detector scores become one score and an alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FusionConfig {
+    /// Weight per detector (0 = off).
+    pub weights: DetectorWeights,
+    /// Odds multiplier applied to the fused score (1 = neutral, > 1 more alerts, < 1 fewer).
+    pub sensitivity: f64,
+    /// A point alerts when its (damped) score is at least this.
+    pub alert_threshold: f64,
+    /// Points after an alert during which the score is damped (one anomaly, one alert).
+    pub refractory_points: u32,
+    /// During the refractory period, a raw score this much above the alert's raw score (ratio)
+    /// alerts again.
+    pub rearm_ratio: f64,
+    /// Points a series must have seen before it can score or alert.
+    pub warmup_points: u32,
+    /// Effective window of the per-detector score histograms used for calibration, in points
+    /// (0 disables calibration).
+    pub calibration_window_points: u32,
+    /// A score this series reached `k` times within the calibration window keeps a fraction
+    /// `1 / (1 + k / calibration_tolerated_repeats)` of itself (novelty, per detector).
+    pub calibration_tolerated_repeats: f64,
+    /// Band half-width of the explanation, in the seasonal spread's standard deviations.
+    pub band_sd: f64,
+    /// How weighted detector scores combine: `noisy_or` (`1 - prod(1 - w s)`) or `max`.
+    pub combine: Combine,
+    /// During the refractory period the score is multiplied by `(elapsed / refractory)^power`.
+    pub refractory_recovery_power: f64,
+}
+
+/// How weighted detector scores combine into one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    /// `1 - prod(1 - w_i s_i)`: one strong detector suffices, agreement adds up.
+    NoisyOr,
+    /// `max(w_i s_i)`: the strongest detector decides.
+    Max,
+}
+
+impl Default for FusionConfig {
+    fn default() -> Self {
+        Self {
+            weights: DetectorWeights::default(),
+            sensitivity: 1.0,
+            alert_threshold: 0.5,
+            refractory_points: 24,
+            rearm_ratio: 1.5,
+            warmup_points: 150,
+            calibration_window_points: 1000,
+            calibration_tolerated_repeats: 5.0,
+            band_sd: 3.0,
+            combine: Combine::NoisyOr,
+            refractory_recovery_power: 2.0,
+        }
+    }
+}
+
+/// Everything that detects anomalies on one series: the detectors' configs and the fusion's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnomalyConfig {
+    /// Rolling z-score.
+    pub zscore: ZScoreConfig,
+    /// Seasonal baseline.
+    pub seasonal: SeasonalConfig,
+    /// Holt trend / forecast.
+    pub trend: TrendConfig,
+    /// Volatility change and flatline.
+    pub variance: VarianceConfig,
+    /// Isolation forest.
+    pub iforest: IForestConfig,
+    /// Fusion and alerting.
+    pub fusion: FusionConfig,
+}
+
+/// Lower edges of the calibration histogram bins, in score units (finer where scores are high).
+const CAL_EDGES: [f64; 16] = [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99];
+/// Bins of the calibration histograms.
+const CAL_BINS: usize = CAL_EDGES.len();
+
+fn cal_bin(s: f64) -> usize {
+    CAL_EDGES.iter().rposition(|e| s >= *e).unwrap_or(0)
+}
+
+/// Per-series state of the fusion itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FusionState {
+    /// Points seen, saturating.
+    pub count: u32,
+    /// Points left in the refractory period.
+    pub refractory_left: u32,
+    /// Raw score of the last alert.
+    pub last_alert_raw: f64,
+    /// Decaying histograms of each detector's score (`5 × 16` bins, `DetectorKind::ALL` order).
+    pub hist: Vec<f32>,
+}
+
+/// Per-series state of all detectors (serde, `Default`; bounded, see the module docs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyState {
+    /// Rolling z-score.
+    pub zscore: ZScoreState,
+    /// Seasonal baseline.
+    pub seasonal: SeasonalState,
+    /// Holt trend.
+    pub trend: TrendState,
+    /// Volatility / flatline.
+    pub variance: VarianceState,
+    /// Isolation forest.
+    pub iforest: IForestState,
+    /// Fusion.
+    pub fusion: FusionState,
+}
+
+impl AnomalyState {
+    /// Bytes this state occupies (inline + heap), for the per-series budget.
+    pub fn state_bytes(&self) -> usize {
+        std::mem::size_of::<AnomalyState>() - std::mem::size_of::<SeasonalState>() - std::mem::size_of::<IForestState>()
+            + SeasonalConfig::state_bytes(&self.seasonal)
+            + IForestConfig::state_bytes(&self.iforest)
+            + self.fusion.hist.capacity() * 4
+    }
+
+    /// The Holt state, for forecasts and `TrendConfig::time_until_crossing`.
+    pub fn trend(&self) -> &TrendState {
+        &self.trend
+    }
+}
+
+/// Why a point scored what it did, for alert annotations.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct AnomalyExplanation {
+    /// The detector that contributed most (None when nothing scored).
+    pub top: Option<DetectorKind>,
+    /// Weighted, calibrated score per detector, in `DetectorKind::ALL` order.
+    pub contributions: [f64; 5],
+    /// Expected value (seasonal baseline, else Holt forecast, else z-score mean).
+    pub expected: Option<f64>,
+    /// Normal band `(low, high)` around the expected value.
+    pub band: Option<(f64, f64)>,
+    /// Deviation from the expected value, in the baseline's standard deviations (signed).
+    pub deviation_sd: f64,
+}
+
+/// The fused verdict on one point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnomalyOutput {
+    /// Fused anomaly score in [0, 1], damped after an alert (what thresholds compare with).
+    pub score: f64,
+    /// Fused score before refractory damping.
+    pub raw_score: f64,
+    /// Whether this point raises an alert under the configured threshold (once per anomaly).
+    pub alert: bool,
+    /// Each detector's own output, in `DetectorKind::ALL` order (default when switched off).
+    pub per_detector: [(DetectorKind, DetectorOutput); 5],
+    /// Explanation for annotations.
+    pub explanation: AnomalyExplanation,
+}
+
+impl AnomalyConfig {
+    /// Problems with this configuration, as `(key, message)` pairs; keys are dotted paths.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut add = |prefix: &str, v: Vec<(&'static str, String)>| {
+            out.extend(v.into_iter().map(|(k, m)| (format!("{prefix}.{k}"), m)));
+        };
+        add("zscore", self.zscore.problems());
+        add("seasonal", self.seasonal.problems());
+        add("trend", self.trend.problems());
+        add("variance", self.variance.problems());
+        add("iforest", self.iforest.problems());
+        let f = &self.fusion;
+        let w = f.weights.as_array();
+        for (k, v) in DetectorKind::ALL.iter().zip(w) {
+            if !(0.0..=1.0).contains(&v) {
+                out.push((format!("fusion.weights.{}", k.name()), "must be in [0, 1]".to_string()));
+            }
+        }
+        if w.iter().all(|v| *v == 0.0) {
+            out.push(("fusion.weights".to_string(), "at least one detector must have a weight > 0".to_string()));
+        }
+        if !(f.sensitivity > 0.0 && f.sensitivity.is_finite()) {
+            out.push(("fusion.sensitivity".to_string(), "must be > 0".to_string()));
+        }
+        if !(f.alert_threshold > 0.0 && f.alert_threshold <= 1.0) {
+            out.push(("fusion.alert_threshold".to_string(), "must be in (0, 1]".to_string()));
+        }
+        if !(f.rearm_ratio >= 1.0) {
+            out.push(("fusion.rearm_ratio".to_string(), "must be >= 1".to_string()));
+        }
+        if !(f.calibration_tolerated_repeats > 0.0) {
+            out.push(("fusion.calibration_tolerated_repeats".to_string(), "must be > 0".to_string()));
+        }
+        if !(f.band_sd > 0.0) {
+            out.push(("fusion.band_sd".to_string(), "must be > 0".to_string()));
+        }
+        out
+    }
+
+    /// Scores one point of a series (event time `ts_ms`), then lets every detector learn it.
+    pub fn update(&self, st: &mut AnomalyState, ts_ms: i64, value: f64) -> AnomalyOutput {
+        let f = &self.fusion;
+        let w = f.weights.as_array();
+        let need_all = w[4] > 0.0;
+        let mut outs = [DetectorOutput::default(); 5];
+        if !value.is_finite() {
+            return AnomalyOutput {
+                score: 0.0,
+                raw_score: 0.0,
+                alert: false,
+                per_detector: zip_kinds(outs),
+                explanation: AnomalyExplanation::default(),
+            };
+        }
+        if w[0] > 0.0 || need_all {
+            outs[0] = self.zscore.update(&mut st.zscore, value);
+        }
+        // The seasonal baseline always runs: trend and volatility see the deseasonalised value.
+        let seasonal_sd = self.seasonal.spread_sd(&st.seasonal, ts_ms);
+        let component = self.seasonal.component(&st.seasonal, ts_ms);
+        outs[1] = self.seasonal.update(&mut st.seasonal, ts_ms, value);
+        let adjusted = value - component;
+        if w[2] > 0.0 || need_all {
+            outs[2] = self.trend.update(&mut st.trend, ts_ms, adjusted);
+            if let Some(e) = outs[2].expected.as_mut() {
+                *e += component;
+            }
+        }
+        if w[3] > 0.0 || need_all {
+            outs[3] = self.variance.update(&mut st.variance, adjusted);
+        }
+        if need_all {
+            let feats: [f32; FEATURES] = [
+                outs[1].deviation.clamp(-12.0, 12.0) as f32,
+                outs[2].deviation.clamp(-12.0, 12.0) as f32,
+                outs[3].deviation.clamp(-12.0, 12.0) as f32,
+                outs[0].deviation.clamp(-12.0, 12.0) as f32,
+            ];
+            outs[4] = self.iforest.update(&mut st.iforest, &feats);
+        }
+
+        let fs = &mut st.fusion;
+        fs.count = fs.count.saturating_add(1);
+        let warm = fs.count > f.warmup_points;
+
+        // Calibrate each detector's score against this series' own recent scores.
+        let mut contrib = [0.0f64; 5];
+        if f.calibration_window_points > 0 && fs.hist.len() != 5 * CAL_BINS {
+            fs.hist = vec![0.0; 5 * CAL_BINS];
+        }
+        for i in 0..5 {
+            if w[i] == 0.0 {
+                continue;
+            }
+            let s = outs[i].score.clamp(0.0, 1.0);
+            let mut c = s;
+            if f.calibration_window_points > 0 {
+                let h = &mut fs.hist[i * CAL_BINS..(i + 1) * CAL_BINS];
+                let bin = cal_bin(s);
+                let above: f64 = h[bin..].iter().map(|v| f64::from(*v)).sum();
+                // Novelty: a score this series reached `above` times recently is discounted.
+                let rarity = 1.0 / (1.0 + above / f.calibration_tolerated_repeats);
+                c = s * rarity;
+                let decay = 1.0 - 1.0 / f64::from(f.calibration_window_points.max(1));
+                for v in h.iter_mut() {
+                    *v = (f64::from(*v) * decay) as f32;
+                }
+                h[bin] += 1.0;
+            }
+            contrib[i] = w[i] * c;
+        }
+        let mut raw = match f.combine {
+            Combine::NoisyOr => 1.0 - contrib.iter().fold(1.0, |k, c| k * (1.0 - c.clamp(0.0, 1.0))),
+            Combine::Max => contrib.iter().fold(0.0f64, |m, c| m.max(*c)),
+        };
+        if f.sensitivity != 1.0 && raw < 1.0 {
+            let odds = raw / (1.0 - raw) * f.sensitivity;
+            raw = odds / (1.0 + odds);
+        }
+        if !warm {
+            raw = 0.0;
+        }
+
+        // One anomaly, one alert.
+        let mut score = raw;
+        let mut alert = false;
+        if fs.refractory_left > 0 {
+            let n = f64::from(f.refractory_points.max(1));
+            let elapsed = n - f64::from(fs.refractory_left);
+            fs.refractory_left -= 1;
+            if raw >= f.alert_threshold && raw > fs.last_alert_raw * f.rearm_ratio {
+                alert = true;
+            } else {
+                score = raw * (elapsed / n).powf(f.refractory_recovery_power);
+            }
+        } else if raw >= f.alert_threshold {
+            alert = true;
+        }
+        if alert {
+            fs.refractory_left = f.refractory_points;
+            fs.last_alert_raw = raw;
+        }
+
+        // Explanation.
+        let mut top = None;
+        let mut best = 0.0;
+        for (k, c) in DetectorKind::ALL.iter().zip(contrib) {
+            if c > best {
+                best = c;
+                top = Some(*k);
+            }
+        }
+        let (expected, sd, dev) = if let Some(e) = outs[1].expected {
+            (Some(e), Some(seasonal_sd), outs[1].deviation)
+        } else if let Some(e) = outs[2].expected {
+            (Some(e), None, outs[2].deviation)
+        } else {
+            (outs[0].expected, None, outs[0].deviation)
+        };
+        let band = match (expected, sd) {
+            (Some(e), Some(sd)) => Some((e - f.band_sd * sd, e + f.band_sd * sd)),
+            _ => None,
+        };
+        AnomalyOutput {
+            score,
+            raw_score: raw,
+            alert,
+            per_detector: zip_kinds(outs),
+            explanation: AnomalyExplanation { top, contributions: contrib, expected, band, deviation_sd: dev },
+        }
+    }
+}
+
+fn zip_kinds(outs: [DetectorOutput; 5]) -> [(DetectorKind, DetectorOutput); 5] {
+    let k = DetectorKind::ALL;
+    [(k[0], outs[0]), (k[1], outs[1]), (k[2], outs[2]), (k[3], outs[3]), (k[4], outs[4])]
+}

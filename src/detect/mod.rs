@@ -1,0 +1,103 @@
+//! Pure detector maths: statistics, baselines, models. Synchronous, no I/O, no clock.
+//!
+//! Every detector follows one shape so the pipeline can run it per series:
+//! - a `*Config` struct (serde, `deny_unknown_fields`, units in field names, a doc comment per field);
+//! - a per-series `*State` struct (serde, `Default`), whose size is bounded and documented;
+//! - `Config::update(&self, state, ts_ms, value) -> DetectorOutput`, which scores the point
+//!   against the state *before* learning from it, then learns.
+//!
+//! Time comes only from the points (`ts_ms`, event time), never from a clock; randomness only from
+//! seeded generators, so the same input gives the same scores live, in replay and after a restore.
+
+pub mod fusion;
+pub mod iforest;
+pub mod seasonal;
+pub mod trend;
+pub mod variance;
+pub mod zscore;
+
+pub use fusion::{AnomalyConfig, AnomalyExplanation, AnomalyOutput, AnomalyState, DetectorKind};
+
+/// What one detector says about one point.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DetectorOutput {
+    /// Anomaly score in [0, 1]; 0 while the detector is still warming up.
+    pub score: f64,
+    /// The value the detector expected at this point, when it has one.
+    pub expected: Option<f64>,
+    /// Signed deviation in the detector's own unit (a z-score for statistical detectors).
+    pub deviation: f64,
+}
+
+/// Maps a non-negative deviation (in standard deviations) to a score in [0, 1): `d / (d + k)`.
+/// `k` is the deviation that scores 0.5.
+pub fn deviation_to_score(deviation: f64, half_at: f64) -> f64 {
+    let d = deviation.abs();
+    if d.is_finite() {
+        d / (d + half_at)
+    } else {
+        1.0
+    }
+}
+
+/// Median sampling step of a series, learnt from its first inter-point gaps (event time only).
+///
+/// Keeps at most [`StepEstimator::SAMPLES`] gaps (136 bytes); once full, the median is frozen, so
+/// a later outage does not change the resolution a baseline was built at.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StepEstimator {
+    /// Timestamp of the last point seen, in ms (0 before the first point).
+    pub last_ts_ms: i64,
+    /// Points seen, saturating.
+    pub seen: u32,
+    /// Positive gaps seen so far, in ms, at most `SAMPLES` of them.
+    pub gaps_ms: Vec<i64>,
+    /// Median gap once `SAMPLES` gaps were seen, in ms; 0 before.
+    pub step_ms: i64,
+}
+
+impl StepEstimator {
+    /// Gaps used for the median.
+    pub const SAMPLES: usize = 15;
+
+    /// Folds a timestamp in; returns the gap to the previous point in ms (0 for the first point).
+    pub fn observe(&mut self, ts_ms: i64) -> i64 {
+        let gap = if self.seen == 0 { 0 } else { ts_ms - self.last_ts_ms };
+        if self.seen == 0 || ts_ms > self.last_ts_ms {
+            self.last_ts_ms = ts_ms;
+        }
+        self.seen = self.seen.saturating_add(1);
+        if gap > 0 && self.step_ms == 0 {
+            self.gaps_ms.push(gap);
+            if self.gaps_ms.len() >= Self::SAMPLES {
+                let mut g = std::mem::take(&mut self.gaps_ms);
+                g.sort_unstable();
+                self.step_ms = g[g.len() / 2];
+            }
+        }
+        gap
+    }
+
+    /// The median step in ms: the frozen one, else a provisional median of the gaps so far, else 0.
+    pub fn step_ms(&self) -> i64 {
+        if self.step_ms > 0 {
+            return self.step_ms;
+        }
+        if self.gaps_ms.len() >= 3 {
+            let mut g = self.gaps_ms.clone();
+            g.sort_unstable();
+            return g[g.len() / 2];
+        }
+        0
+    }
+}
+
+/// Clamps `x` to `[-limit, limit]`; NaN becomes 0.
+#[inline]
+pub(crate) fn clip(x: f64, limit: f64) -> f64 {
+    if x.is_nan() {
+        0.0
+    } else {
+        x.clamp(-limit, limit)
+    }
+}

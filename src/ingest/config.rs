@@ -1,0 +1,78 @@
+use serde::{Deserialize, Serialize};
+
+use crate::subjects;
+
+/// How metrics are consumed and which messages are accepted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Durable consumer name; give each processor partition its own.
+    pub consumer_name: String,
+    /// Subjects this processor consumes (a partition of `prism.metrics.>` when scaling out).
+    pub filter_subject: String,
+    /// Most messages processed as one batch (bounded in-flight work per step).
+    pub max_batch: usize,
+    /// Most unacknowledged messages the server lets this consumer have (back-pressure).
+    pub max_ack_pending: i64,
+    /// Seconds before the server redelivers an unacknowledged message.
+    pub ack_wait_secs: u64,
+    /// Points older than (max event time seen − this) are late: counted and dropped, in ms.
+    pub allowed_lateness_ms: i64,
+    /// Points stamped further than this after the message's publish time are rejected, in ms.
+    pub max_future_ms: i64,
+    /// Messages larger than this are rejected without decoding, in bytes.
+    pub max_message_bytes: usize,
+    /// Most points in one message.
+    pub max_points_per_message: usize,
+    /// Most labels on one point.
+    pub max_labels: usize,
+    /// Longest metric or label name, in bytes.
+    pub max_name_bytes: usize,
+    /// Longest label value, in bytes.
+    pub max_label_value_bytes: usize,
+    /// Seconds between refreshes of the consumer-pending gauge.
+    pub pending_poll_secs: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            consumer_name: subjects::PROCESSOR_CONSUMER.into(),
+            filter_subject: subjects::METRICS_ALL.into(),
+            max_batch: 1000,
+            max_ack_pending: 20_000,
+            ack_wait_secs: 30,
+            allowed_lateness_ms: 30_000,
+            max_future_ms: 300_000,
+            max_message_bytes: 1 << 20,
+            max_points_per_message: 10_000,
+            max_labels: 32,
+            max_name_bytes: 200,
+            max_label_value_bytes: 256,
+            pending_poll_secs: 5,
+        }
+    }
+}
+
+impl IngestConfig {
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut check = |ok: bool, key: &str, msg: &str| {
+            if !ok {
+                out.push((key.to_string(), msg.to_string()));
+            }
+        };
+        check(subjects::is_token(&self.consumer_name), "consumer_name", "must be one subject token ([A-Za-z0-9_-]+)");
+        check(self.filter_subject.starts_with(subjects::METRICS_PREFIX), "filter_subject", "must be under prism.metrics.");
+        check(self.max_batch > 0, "max_batch", "must be > 0");
+        check(self.max_ack_pending >= self.max_batch as i64, "max_ack_pending", "must be >= max_batch");
+        check(self.ack_wait_secs > 0, "ack_wait_secs", "must be > 0");
+        check(self.allowed_lateness_ms >= 0, "allowed_lateness_ms", "must be >= 0");
+        check(self.max_future_ms >= 0, "max_future_ms", "must be >= 0");
+        check(self.max_message_bytes > 0, "max_message_bytes", "must be > 0");
+        check(self.max_points_per_message > 0, "max_points_per_message", "must be > 0");
+        check(self.max_name_bytes > 0, "max_name_bytes", "must be > 0");
+        check(self.pending_poll_secs > 0, "pending_poll_secs", "must be > 0");
+        out
+    }
+}

@@ -1,0 +1,373 @@
+//! One shard: the keyed state of the series hashed to it, their operators and rule states, and
+//! the event-time timers of those rules. Synchronous; driven only by points and watermarks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::operator::{DropReason, Flow, OperatorSpec, OperatorState, PointCtx};
+use crate::ingest::KeyedPoint;
+use crate::model::{AlertEvent, AlertStatus, SeriesKey};
+use crate::rules::{Rule, RuleSet, RuleState, TemplateCtx, Transition, TransitionKind};
+
+/// What every shard shares: operator specs, rules, time settings.
+#[derive(Debug)]
+pub struct PipelineCtx {
+    pub operators: Vec<OperatorSpec>,
+    pub rules: RuleSet,
+    pub staleness_ms: i64,
+    pub idle_ms: i64,
+}
+
+/// Input of a shard, in stream order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Point(KeyedPoint),
+    /// The global watermark advanced to this event time.
+    Watermark(i64),
+}
+
+const NO_TIMER: i64 = i64::MAX;
+
+#[derive(Debug, Clone)]
+struct RuleSlot {
+    rule: u32,
+    state: RuleState,
+    /// Due time registered in the shard's timer set, or `NO_TIMER`.
+    timer: i64,
+}
+
+/// Keyed state of one series.
+#[derive(Debug, Clone)]
+struct SeriesState {
+    key: Arc<str>,
+    last_ts: i64,
+    last_value: f64,
+    last_score: f64,
+    last_zscore: f64,
+    ops: Vec<OperatorState>,
+    rules: Vec<RuleSlot>,
+}
+
+/// A series as stored in a checkpoint: rules by name, so rule files can change between runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesSnapshot {
+    pub key: String,
+    pub last_ts: i64,
+    pub last_value: f64,
+    pub last_score: f64,
+    pub last_zscore: f64,
+    pub ops: Vec<OperatorState>,
+    pub rules: Vec<(String, RuleState)>,
+}
+
+/// Counters of one shard since the last [`Shard::take_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub points: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub series_created: u64,
+    pub series_evicted: u64,
+}
+
+impl ShardStats {
+    pub fn add(&mut self, o: &ShardStats) {
+        self.points += o.points;
+        self.duplicates += o.duplicates;
+        self.out_of_order += o.out_of_order;
+        self.series_created += o.series_created;
+        self.series_evicted += o.series_evicted;
+    }
+}
+
+pub struct Shard {
+    ctx: Arc<PipelineCtx>,
+    series: HashMap<Arc<str>, SeriesState>,
+    timers: BTreeSet<(i64, Arc<str>, u32)>,
+    watermark: i64,
+    next_eviction_at: i64,
+    stats: ShardStats,
+}
+
+impl Shard {
+    pub fn new(ctx: Arc<PipelineCtx>) -> Self {
+        Self {
+            ctx,
+            series: HashMap::new(),
+            timers: BTreeSet::new(),
+            watermark: i64::MIN,
+            next_eviction_at: i64::MIN,
+            stats: ShardStats::default(),
+        }
+    }
+
+    pub fn ctx_arc(&self) -> Arc<PipelineCtx> {
+        self.ctx.clone()
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn take_stats(&mut self) -> ShardStats {
+        std::mem::take(&mut self.stats)
+    }
+
+    /// Processes items in order, appending alert events to `out`.
+    pub fn process(&mut self, items: impl IntoIterator<Item = Item>, out: &mut Vec<AlertEvent>) {
+        for item in items {
+            match item {
+                Item::Point(p) => self.on_point(p, out),
+                Item::Watermark(w) => self.on_watermark(w, out),
+            }
+        }
+    }
+
+    fn on_point(&mut self, kp: KeyedPoint, out: &mut Vec<AlertEvent>) {
+        let Shard {
+            ctx,
+            series,
+            timers,
+            stats,
+            ..
+        } = self;
+        stats.points += 1;
+        let st = match series.get_mut(kp.key.as_str()) {
+            Some(st) => st,
+            None => {
+                stats.series_created += 1;
+                let key: Arc<str> = kp.key.into();
+                let st = new_series(ctx, key.clone());
+                series.entry(key).or_insert(st)
+            }
+        };
+        let mut p = PointCtx::new(kp.ts, kp.value);
+        for (spec, op) in ctx.operators.iter().zip(st.ops.iter_mut()) {
+            if let Flow::Drop(reason) = spec.on_point(op, &mut p) {
+                match reason {
+                    DropReason::Duplicate => stats.duplicates += 1,
+                    DropReason::OutOfOrder => stats.out_of_order += 1,
+                }
+                return;
+            }
+        }
+        let staleness = ctx.staleness_ms;
+        for slot in st.rules.iter_mut() {
+            let rule = &ctx.rules.rules[slot.rule as usize];
+            // Transitions the previous value was due to cause before this point arrived.
+            while let Some(t) = slot.state.advance_to(rule, p.ts, st.last_ts, staleness) {
+                out.push(make_event(rule, &st.key, t, st.last_value, st.last_score, st.last_zscore));
+            }
+            let holds = rule.condition.holds(p.value, p.score, p.zscore);
+            if let Some(t) = slot.state.on_point(rule, p.ts, holds) {
+                out.push(make_event(rule, &st.key, t, p.value, p.score, p.zscore));
+            }
+            reschedule(timers, &st.key, slot, rule, p.ts, staleness);
+        }
+        st.last_ts = p.ts;
+        st.last_value = p.value;
+        st.last_score = p.score;
+        st.last_zscore = p.zscore;
+    }
+
+    fn on_watermark(&mut self, w: i64, out: &mut Vec<AlertEvent>) {
+        if w <= self.watermark {
+            return;
+        }
+        self.watermark = w;
+        let staleness = self.ctx.staleness_ms;
+        while let Some((due, key, idx)) = self.timers.first().cloned() {
+            if due > w {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(st) = self.series.get_mut(&key) else { continue };
+            let Some(slot) = st.rules.iter_mut().find(|s| s.rule == idx && s.timer == due) else {
+                continue;
+            };
+            slot.timer = NO_TIMER;
+            let rule = &self.ctx.rules.rules[idx as usize];
+            while let Some(t) = slot.state.advance_to(rule, w, st.last_ts, staleness) {
+                out.push(make_event(rule, &st.key, t, st.last_value, st.last_score, st.last_zscore));
+            }
+            reschedule(&mut self.timers, &st.key, slot, rule, st.last_ts, staleness);
+        }
+        if w >= self.next_eviction_at {
+            self.evict_idle(w);
+            self.next_eviction_at = w.saturating_add((self.ctx.idle_ms / 4).max(1000));
+        }
+    }
+
+    /// Drops series idle for longer than the eviction time that have no active alert (an alert
+    /// must keep its state until it resolves).
+    fn evict_idle(&mut self, w: i64) {
+        let idle = self.ctx.idle_ms;
+        let before = self.series.len();
+        self.series
+            .retain(|_, st| st.last_ts.saturating_add(idle) >= w || st.rules.iter().any(|s| s.state.is_active()));
+        self.stats.series_evicted += (before - self.series.len()) as u64;
+    }
+
+    /// The shard's series, in key order (deterministic checkpoints).
+    pub fn snapshot(&self) -> Vec<SeriesSnapshot> {
+        let sorted: BTreeMap<&str, &SeriesState> = self.series.iter().map(|(k, v)| (&**k, v)).collect();
+        sorted
+            .into_values()
+            .map(|st| SeriesSnapshot {
+                key: st.key.to_string(),
+                last_ts: st.last_ts,
+                last_value: st.last_value,
+                last_score: st.last_score,
+                last_zscore: st.last_zscore,
+                ops: st.ops.clone(),
+                rules: st
+                    .rules
+                    .iter()
+                    .map(|s| (self.ctx.rules.rules[s.rule as usize].name.clone(), s.state))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// Adds a series from a checkpoint (rules matched afresh; states kept by rule name).
+    pub fn restore_series(&mut self, snap: SeriesSnapshot, watermark: i64) {
+        self.watermark = self.watermark.max(watermark);
+        let key: Arc<str> = snap.key.into();
+        let mut st = new_series(&self.ctx, key.clone());
+        if snap.ops.len() == st.ops.len() {
+            st.ops = snap.ops;
+        }
+        st.last_ts = snap.last_ts;
+        st.last_value = snap.last_value;
+        st.last_score = snap.last_score;
+        st.last_zscore = snap.last_zscore;
+        for slot in st.rules.iter_mut() {
+            let rule = &self.ctx.rules.rules[slot.rule as usize];
+            if let Some((_, state)) = snap.rules.iter().find(|(name, _)| *name == rule.name) {
+                slot.state = *state;
+            }
+            reschedule(&mut self.timers, &key, slot, rule, st.last_ts, self.ctx.staleness_ms);
+        }
+        self.series.insert(key, st);
+    }
+
+    /// Bytes of keyed state per series, approximately (heap plus inline), for the benchmark.
+    pub fn approx_state_bytes(&self) -> usize {
+        self.series
+            .values()
+            .map(|st| {
+                std::mem::size_of::<SeriesState>()
+                    + 2 * std::mem::size_of::<Arc<str>>()
+                    + st.key.len()
+                    + 16
+                    + st.ops.capacity() * std::mem::size_of::<OperatorState>()
+                    + st
+                        .ops
+                        .iter()
+                        .map(|o| match o {
+                            OperatorState::Dedup(_) => 8 * 8,
+                            _ => 0,
+                        })
+                        .sum::<usize>()
+                    + st.rules.capacity() * std::mem::size_of::<RuleSlot>()
+            })
+            .sum()
+    }
+}
+
+fn new_series(ctx: &PipelineCtx, key: Arc<str>) -> SeriesState {
+    let rules = ctx
+        .rules
+        .matching(&SeriesKey(key.clone()))
+        .into_iter()
+        .map(|rule| RuleSlot {
+            rule,
+            state: RuleState::default(),
+            timer: NO_TIMER,
+        })
+        .collect();
+    SeriesState {
+        key,
+        last_ts: i64::MIN / 2,
+        last_value: 0.0,
+        last_score: 0.0,
+        last_zscore: 0.0,
+        ops: ctx.operators.iter().map(OperatorSpec::new_state).collect(),
+        rules,
+    }
+}
+
+fn reschedule(
+    timers: &mut BTreeSet<(i64, Arc<str>, u32)>,
+    key: &Arc<str>,
+    slot: &mut RuleSlot,
+    rule: &Rule,
+    last_ts: i64,
+    staleness_ms: i64,
+) {
+    let due = slot.state.next_due(rule, last_ts, staleness_ms).unwrap_or(NO_TIMER);
+    if due == slot.timer {
+        return;
+    }
+    if slot.timer != NO_TIMER {
+        timers.remove(&(slot.timer, key.clone(), slot.rule));
+    }
+    if due != NO_TIMER {
+        timers.insert((due, key.clone(), slot.rule));
+    }
+    slot.timer = due;
+}
+
+/// Stable 16-hex-digit fingerprint of a rule on a series.
+pub fn fingerprint(rule: &str, series_key: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(rule.as_bytes());
+    h.update([0u8]);
+    h.update(series_key.as_bytes());
+    let digest = h.finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn make_event(rule: &Rule, key: &Arc<str>, t: Transition, value: f64, score: f64, zscore: f64) -> AlertEvent {
+    let series = SeriesKey(key.clone());
+    let fp = fingerprint(&rule.name, key);
+    let mut labels: BTreeMap<String, String> = series.labels().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    labels.insert("metric".into(), series.name().to_string());
+    labels.extend(rule.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let ctx = TemplateCtx {
+        series: &series,
+        rule: &rule.name,
+        value,
+        score,
+        zscore,
+        threshold: rule.condition.threshold,
+    };
+    let annotations = rule.annotations.iter().map(|(k, t)| (k.clone(), t.render(&ctx))).collect();
+    let status = match t.kind {
+        TransitionKind::Pending => AlertStatus::Pending,
+        TransitionKind::Firing => AlertStatus::Firing,
+        TransitionKind::Resolved => AlertStatus::Resolved,
+        TransitionKind::Cancelled => AlertStatus::Cancelled,
+    };
+    AlertEvent {
+        id: format!("{fp}-{}", t.starts_at),
+        fingerprint: fp,
+        rule: rule.name.clone(),
+        priority: rule.priority,
+        status,
+        labels,
+        annotations,
+        value,
+        score,
+        starts_at: t.starts_at,
+        ends_at: matches!(status, AlertStatus::Resolved | AlertStatus::Cancelled).then_some(t.at),
+        event_time: t.at,
+    }
+}

@@ -1,0 +1,289 @@
+//! Rule files (`config/rules/*.yaml`) and their compiled form.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use super::{Condition, Template};
+use crate::config::{from_tree, parse_yaml, ConfigError};
+use crate::model::{Priority, SeriesKey};
+use crate::subjects;
+
+/// Where rules come from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Folders (or single files) of `*.yaml` rule files, loaded in name order.
+    pub paths: Vec<PathBuf>,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self {
+            paths: vec![PathBuf::from("config/rules")],
+        }
+    }
+}
+
+/// One rule file: `rules: [...]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    pub rules: Vec<RuleDef>,
+}
+
+/// A rule as written in YAML.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDef {
+    /// Unique name; a subject token (`[A-Za-z0-9_-]+`), used in `prism.alerts.<p>.<status>.<rule>`.
+    pub name: String,
+    /// Metric name: exact, or a matcher (`=~regex`, `!=name`, `!~regex`).
+    pub metric: String,
+    /// Label matchers: `label: value` (exact), `"=~regex"`, `"!=value"`, `"!~regex"`.
+    #[serde(default, rename = "match")]
+    pub matchers: BTreeMap<String, String>,
+    /// `<value|score|zscore> <op> <number>`.
+    pub condition: String,
+    /// How long the condition must hold before the alert fires (e.g. `5m`); 0 fires at once.
+    #[serde(default, rename = "for")]
+    pub for_duration: Option<String>,
+    /// How long the condition must be false before a firing alert resolves; default 0.
+    #[serde(default)]
+    pub resolve_after: Option<String>,
+    /// P1 (page now) to P4.
+    pub priority: Priority,
+    /// Extra labels on the alert.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Templated annotations (see README: placeholders).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A label (or metric name) matcher.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    Eq(String),
+    Ne(String),
+    Re(Regex),
+    NotRe(Regex),
+}
+
+impl Matcher {
+    pub fn parse(s: &str) -> Result<Matcher, String> {
+        let anchored = |re: &str| Regex::new(&format!("^(?:{re})$")).map_err(|e| format!("bad regex {re:?}: {e}"));
+        Ok(if let Some(re) = s.strip_prefix("=~") {
+            Matcher::Re(anchored(re)?)
+        } else if let Some(re) = s.strip_prefix("!~") {
+            Matcher::NotRe(anchored(re)?)
+        } else if let Some(v) = s.strip_prefix("!=") {
+            Matcher::Ne(v.to_string())
+        } else {
+            Matcher::Eq(s.strip_prefix('=').unwrap_or(s).to_string())
+        })
+    }
+
+    /// `None` is an absent label, which matches like the empty string (as in Prometheus).
+    pub fn matches(&self, v: Option<&str>) -> bool {
+        let v = v.unwrap_or("");
+        match self {
+            Matcher::Eq(x) => v == x,
+            Matcher::Ne(x) => v != x,
+            Matcher::Re(r) => r.is_match(v),
+            Matcher::NotRe(r) => !r.is_match(v),
+        }
+    }
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub metric: Matcher,
+    pub matchers: Vec<(String, Matcher)>,
+    pub condition: Condition,
+    pub for_ms: i64,
+    pub resolve_after_ms: i64,
+    pub priority: Priority,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: Vec<(String, Template)>,
+    /// File the rule came from, for messages.
+    pub source: String,
+}
+
+impl Rule {
+    pub fn matches(&self, key: &SeriesKey) -> bool {
+        self.metric.matches(Some(key.name()))
+            && self.matchers.iter().all(|(l, m)| m.matches(key.label(l)))
+    }
+
+    /// Compiles a definition; errors are `(key, message)` relative to the rule.
+    pub fn compile(def: &RuleDef, source: &str) -> Result<Rule, (String, String)> {
+        if !subjects::is_token(&def.name) {
+            return Err(("name".into(), format!("{:?} must match [A-Za-z0-9_-]+ (it is a subject token)", def.name)));
+        }
+        let metric = Matcher::parse(&def.metric).map_err(|m| ("metric".to_string(), m))?;
+        let mut matchers = Vec::new();
+        for (label, m) in &def.matchers {
+            matchers.push((label.clone(), Matcher::parse(m).map_err(|e| (format!("match.{label}"), e))?));
+        }
+        let condition = Condition::parse(&def.condition).map_err(|m| ("condition".to_string(), m))?;
+        let duration = |key: &str, v: &Option<String>| -> Result<i64, (String, String)> {
+            match v {
+                None => Ok(0),
+                Some(s) => humantime::parse_duration(s)
+                    .map(|d| d.as_millis() as i64)
+                    .map_err(|e| (key.to_string(), format!("{s:?} is not a duration like 30s, 5m, 1h: {e}"))),
+            }
+        };
+        let mut annotations = Vec::new();
+        for (k, src) in &def.annotations {
+            annotations.push((k.clone(), Template::compile(src).map_err(|m| (format!("annotations.{k}"), m))?));
+        }
+        Ok(Rule {
+            name: def.name.clone(),
+            metric,
+            matchers,
+            condition,
+            for_ms: duration("for", &def.for_duration)?,
+            resolve_after_ms: duration("resolve_after", &def.resolve_after)?,
+            priority: def.priority,
+            labels: def.labels.clone(),
+            annotations,
+            source: source.to_string(),
+        })
+    }
+}
+
+/// Every loaded rule, in load order (a rule's index is its identity inside the pipeline).
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    /// Indices of the rules that apply to a series.
+    pub fn matching(&self, key: &SeriesKey) -> Vec<u32> {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.matches(key))
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+
+    /// Parses one rule file's text.
+    pub fn add_file(&mut self, file: &str, text: &str) -> Result<(), ConfigError> {
+        let tree = parse_yaml(file, text)?;
+        let parsed: RuleFile = from_tree(file, tree)?;
+        for (i, def) in parsed.rules.iter().enumerate() {
+            let rule = Rule::compile(def, file).map_err(|(k, m)| ConfigError::invalid(file, format!("rules[{i}].{k}"), m))?;
+            if let Some(prev) = self.rules.iter().find(|r| r.name == rule.name) {
+                return Err(ConfigError::invalid(
+                    file,
+                    format!("rules[{i}].name"),
+                    format!("rule {:?} is already defined in {}", rule.name, prev.source),
+                ));
+            }
+            self.rules.push(rule);
+        }
+        Ok(())
+    }
+}
+
+/// Loads every `*.yaml`/`*.yml` file under the given paths (folders are read in name order).
+pub fn load_rules(paths: &[PathBuf]) -> Result<RuleSet, ConfigError> {
+    let mut set = RuleSet::default();
+    for path in paths {
+        let files = rule_files(path).map_err(|source| ConfigError::Read {
+            file: path.display().to_string(),
+            source,
+        })?;
+        for f in files {
+            let name = f.display().to_string();
+            let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::Read {
+                file: name.clone(),
+                source,
+            })?;
+            set.add_file(&name, &text)?;
+        }
+    }
+    Ok(set)
+}
+
+fn rule_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str, labels: &[(&str, &str)]) -> SeriesKey {
+        let map = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        SeriesKey::from_parts(name, &map)
+    }
+
+    #[test]
+    fn matchers() {
+        let mut set = RuleSet::default();
+        set.add_file(
+            "t.yaml",
+            r#"
+rules:
+  - name: high_cpu
+    metric: cpu_usage_percent
+    match: { service: "=~api-.*", env: "!=dev" }
+    condition: value > 80
+    for: 10m
+    priority: P2
+"#,
+        )
+        .unwrap();
+        let r = &set.rules[0];
+        assert_eq!(r.for_ms, 600_000);
+        assert!(r.matches(&key("cpu_usage_percent", &[("service", "api-gw")])));
+        assert!(!r.matches(&key("cpu_usage_percent", &[("service", "api-gw"), ("env", "dev")])));
+        assert!(!r.matches(&key("cpu_usage_percent", &[("service", "xapi-gw")])));
+        assert!(!r.matches(&key("mem", &[("service", "api-gw")])));
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let mut set = RuleSet::default();
+        let err = |text: &str| RuleSet::default().add_file("r.yaml", text).unwrap_err().to_string();
+        let base = "rules:\n  - name: a\n    metric: m\n    condition: value > 1\n    priority: P1\n";
+        set.add_file("r.yaml", base).unwrap();
+        assert!(set.add_file("s.yaml", base).unwrap_err().to_string().contains("already defined in r.yaml"));
+        let e = err(&base.replace("value > 1", "value >> 1"));
+        assert!(e.contains("r.yaml") && e.contains("rules[0].condition"), "{e}");
+        let e = err(&format!("{base}    for: 5 minutes please\n"));
+        assert!(e.contains("rules[0].for"), "{e}");
+        let e = err(&base.replace("P1", "P9"));
+        assert!(e.contains("rules[0].priority"), "{e}");
+        let e = err(&format!("{base}    severity: high\n"));
+        assert!(e.contains("unknown field `severity`"), "{e}");
+        let e = err(&base.replace("name: a", "name: a.b"));
+        assert!(e.contains("rules[0].name"), "{e}");
+        let e = err(&format!("{base}    annotations: {{ summary: \"{{{{ vlaue }}}}\" }}\n"));
+        assert!(e.contains("rules[0].annotations.summary"), "{e}");
+    }
+
+    #[test]
+    fn shipped_rules_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules");
+        let set = load_rules(&[dir]).unwrap();
+        assert!(set.rules.len() >= 9);
+    }
+}

@@ -1,0 +1,12 @@
+//! Alert rules: loading and compiling YAML rule files, matching series, evaluating conditions,
+//! and the per-(series, rule) lifecycle state machine. Pure and synchronous.
+
+mod condition;
+mod config;
+mod state;
+mod template;
+
+pub use condition::{Condition, Field, Op};
+pub use config::{load_rules, Matcher, Rule, RuleDef, RuleFile, RuleSet, RulesConfig};
+pub use state::{Phase, RuleState, Transition, TransitionKind};
+pub use template::{fmt_value, Template, TemplateCtx};

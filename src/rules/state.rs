@@ -1,0 +1,242 @@
+//! The lifecycle of one rule on one series, driven by event time only.
+//!
+//! Semantics: a series' value holds from one point until the next (at most `staleness_ms`).
+//! A condition that has held since `active_since` fires at exactly `active_since + for`, whether
+//! that moment is reached by the series' next point or by the watermark, so the transitions and
+//! their times do not depend on how input was batched.
+
+use serde::{Deserialize, Serialize};
+
+use super::Rule;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    #[default]
+    Inactive,
+    Pending,
+    Firing,
+}
+
+/// State of one (series, rule) pair: 24 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RuleState {
+    pub phase: Phase,
+    /// When the condition started to hold (the alert's `starts_at`).
+    pub active_since: i64,
+    /// While firing: when the condition became false (`i64::MIN` = it holds).
+    pub false_since: i64,
+}
+
+impl Default for RuleState {
+    fn default() -> Self {
+        Self {
+            phase: Phase::Inactive,
+            active_since: 0,
+            false_since: i64::MIN,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransitionKind {
+    Pending,
+    Firing,
+    Resolved,
+    Cancelled,
+}
+
+/// A lifecycle transition at event time `at`, of the alert that started at `starts_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub kind: TransitionKind,
+    pub at: i64,
+    pub starts_at: i64,
+}
+
+impl RuleState {
+    pub fn is_active(&self) -> bool {
+        self.phase != Phase::Inactive
+    }
+
+    /// The next event time at which this state changes without a new point, if any.
+    /// `last_ts` is the series' latest point; pending alerts of a silent series are cancelled
+    /// once its data is stale.
+    pub fn next_due(&self, rule: &Rule, last_ts: i64, staleness_ms: i64) -> Option<i64> {
+        match self.phase {
+            Phase::Inactive => None,
+            Phase::Pending => Some((self.active_since + rule.for_ms).min(last_ts.saturating_add(staleness_ms))),
+            Phase::Firing if self.false_since != i64::MIN => Some(self.false_since + rule.resolve_after_ms),
+            Phase::Firing => None,
+        }
+    }
+
+    /// Applies the transitions due at or before `t` (the series has had no point since `last_ts`).
+    pub fn advance_to(&mut self, rule: &Rule, t: i64, last_ts: i64, staleness_ms: i64) -> Option<Transition> {
+        let due = self.next_due(rule, last_ts, staleness_ms)?;
+        if due > t {
+            return None;
+        }
+        let starts_at = self.active_since;
+        match self.phase {
+            Phase::Pending if due < self.active_since + rule.for_ms => {
+                *self = RuleState::default();
+                Some(Transition { kind: TransitionKind::Cancelled, at: due, starts_at })
+            }
+            Phase::Pending => {
+                self.phase = Phase::Firing;
+                self.false_since = i64::MIN;
+                Some(Transition { kind: TransitionKind::Firing, at: due, starts_at })
+            }
+            Phase::Firing => {
+                *self = RuleState::default();
+                Some(Transition { kind: TransitionKind::Resolved, at: due, starts_at })
+            }
+            Phase::Inactive => None,
+        }
+    }
+
+    /// Applies a new point at `ts` whose condition is `holds` (call [`advance_to`] first).
+    pub fn on_point(&mut self, rule: &Rule, ts: i64, holds: bool) -> Option<Transition> {
+        match (self.phase, holds) {
+            (Phase::Inactive, true) => {
+                self.active_since = ts;
+                self.false_since = i64::MIN;
+                if rule.for_ms == 0 {
+                    self.phase = Phase::Firing;
+                    Some(Transition { kind: TransitionKind::Firing, at: ts, starts_at: ts })
+                } else {
+                    self.phase = Phase::Pending;
+                    Some(Transition { kind: TransitionKind::Pending, at: ts, starts_at: ts })
+                }
+            }
+            (Phase::Pending, false) => {
+                let starts_at = self.active_since;
+                *self = RuleState::default();
+                Some(Transition { kind: TransitionKind::Cancelled, at: ts, starts_at })
+            }
+            (Phase::Firing, true) => {
+                self.false_since = i64::MIN;
+                None
+            }
+            (Phase::Firing, false) => {
+                if self.false_since == i64::MIN {
+                    self.false_since = ts;
+                }
+                if ts - self.false_since >= rule.resolve_after_ms {
+                    let starts_at = self.active_since;
+                    let at = self.false_since + rule.resolve_after_ms;
+                    *self = RuleState::default();
+                    Some(Transition { kind: TransitionKind::Resolved, at, starts_at })
+                } else {
+                    None
+                }
+            }
+            (Phase::Inactive, false) | (Phase::Pending, true) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::RuleSet;
+
+    const MIN: i64 = 60_000;
+
+    fn rule(extra: &str) -> Rule {
+        let mut set = RuleSet::default();
+        set.add_file(
+            "t.yaml",
+            &format!("rules:\n  - name: r\n    metric: m\n    condition: value > 10\n    priority: P2\n{extra}"),
+        )
+        .unwrap();
+        set.rules.remove(0)
+    }
+
+    /// Feeds (ts, value) points, advancing before each; returns the transitions.
+    fn run(rule: &Rule, points: &[(i64, f64)], until: i64) -> Vec<Transition> {
+        let mut st = RuleState::default();
+        let mut out = Vec::new();
+        let mut last = i64::MIN / 2;
+        for &(ts, v) in points {
+            while let Some(t) = st.advance_to(rule, ts, last, 5 * MIN) {
+                out.push(t);
+            }
+            out.extend(st.on_point(rule, ts, rule.condition.holds(v, 0.0, 0.0)));
+            last = ts;
+        }
+        while let Some(t) = st.advance_to(rule, until, last, 5 * MIN) {
+            out.push(t);
+        }
+        out
+    }
+
+    fn kinds(ts: &[Transition]) -> Vec<(TransitionKind, i64)> {
+        ts.iter().map(|t| (t.kind, t.at)).collect()
+    }
+
+    fn series(from_min: i64, to_min: i64, value: f64) -> Vec<(i64, f64)> {
+        (from_min * 6..to_min * 6).map(|i| (i * 10_000, value)).collect()
+    }
+
+    #[test]
+    fn fires_after_for_and_never_on_shorter_excursion() {
+        let r = rule("    for: 5m\n");
+        let mut pts = series(0, 10, 1.0);
+        pts.extend(series(10, 14, 50.0)); // 4-minute excursion
+        pts.extend(series(14, 20, 1.0));
+        let t = kinds(&run(&r, &pts, 20 * MIN));
+        assert_eq!(t, vec![(TransitionKind::Pending, 10 * MIN), (TransitionKind::Cancelled, 14 * MIN)]);
+
+        let mut pts = series(0, 10, 1.0);
+        pts.extend(series(10, 17, 50.0));
+        pts.extend(series(17, 20, 1.0));
+        let t = kinds(&run(&r, &pts, 20 * MIN));
+        assert_eq!(
+            t,
+            vec![
+                (TransitionKind::Pending, 10 * MIN),
+                (TransitionKind::Firing, 15 * MIN),
+                (TransitionKind::Resolved, 17 * MIN)
+            ]
+        );
+    }
+
+    #[test]
+    fn watermark_fires_when_points_stop_and_stale_pending_cancels() {
+        let r = rule("    for: 2m\n");
+        // One true point then silence: the value holds for 2m (< 5m staleness): fires at 2m.
+        let t = kinds(&run(&r, &[(0, 50.0)], 10 * MIN));
+        assert_eq!(t, vec![(TransitionKind::Pending, 0), (TransitionKind::Firing, 2 * MIN)]);
+        let r = rule("    for: 10m\n");
+        let t = kinds(&run(&r, &[(0, 50.0)], 20 * MIN));
+        assert_eq!(t, vec![(TransitionKind::Pending, 0), (TransitionKind::Cancelled, 5 * MIN)]);
+    }
+
+    #[test]
+    fn resolve_after_waits_and_reset_by_true() {
+        let r = rule("    resolve_after: 1m\n");
+        let pts = vec![(0, 50.0), (10_000, 1.0), (40_000, 50.0), (50_000, 1.0), (100_000, 1.0), (200_000, 1.0)];
+        let t = kinds(&run(&r, &pts, 300_000));
+        assert_eq!(t, vec![(TransitionKind::Firing, 0), (TransitionKind::Resolved, 110_000)]);
+    }
+
+    #[test]
+    fn same_transitions_whether_driven_by_points_or_watermark() {
+        let r = rule("    for: 1m\n    resolve_after: 30s\n");
+        let pts: Vec<(i64, f64)> = (0..100).map(|i| (i * 7_000, if (20..60).contains(&i) { 50.0 } else { 1.0 })).collect();
+        let by_points = run(&r, &pts, 700_000);
+        // Same points, but advance by a watermark between every point too.
+        let mut st = RuleState::default();
+        let mut out = Vec::new();
+        let mut last = i64::MIN / 2;
+        for &(ts, v) in &pts {
+            out.extend(st.advance_to(&r, ts - 3_000, last, 5 * MIN));
+            out.extend(st.advance_to(&r, ts, last, 5 * MIN));
+            out.extend(st.on_point(&r, ts, v > 10.0));
+            last = ts;
+        }
+        out.extend(st.advance_to(&r, 700_000, last, 5 * MIN));
+        assert_eq!(by_points, out);
+    }
+}
