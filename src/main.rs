@@ -1,1 +1,238 @@
-fn main() {}
+//! The `prismwatch` binary: parse the command line, initialise logs, call into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use async_nats::jetstream;
+use clap::{Parser, Subcommand, ValueEnum};
+use prismwatch::config::{self, Loaded};
+use prismwatch::ingest::Encoding;
+use prismwatch::model::MetricPoint;
+use prismwatch::pipeline::Pipeline;
+use prismwatch::rules::{load_rules, RuleSet};
+use prismwatch::tools::{bench, clock, demo, publish, tail};
+use prismwatch::{bus, runner, telemetry};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(name = "prismwatch", version, about = "Streaming monitoring and alerting for market-data platforms (NATS-native)")]
+struct Cli {
+    /// Config file (YAML). Default: config/prismwatch.yaml when it exists, else built-in defaults.
+    #[arg(long, short, global = true, env = "PRISMWATCH_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+    Msgpack,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the processor: consume metrics, evaluate rules, publish alert events.
+    Run,
+    /// Publish metric points (one from flags, or a CSV / JSON-lines file).
+    Publish {
+        /// Metric name.
+        #[arg(long, required_unless_present = "file")]
+        name: Option<String>,
+        /// Label as key=value (repeatable).
+        #[arg(long = "label", short = 'l')]
+        labels: Vec<String>,
+        /// Value.
+        #[arg(long, required_unless_present = "file", allow_hyphen_values = true)]
+        value: Option<f64>,
+        /// Event time, ms since the epoch (default: now).
+        #[arg(long)]
+        timestamp: Option<i64>,
+        /// CSV (timestamp,name,value,<label columns>) or .jsonl file of points.
+        #[arg(long, conflicts_with_all = ["name", "value"])]
+        file: Option<PathBuf>,
+        /// Points per message.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, value_enum, default_value_t = Format::Msgpack)]
+        format: Format,
+        /// Subject (default: prism.metrics.<domain>.<source>.<metric> from the labels).
+        #[arg(long)]
+        subject: Option<String>,
+    },
+    /// Follow alert events and print them, one line each.
+    Tail {
+        /// p1..p4
+        #[arg(long)]
+        priority: Option<String>,
+        /// pending, firing, resolved, cancelled
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        rule: Option<String>,
+        /// Start from the beginning of the alert history instead of new events.
+        #[arg(long)]
+        history: bool,
+        /// Print raw JSON instead of one formatted line.
+        #[arg(long)]
+        json: bool,
+        /// Exit after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Validate the config and rule files, and print a summary.
+    CheckConfig,
+    /// Demo: find or start nats-server, generate market-data metrics with incidents, show alerts.
+    Demo {
+        /// How many times faster than real time the scenario runs.
+        #[arg(long, default_value_t = 200.0)]
+        speed: f64,
+    },
+    /// Replay PRISM_METRICS through a fresh pipeline and write the alert events it gives (JSON lines).
+    Replay {
+        #[arg(long, default_value_t = 1)]
+        from_seq: u64,
+        #[arg(long)]
+        to_seq: Option<u64>,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Benchmark the processor against a local nats-server and print a report.
+    Bench(bench::BenchArgs),
+}
+
+fn load(cli_path: &Option<PathBuf>) -> anyhow::Result<(Loaded, RuleSet)> {
+    let default = PathBuf::from("config/prismwatch.yaml");
+    let path = cli_path.clone().or_else(|| default.exists().then_some(default));
+    let loaded = config::load(path.as_deref())?;
+    let paths: Vec<PathBuf> = loaded.config.rules.paths.iter().map(|p| loaded.resolve(p)).collect();
+    let rules = load_rules(&paths)?;
+    Ok((loaded, rules))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (loaded, rules) = load(&cli.config)?;
+    let mut cfg = loaded.config.clone();
+    if matches!(cli.command, Command::Demo { .. }) && std::env::var_os("RUST_LOG").is_none() {
+        // The demo's output is the alert lines; keep routine logs out of them.
+        cfg.telemetry.log_level = "warn".into();
+    }
+    telemetry::init_logs(&cfg.telemetry);
+    match cli.command {
+        Command::CheckConfig => {
+            println!(
+                "{}: OK ({} rules from {})",
+                loaded.file.as_ref().map(|f| f.display().to_string()).unwrap_or("<defaults>".into()),
+                rules.rules.len(),
+                cfg.rules.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            );
+            for r in &rules.rules {
+                println!("  {:<26} {}  {} for {}ms", r.name, r.priority, r.condition, r.for_ms);
+            }
+            Ok(())
+        }
+        Command::Run => {
+            if let Err(e) = telemetry::init_metrics(&cfg.telemetry) {
+                tracing::warn!(error = %e, "metrics endpoint not started");
+            }
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = tx.send(true);
+            });
+            runner::run(cfg, rules, rx).await
+        }
+        Command::Publish { name, labels, value, timestamp, file, batch, format, subject } => {
+            let points = match file {
+                Some(f) => publish::read_points(&f)?,
+                None => {
+                    let mut map = std::collections::BTreeMap::new();
+                    for l in labels {
+                        let (k, v) = l.split_once('=').with_context(|| format!("label {l:?} is not key=value"))?;
+                        map.insert(k.to_string(), v.to_string());
+                    }
+                    vec![MetricPoint {
+                        name: name.unwrap_or_default(),
+                        labels: map,
+                        value: value.unwrap_or_default(),
+                        timestamp: timestamp.unwrap_or_else(clock::now_ms),
+                    }]
+                }
+            };
+            let js = jetstream::new(bus::connect(&cfg.nats).await?);
+            bus::ensure_streams(&js, &cfg.streams).await?;
+            let encoding = match format {
+                Format::Json => Encoding::Json,
+                Format::Msgpack => Encoding::MsgPack,
+            };
+            let n = publish::publish_points(&js, &points, batch, encoding, subject.as_deref()).await?;
+            println!("published {} points in {n} messages", points.len());
+            Ok(())
+        }
+        Command::Tail { priority, status, rule, history, json, count } => {
+            let js = jetstream::new(bus::connect(&cfg.nats).await?);
+            bus::ensure_streams(&js, &cfg.streams).await?;
+            let filter = tail::filter(priority.as_deref(), status.as_deref(), rule.as_deref());
+            let mut seen = 0;
+            tail::follow(&js, &cfg.streams.alerts.name, &filter, history, |e| {
+                if json {
+                    println!("{}", serde_json::to_string(&e).unwrap_or_default());
+                } else {
+                    println!("{}", tail::format_event(&e));
+                }
+                seen += 1;
+                count.is_none_or(|c| seen < c)
+            })
+            .await
+        }
+        Command::Demo { speed } => demo::run(cfg, rules, speed).await.map(|_| ()),
+        Command::Replay { from_seq, to_seq, output } => {
+            let js = jetstream::new(bus::connect(&cfg.nats).await?);
+            let mut pipeline = Pipeline::new(&cfg.pipeline, cfg.ingest.allowed_lateness_ms, rules);
+            let mut lines = String::new();
+            let n = runner::replay_range(&js, &cfg, &mut pipeline, from_seq, to_seq, |events, _dead| {
+                for e in events {
+                    lines.push_str(&serde_json::to_string(&e).unwrap_or_default());
+                    lines.push('\n');
+                }
+                async {}
+            })
+            .await?;
+            match output {
+                Some(p) => std::fs::write(&p, lines).with_context(|| format!("writing {}", p.display()))?,
+                None => print!("{lines}"),
+            }
+            eprintln!("replayed: {n} alert events");
+            Ok(())
+        }
+        Command::Bench(args) => bench::run(cfg, args).await,
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

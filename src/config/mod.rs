@@ -117,7 +117,11 @@ pub fn load_with_env(file: Option<&Path>, env: &[(String, String)]) -> Result<Lo
             continue;
         };
         let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
-        let value: Value = serde_norway::from_str(raw).unwrap_or(Value::String(raw.clone()));
+        // Scalars are read as YAML (numbers, booleans); an empty value is the empty string.
+        let value: Value = match serde_norway::from_str(raw) {
+            Ok(Value::Null) | Err(_) => Value::String(raw.clone()),
+            Ok(v) => v,
+        };
         set_path(&mut tree, &keys, value).map_err(|m| ConfigError::invalid(name.clone(), keys.join("."), m))?;
         from_env.push((keys.join("."), name.clone()));
     }

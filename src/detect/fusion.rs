@@ -430,3 +430,162 @@ fn zip_kinds(outs: [DetectorOutput; 5]) -> [(DetectorKind, DetectorOutput); 5] {
     let k = DetectorKind::ALL;
     [(k[0], outs[0]), (k[1], outs[1]), (k[2], outs[2]), (k[3], outs[3]), (k[4], outs[4])]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testdata::{daily, Noise, DAY, STEP_MS};
+
+    /// Normal part: 6 days of a noisy daily cycle; the anomaly starts at `ONSET`.
+    const ONSET: usize = 6 * DAY;
+
+    fn base(seed: u64) -> Vec<(i64, f64)> {
+        daily(7 * DAY, 100.0, 30.0, 2.0, seed)
+    }
+
+    /// Alerts in the normal part (after warm-up) and whether one fired within `within` points of onset.
+    fn check(pts: &[(i64, f64)], within: usize) -> (usize, bool) {
+        let cfg = AnomalyConfig::default();
+        let mut st = AnomalyState::default();
+        let out: Vec<AnomalyOutput> = pts.iter().map(|(t, v)| cfg.update(&mut st, *t, *v)).collect();
+        let false_alerts = out[2 * DAY..ONSET].iter().filter(|o| o.alert).count();
+        let hit = out[ONSET..(ONSET + within).min(out.len())].iter().any(|o| o.alert);
+        (false_alerts, hit)
+    }
+
+    fn assert_detected(name: &str, pts: &[(i64, f64)], within: usize) {
+        let (fa, hit) = check(pts, within);
+        assert!(hit, "{name}: not detected within {within} points");
+        assert!(fa <= 2, "{name}: {fa} false alerts in 4 normal days");
+    }
+
+    #[test]
+    fn spike() {
+        let mut p = base(1);
+        p[ONSET].1 += 40.0;
+        assert_detected("spike", &p, 1);
+    }
+
+    #[test]
+    fn level_shift() {
+        let mut p = base(2);
+        p[ONSET..].iter_mut().for_each(|x| x.1 += 25.0);
+        assert_detected("level shift", &p, 6);
+    }
+
+    #[test]
+    fn seasonal_break() {
+        // The day's cycle runs half a day out of phase: values stay in the normal range.
+        let mut p = base(3);
+        let shifted = daily(7 * DAY + DAY / 2, 100.0, 30.0, 2.0, 3);
+        for i in ONSET..p.len() {
+            p[i].1 = shifted[i + DAY / 2].1;
+        }
+        assert_detected("seasonal break", &p, DAY / 4);
+    }
+
+    #[test]
+    fn variance_change() {
+        let mut p = base(4);
+        let mut z = Noise::new(44);
+        p[ONSET..].iter_mut().for_each(|x| x.1 += 12.0 * z.normal());
+        assert_detected("variance change", &p, 24);
+    }
+
+    #[test]
+    fn flatline() {
+        let mut p = base(5);
+        let v = p[ONSET].1;
+        p[ONSET..].iter_mut().for_each(|x| x.1 = v);
+        assert_detected("flatline", &p, 36);
+    }
+
+    #[test]
+    fn dropout_to_zero() {
+        let mut p = base(6);
+        p[ONSET..ONSET + 12].iter_mut().for_each(|x| x.1 = 0.0);
+        assert_detected("dropout", &p, 1);
+    }
+
+    #[test]
+    fn trend_acceleration() {
+        // A slow steady growth, then it accelerates.
+        let mut z = Noise::new(7);
+        let p: Vec<(i64, f64)> = (0..7 * DAY)
+            .map(|i| {
+                let extra = if i >= ONSET { 0.002 * ((i - ONSET) as f64).powi(2) } else { 0.0 };
+                (i as i64 * STEP_MS, 50.0 + 0.01 * i as f64 + extra + z.normal())
+            })
+            .collect();
+        assert_detected("trend acceleration", &p, 72);
+    }
+
+    #[test]
+    fn clean_series_bounded_false_alerts_and_state_budget() {
+        let cfg = AnomalyConfig::default();
+        let mut st = AnomalyState::default();
+        let mut alerts = 0;
+        for (t, v) in daily(20 * DAY, 100.0, 30.0, 2.0, 8).into_iter() {
+            alerts += usize::from(cfg.update(&mut st, t, v).alert);
+        }
+        assert!(alerts <= 6, "{alerts} alerts in 20 clean days");
+        assert!(st.state_bytes() <= 16 * 1024, "state {} bytes", st.state_bytes());
+    }
+
+    #[test]
+    fn deterministic_and_restorable() {
+        let cfg = AnomalyConfig::default();
+        let pts = base(9);
+        let mut a = AnomalyState::default();
+        let mut b = AnomalyState::default();
+        for (i, (t, v)) in pts.iter().enumerate() {
+            if i == 3 * DAY {
+                // Snapshot/restore through serde mid-stream changes nothing.
+                b = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+            }
+            let x = cfg.update(&mut a, *t, *v);
+            let y = cfg.update(&mut b, *t, *v);
+            assert_eq!(x.score.to_bits(), y.score.to_bits(), "point {i}");
+            assert_eq!(x.alert, y.alert);
+        }
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn config_validation_and_unknown_keys() {
+        assert!(AnomalyConfig::default().problems().is_empty());
+        let bad = AnomalyConfig {
+            fusion: FusionConfig { alert_threshold: 0.0, ..Default::default() },
+            iforest: IForestConfig { trees: 0, ..Default::default() },
+            ..Default::default()
+        };
+        let keys: Vec<String> = bad.problems().into_iter().map(|(k, _)| k).collect();
+        assert!(keys.contains(&"fusion.alert_threshold".to_string()));
+        assert!(keys.contains(&"iforest.trees".to_string()));
+        assert!(serde_json::from_str::<AnomalyConfig>(r#"{"fusion":{"alert_treshold":0.5}}"#).is_err());
+        let c: AnomalyConfig = serde_json::from_str(r#"{"fusion":{"weights":{"iforest":0}}}"#).unwrap();
+        assert_eq!(c.fusion.weights.iforest, 0.0);
+        assert_eq!(c.fusion.weights.seasonal, 1.0);
+    }
+
+    #[test]
+    fn explanation_names_a_detector_and_a_band() {
+        let cfg = AnomalyConfig::default();
+        let mut st = AnomalyState::default();
+        let mut p = base(10);
+        p[ONSET].1 += 40.0;
+        let mut last = None;
+        for (i, (t, v)) in p.iter().enumerate() {
+            let o = cfg.update(&mut st, *t, *v);
+            if i == ONSET {
+                last = Some(o);
+            }
+        }
+        let o = last.unwrap();
+        assert!(o.alert);
+        let (lo, hi) = o.explanation.band.unwrap();
+        assert!(lo < o.explanation.expected.unwrap() && hi < p[ONSET].1);
+        assert!(o.explanation.top.is_some());
+        assert!(o.explanation.deviation_sd > 5.0);
+    }
+}

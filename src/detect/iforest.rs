@@ -321,3 +321,61 @@ fn grow(tree: &mut TreeBuf<'_>, data: &[f32], sample: &mut [u16], node: usize, d
     grow(tree, data, left, 2 * node + 1, d + 1, rng);
     grow(tree, data, right, 2 * node + 2, d + 1, rng);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testdata::Noise;
+    use proptest::prelude::*;
+
+    fn cluster(n: usize, seed: u64) -> Vec<[f32; FEATURES]> {
+        let mut z = Noise::new(seed);
+        (0..n).map(|_| std::array::from_fn(|_| z.normal() as f32)).collect()
+    }
+
+    #[test]
+    fn outlier_scores_above_inliers_and_is_deterministic() {
+        let cfg = IForestConfig::default();
+        let mut st = IForestState::default();
+        for x in cluster(600, 1) {
+            cfg.update(&mut st, &x);
+        }
+        let inlier = cfg.raw_score(&st, &[0.1, -0.2, 0.0, 0.3]).unwrap();
+        let outlier = cfg.raw_score(&st, &[6.0, 0.0, -5.0, 0.0]).unwrap();
+        assert!(outlier > 0.6 && inlier < 0.5, "outlier {outlier} inlier {inlier}");
+
+        let mut st2 = IForestState::default();
+        for x in cluster(600, 1) {
+            cfg.update(&mut st2, &x);
+        }
+        assert_eq!(st, st2);
+    }
+
+    #[test]
+    fn state_is_bounded() {
+        let cfg = IForestConfig::default();
+        let mut st = IForestState::default();
+        for x in cluster(5000, 2) {
+            cfg.update(&mut st, &x);
+        }
+        assert_eq!(st.reservoir.len(), cfg.reservoir_size as usize * FEATURES);
+        assert!(IForestConfig::state_bytes(&st) <= 8_400, "{}", IForestConfig::state_bytes(&st));
+    }
+
+    proptest! {
+        #[test]
+        fn scores_in_unit_interval(points in proptest::collection::vec(proptest::array::uniform4(-50.0f32..50.0), 100..300)) {
+            let cfg = IForestConfig { min_points: 64, ..Default::default() };
+            let mut st = IForestState::default();
+            for p in &points {
+                let o = cfg.update(&mut st, p);
+                prop_assert!((0.0..=1.0).contains(&o.score));
+            }
+        }
+
+        #[test]
+        fn c_factor_is_monotone(n in 2.0f64..10_000.0) {
+            prop_assert!(c_factor(n + 1.0) >= c_factor(n));
+        }
+    }
+}

@@ -101,3 +101,43 @@ pub(crate) fn clip(x: f64, limit: f64) -> f64 {
         x.clamp(-limit, limit)
     }
 }
+
+/// Deterministic synthetic series for the detectors' tests.
+#[cfg(test)]
+pub(crate) mod testdata {
+    /// Step of the synthetic series: 5 minutes.
+    pub const STEP_MS: i64 = 300_000;
+    /// Points per day at `STEP_MS`.
+    pub const DAY: usize = 288;
+
+    /// Standard normal noise from a seeded xorshift + Box-Muller.
+    pub struct Noise(u64);
+
+    impl Noise {
+        pub fn new(seed: u64) -> Self {
+            Noise(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+        }
+        fn unit(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        }
+        pub fn normal(&mut self) -> f64 {
+            let (u, v) = (self.unit(), self.unit());
+            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+        }
+    }
+
+    /// `n` points of `level + amp * sin(daily) + sd * noise`, 5 minutes apart from a midnight.
+    pub fn daily(n: usize, level: f64, amp: f64, sd: f64, seed: u64) -> Vec<(i64, f64)> {
+        let mut z = Noise::new(seed);
+        let t0 = 1_396_310_400_000; // 2014-04-01T00:00:00Z
+        (0..n)
+            .map(|i| {
+                let ph = (i % DAY) as f64 / DAY as f64 * std::f64::consts::TAU;
+                (t0 + i as i64 * STEP_MS, level + amp * ph.sin() + sd * z.normal())
+            })
+            .collect()
+    }
+}

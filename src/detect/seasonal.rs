@@ -476,3 +476,84 @@ fn winsorised_detrended(hist: &[f64]) -> Vec<f64> {
     let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
     x.iter().enumerate().map(|(i, v)| v - xm - slope * (i as f64 - tm)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testdata::{daily, Noise, DAY, STEP_MS};
+    use proptest::prelude::*;
+
+    fn run(cfg: &SeasonalConfig, pts: &[(i64, f64)]) -> (SeasonalState, Vec<DetectorOutput>) {
+        let mut st = SeasonalState::default();
+        let out = pts.iter().map(|(t, v)| cfg.update(&mut st, *t, *v)).collect();
+        (st, out)
+    }
+
+    #[test]
+    fn finds_the_daily_season_and_not_one_in_a_random_walk() {
+        let cfg = SeasonalConfig::default();
+        let (st, _) = run(&cfg, &daily(4 * DAY, 100.0, 30.0, 2.0, 1));
+        assert_eq!(st.period_ms, 86_400_000);
+
+        let mut z = Noise::new(4);
+        let mut x = 100.0;
+        let walk: Vec<(i64, f64)> = (0..4 * DAY)
+            .map(|i| {
+                x += z.normal();
+                (i as i64 * STEP_MS, x)
+            })
+            .collect();
+        let (st, _) = run(&cfg, &walk);
+        assert_eq!(st.period_ms, 0, "random walk has no season");
+    }
+
+    #[test]
+    fn value_normal_for_the_day_but_wrong_for_the_hour_scores_high() {
+        let cfg = SeasonalConfig::default();
+        let mut pts = daily(6 * DAY, 100.0, 30.0, 2.0, 2);
+        // The daily rise itself scores low.
+        let (_, out) = run(&cfg, &pts);
+        let high = out[4 * DAY..].iter().filter(|o| o.score > 0.5).count();
+        assert!(high <= 2, "{high} high scores on the normal days");
+        // At the daily trough (phase 3/4) put the daily peak value: normal for the day, not the hour.
+        let i = 5 * DAY + 3 * DAY / 4;
+        pts[i].1 = 130.0;
+        let (_, out) = run(&cfg, &pts);
+        assert!(out[i].score > 0.8, "score {}", out[i].score);
+        assert!(out[i].deviation > 5.0);
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let cfg = SeasonalConfig::default();
+        let (st, _) = run(&cfg, &daily(20 * DAY, 10.0, 3.0, 1.0, 3));
+        assert!(SeasonalConfig::state_bytes(&st) <= 4_700, "{}", SeasonalConfig::state_bytes(&st));
+    }
+
+    proptest! {
+        #[test]
+        fn scores_in_unit_interval_and_deterministic(values in proptest::collection::vec(-1e4f64..1e4, 1..600)) {
+            let cfg = SeasonalConfig::default();
+            let pts: Vec<(i64, f64)> = values.iter().enumerate().map(|(i, v)| (i as i64 * STEP_MS, *v)).collect();
+            let (a, oa) = run(&cfg, &pts);
+            let (b, ob) = run(&cfg, &pts);
+            prop_assert_eq!(a, b);
+            for (x, y) in oa.iter().zip(&ob) {
+                prop_assert!((0.0..=1.0).contains(&x.score));
+                prop_assert_eq!(x.score.to_bits(), y.score.to_bits());
+            }
+        }
+
+        #[test]
+        fn residual_is_invariant_to_shift_and_scale(shift in -1e3f64..1e3, scale in 0.1f64..10.0) {
+            let cfg = SeasonalConfig { spread_floor_ratio: 0.0, spread_floor_abs: 0.0, ..Default::default() };
+            let pts = daily(3 * DAY, 50.0, 10.0, 1.0, 5);
+            let moved: Vec<(i64, f64)> = pts.iter().map(|(t, v)| (*t, v * scale + shift)).collect();
+            let (_, a) = run(&cfg, &pts);
+            let (_, b) = run(&cfg, &moved);
+            for (x, y) in a.iter().zip(&b).skip(100) {
+                prop_assert!((x.deviation - y.deviation).abs() <= 1e-2 * (1.0 + x.deviation.abs()));
+            }
+        }
+    }
+}

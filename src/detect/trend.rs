@@ -256,3 +256,70 @@ impl TrendConfig {
         Some((mean_ms.round() as i64, pm_ms.min(1e15).round() as i64))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testdata::{Noise, STEP_MS};
+    use proptest::prelude::*;
+
+    fn feed(cfg: &TrendConfig, values: &[f64]) -> (TrendState, Vec<DetectorOutput>) {
+        let mut st = TrendState::default();
+        let out = values.iter().enumerate().map(|(i, v)| cfg.update(&mut st, i as i64 * STEP_MS, *v)).collect();
+        (st, out)
+    }
+
+    #[test]
+    fn time_until_crossing_on_a_noisy_ramp() {
+        // Disk at 50 %, +0.01 % per 5 minutes, noise 0.05: 90 % is 4000 points (~13.9 days) away
+        // from the last point of the first 1000.
+        let mut z = Noise::new(11);
+        let v: Vec<f64> = (0..1000).map(|i| 50.0 + 0.01 * i as f64 + 0.05 * z.normal()).collect();
+        let cfg = TrendConfig::default();
+        let (st, _) = feed(&cfg, &v);
+        let (mean_ms, pm_ms) = cfg.time_until_crossing(&st, 90.0, CrossingDirection::Up).expect("crossing");
+        let expected_ms = (90.0 - 60.0) / 0.01 * STEP_MS as f64;
+        assert!((mean_ms as f64 - expected_ms).abs() < 0.25 * expected_ms, "{mean_ms} vs {expected_ms}");
+        assert!(pm_ms > 0);
+        assert_eq!(cfg.time_until_crossing(&st, 10.0, CrossingDirection::Down), None);
+        assert_eq!(cfg.time_until_crossing(&st, 40.0, CrossingDirection::Up), Some((0, 0)));
+    }
+
+    #[test]
+    fn flat_noise_has_no_crossing_and_scores_low() {
+        let mut z = Noise::new(5);
+        let v: Vec<f64> = (0..2000).map(|_| 20.0 + z.normal()).collect();
+        let cfg = TrendConfig::default();
+        let (st, out) = feed(&cfg, &v);
+        assert_eq!(cfg.time_until_crossing(&st, 90.0, CrossingDirection::Up), None);
+        let high = out[300..].iter().filter(|o| o.score > 0.5).count();
+        assert!(high < 10, "{high} high scores on noise");
+    }
+
+    #[test]
+    fn level_shift_and_acceleration_score_high() {
+        let mut z = Noise::new(9);
+        let mut v: Vec<f64> = (0..1000).map(|_| 20.0 + z.normal()).collect();
+        v.extend((0..50).map(|_| 26.0 + z.normal()));
+        let cfg = TrendConfig::default();
+        let (_, out) = feed(&cfg, &v);
+        assert!(out[1000..1020].iter().any(|o| o.score > 0.6), "level shift missed");
+
+        let mut v: Vec<f64> = (0..1000).map(|i| 20.0 + 0.01 * i as f64 + z.normal()).collect();
+        v.extend((0..200).map(|i| 30.0 + 0.01 * i as f64 + 0.0008 * (i * i) as f64 + z.normal()));
+        let (_, out) = feed(&cfg, &v);
+        assert!(out[300..1000].iter().filter(|o| o.score > 0.6).count() < 8);
+        assert!(out[1000..1200].iter().any(|o| o.score > 0.6), "acceleration missed");
+    }
+
+    proptest! {
+        #[test]
+        fn interval_widens_with_horizon(values in proptest::collection::vec(-100.0f64..100.0, 40..200), h in 1u32..500) {
+            let cfg = TrendConfig::default();
+            let (st, _) = feed(&cfg, &values);
+            let (_, w1) = cfg.forecast(&st, h);
+            let (_, w2) = cfg.forecast(&st, h + 1);
+            prop_assert!(w2 >= w1);
+        }
+    }
+}

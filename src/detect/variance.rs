@@ -140,3 +140,45 @@ impl VarianceConfig {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testdata::Noise;
+    use proptest::prelude::*;
+
+    fn run(cfg: &VarianceConfig, values: &[f64]) -> Vec<DetectorOutput> {
+        let mut st = VarianceState::default();
+        values.iter().map(|v| cfg.update(&mut st, *v)).collect()
+    }
+
+    #[test]
+    fn noisier_series_scores_high_calm_one_low() {
+        let mut z = Noise::new(7);
+        let mut v: Vec<f64> = (0..1500).map(|_| 10.0 + z.normal()).collect();
+        v.extend((0..100).map(|_| 10.0 + 6.0 * z.normal()));
+        let out = run(&VarianceConfig::default(), &v);
+        assert!(out[200..1500].iter().all(|o| o.score < 0.5), "calm part scored high");
+        assert!(out[1500..1600].iter().any(|o| o.score > 0.5));
+    }
+
+    #[test]
+    fn flatline_after_moving_series_scores_high_constant_series_does_not() {
+        let mut z = Noise::new(3);
+        let mut v: Vec<f64> = (0..1000).map(|_| 50.0 + z.normal()).collect();
+        v.extend(std::iter::repeat(50.3).take(40));
+        let out = run(&VarianceConfig::default(), &v);
+        assert!(out[1000..].iter().any(|o| o.score > 0.6), "flatline missed");
+        let flat = run(&VarianceConfig::default(), &vec![45.0; 2000]);
+        assert!(flat.iter().all(|o| o.score < 0.5));
+    }
+
+    proptest! {
+        #[test]
+        fn scores_are_in_unit_interval(values in proptest::collection::vec(-1e6f64..1e6, 1..400)) {
+            for o in run(&VarianceConfig::default(), &values) {
+                prop_assert!((0.0..=1.0).contains(&o.score));
+            }
+        }
+    }
+}
