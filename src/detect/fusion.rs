@@ -14,7 +14,7 @@
 //! alert's raw score — a worse anomaly alerts again.
 //!
 //! # Memory bound
-//! Sum of the detectors' bounds (z-score 24 B, seasonal ≤ 4.6 KiB, trend 128 B, variance 56 B,
+//! Sum of the detectors' bounds (z-score 24 B, seasonal ≤ 4.6 KiB, trend 128 B, variance 64 B,
 //! isolation forest ≤ 8.2 KiB) + fusion ~250 B: **≤ 13.5 KiB per series with the defaults**
 //! (`AnomalyState::state_bytes` measures it).
 
@@ -46,8 +46,13 @@ pub enum DetectorKind {
 
 impl DetectorKind {
     /// All detectors, in `per_detector` order.
-    pub const ALL: [DetectorKind; 5] =
-        [DetectorKind::ZScore, DetectorKind::Seasonal, DetectorKind::Trend, DetectorKind::Variance, DetectorKind::IForest];
+    pub const ALL: [DetectorKind; 5] = [
+        DetectorKind::ZScore,
+        DetectorKind::Seasonal,
+        DetectorKind::Trend,
+        DetectorKind::Variance,
+        DetectorKind::IForest,
+    ];
 
     /// Stable lower-case name (config keys, CSV columns, annotations).
     pub fn name(self) -> &'static str {
@@ -80,14 +85,26 @@ pub struct DetectorWeights {
 
 impl Default for DetectorWeights {
     fn default() -> Self {
-        Self { zscore: 0.0, seasonal: 1.0, trend: 1.0, variance: 1.0, iforest: 1.0 }
+        Self {
+            zscore: 0.0,
+            seasonal: 1.0,
+            trend: 1.0,
+            variance: 1.0,
+            iforest: 1.0,
+        }
     }
 }
 
 impl DetectorWeights {
     /// Weights in `DetectorKind::ALL` order.
     pub fn as_array(&self) -> [f64; 5] {
-        [self.zscore, self.seasonal, self.trend, self.variance, self.iforest]
+        [
+            self.zscore,
+            self.seasonal,
+            self.trend,
+            self.variance,
+            self.iforest,
+        ]
     }
 }
 
@@ -169,7 +186,9 @@ pub struct AnomalyConfig {
 }
 
 /// Lower edges of the calibration histogram bins, in score units (finer where scores are high).
-const CAL_EDGES: [f64; 16] = [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99];
+const CAL_EDGES: [f64; 16] = [
+    0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99,
+];
 /// Bins of the calibration histograms.
 const CAL_BINS: usize = CAL_EDGES.len();
 
@@ -210,7 +229,9 @@ pub struct AnomalyState {
 impl AnomalyState {
     /// Bytes this state occupies (inline + heap), for the per-series budget.
     pub fn state_bytes(&self) -> usize {
-        std::mem::size_of::<AnomalyState>() - std::mem::size_of::<SeasonalState>() - std::mem::size_of::<IForestState>()
+        std::mem::size_of::<AnomalyState>()
+            - std::mem::size_of::<SeasonalState>()
+            - std::mem::size_of::<IForestState>()
             + SeasonalConfig::state_bytes(&self.seasonal)
             + IForestConfig::state_bytes(&self.iforest)
             + self.fusion.hist.capacity() * 4
@@ -268,23 +289,35 @@ impl AnomalyConfig {
         let w = f.weights.as_array();
         for (k, v) in DetectorKind::ALL.iter().zip(w) {
             if !(0.0..=1.0).contains(&v) {
-                out.push((format!("fusion.weights.{}", k.name()), "must be in [0, 1]".to_string()));
+                out.push((
+                    format!("fusion.weights.{}", k.name()),
+                    "must be in [0, 1]".to_string(),
+                ));
             }
         }
         if w.iter().all(|v| *v == 0.0) {
-            out.push(("fusion.weights".to_string(), "at least one detector must have a weight > 0".to_string()));
+            out.push((
+                "fusion.weights".to_string(),
+                "at least one detector must have a weight > 0".to_string(),
+            ));
         }
         if !(f.sensitivity > 0.0 && f.sensitivity.is_finite()) {
             out.push(("fusion.sensitivity".to_string(), "must be > 0".to_string()));
         }
         if !(f.alert_threshold > 0.0 && f.alert_threshold <= 1.0) {
-            out.push(("fusion.alert_threshold".to_string(), "must be in (0, 1]".to_string()));
+            out.push((
+                "fusion.alert_threshold".to_string(),
+                "must be in (0, 1]".to_string(),
+            ));
         }
         if !(f.rearm_ratio >= 1.0) {
             out.push(("fusion.rearm_ratio".to_string(), "must be >= 1".to_string()));
         }
         if !(f.calibration_tolerated_repeats > 0.0) {
-            out.push(("fusion.calibration_tolerated_repeats".to_string(), "must be > 0".to_string()));
+            out.push((
+                "fusion.calibration_tolerated_repeats".to_string(),
+                "must be > 0".to_string(),
+            ));
         }
         if !(f.band_sd > 0.0) {
             out.push(("fusion.band_sd".to_string(), "must be > 0".to_string()));
@@ -322,7 +355,9 @@ impl AnomalyConfig {
             }
         }
         if w[3] > 0.0 || need_all {
-            outs[3] = self.variance.update(&mut st.variance, adjusted);
+            outs[3] = self
+                .variance
+                .update_split(&mut st.variance, adjusted, value);
         }
         if need_all {
             let feats: [f32; FEATURES] = [
@@ -365,7 +400,11 @@ impl AnomalyConfig {
             contrib[i] = w[i] * c;
         }
         let mut raw = match f.combine {
-            Combine::NoisyOr => 1.0 - contrib.iter().fold(1.0, |k, c| k * (1.0 - c.clamp(0.0, 1.0))),
+            Combine::NoisyOr => {
+                1.0 - contrib
+                    .iter()
+                    .fold(1.0, |k, c| k * (1.0 - c.clamp(0.0, 1.0)))
+            }
             Combine::Max => contrib.iter().fold(0.0f64, |m, c| m.max(*c)),
         };
         if f.sensitivity != 1.0 && raw < 1.0 {
@@ -421,14 +460,26 @@ impl AnomalyConfig {
             raw_score: raw,
             alert,
             per_detector: zip_kinds(outs),
-            explanation: AnomalyExplanation { top, contributions: contrib, expected, band, deviation_sd: dev },
+            explanation: AnomalyExplanation {
+                top,
+                contributions: contrib,
+                expected,
+                band,
+                deviation_sd: dev,
+            },
         }
     }
 }
 
 fn zip_kinds(outs: [DetectorOutput; 5]) -> [(DetectorKind, DetectorOutput); 5] {
     let k = DetectorKind::ALL;
-    [(k[0], outs[0]), (k[1], outs[1]), (k[2], outs[2]), (k[3], outs[3]), (k[4], outs[4])]
+    [
+        (k[0], outs[0]),
+        (k[1], outs[1]),
+        (k[2], outs[2]),
+        (k[3], outs[3]),
+        (k[4], outs[4]),
+    ]
 }
 
 #[cfg(test)]
@@ -447,9 +498,14 @@ mod tests {
     fn check(pts: &[(i64, f64)], within: usize) -> (usize, bool) {
         let cfg = AnomalyConfig::default();
         let mut st = AnomalyState::default();
-        let out: Vec<AnomalyOutput> = pts.iter().map(|(t, v)| cfg.update(&mut st, *t, *v)).collect();
+        let out: Vec<AnomalyOutput> = pts
+            .iter()
+            .map(|(t, v)| cfg.update(&mut st, *t, *v))
+            .collect();
         let false_alerts = out[2 * DAY..ONSET].iter().filter(|o| o.alert).count();
-        let hit = out[ONSET..(ONSET + within).min(out.len())].iter().any(|o| o.alert);
+        let hit = out[ONSET..(ONSET + within).min(out.len())]
+            .iter()
+            .any(|o| o.alert);
         (false_alerts, hit)
     }
 
@@ -513,8 +569,15 @@ mod tests {
         let mut z = Noise::new(7);
         let p: Vec<(i64, f64)> = (0..7 * DAY)
             .map(|i| {
-                let extra = if i >= ONSET { 0.002 * ((i - ONSET) as f64).powi(2) } else { 0.0 };
-                (i as i64 * STEP_MS, 50.0 + 0.01 * i as f64 + extra + z.normal())
+                let extra = if i >= ONSET {
+                    0.002 * ((i - ONSET) as f64).powi(2)
+                } else {
+                    0.0
+                };
+                (
+                    i as i64 * STEP_MS,
+                    50.0 + 0.01 * i as f64 + extra + z.normal(),
+                )
             })
             .collect();
         assert_detected("trend acceleration", &p, 72);
@@ -529,7 +592,11 @@ mod tests {
             alerts += usize::from(cfg.update(&mut st, t, v).alert);
         }
         assert!(alerts <= 6, "{alerts} alerts in 20 clean days");
-        assert!(st.state_bytes() <= 16 * 1024, "state {} bytes", st.state_bytes());
+        assert!(
+            st.state_bytes() <= 16 * 1024,
+            "state {} bytes",
+            st.state_bytes()
+        );
     }
 
     #[test]
@@ -540,8 +607,8 @@ mod tests {
         let mut b = AnomalyState::default();
         for (i, (t, v)) in pts.iter().enumerate() {
             if i == 3 * DAY {
-                // Snapshot/restore through serde mid-stream changes nothing.
-                b = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+                // Snapshot/restore through serde (MessagePack, bit-exact) mid-stream changes nothing.
+                b = rmp_serde::from_slice(&rmp_serde::to_vec(&b).unwrap()).unwrap();
             }
             let x = cfg.update(&mut a, *t, *v);
             let y = cfg.update(&mut b, *t, *v);
@@ -555,15 +622,24 @@ mod tests {
     fn config_validation_and_unknown_keys() {
         assert!(AnomalyConfig::default().problems().is_empty());
         let bad = AnomalyConfig {
-            fusion: FusionConfig { alert_threshold: 0.0, ..Default::default() },
-            iforest: IForestConfig { trees: 0, ..Default::default() },
+            fusion: FusionConfig {
+                alert_threshold: 0.0,
+                ..Default::default()
+            },
+            iforest: IForestConfig {
+                trees: 0,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let keys: Vec<String> = bad.problems().into_iter().map(|(k, _)| k).collect();
         assert!(keys.contains(&"fusion.alert_threshold".to_string()));
         assert!(keys.contains(&"iforest.trees".to_string()));
-        assert!(serde_json::from_str::<AnomalyConfig>(r#"{"fusion":{"alert_treshold":0.5}}"#).is_err());
-        let c: AnomalyConfig = serde_json::from_str(r#"{"fusion":{"weights":{"iforest":0}}}"#).unwrap();
+        assert!(
+            serde_json::from_str::<AnomalyConfig>(r#"{"fusion":{"alert_treshold":0.5}}"#).is_err()
+        );
+        let c: AnomalyConfig =
+            serde_json::from_str(r#"{"fusion":{"weights":{"iforest":0}}}"#).unwrap();
         assert_eq!(c.fusion.weights.iforest, 0.0);
         assert_eq!(c.fusion.weights.seasonal, 1.0);
     }

@@ -62,7 +62,11 @@ impl StepEstimator {
 
     /// Folds a timestamp in; returns the gap to the previous point in ms (0 for the first point).
     pub fn observe(&mut self, ts_ms: i64) -> i64 {
-        let gap = if self.seen == 0 { 0 } else { ts_ms - self.last_ts_ms };
+        let gap = if self.seen == 0 {
+            0
+        } else {
+            ts_ms - self.last_ts_ms
+        };
         if self.seen == 0 || ts_ms > self.last_ts_ms {
             self.last_ts_ms = ts_ms;
         }
@@ -136,7 +140,10 @@ pub(crate) mod testdata {
         (0..n)
             .map(|i| {
                 let ph = (i % DAY) as f64 / DAY as f64 * std::f64::consts::TAU;
-                (t0 + i as i64 * STEP_MS, level + amp * ph.sin() + sd * z.normal())
+                (
+                    t0 + i as i64 * STEP_MS,
+                    level + amp * ph.sin() + sd * z.normal(),
+                )
             })
             .collect()
     }

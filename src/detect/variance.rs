@@ -7,7 +7,7 @@
 //!   moving every step scores high within a few points; a series that is often flat does not.
 //!
 //! # Memory bound
-//! 7 scalars: **56 bytes per series**.
+//! 8 scalars: **64 bytes per series**.
 
 use serde::{Deserialize, Serialize};
 
@@ -50,11 +50,13 @@ impl Default for VarianceConfig {
     }
 }
 
-/// Per-series state of the volatility / flatline detector: 56 bytes.
+/// Per-series state of the volatility / flatline detector: 64 bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct VarianceState {
-    /// Previous value.
+    /// Previous value (volatility input).
     pub last: f64,
+    /// Previous raw value (flatline input).
+    pub last_raw: f64,
     /// Short-window mean absolute change.
     pub short_mad: f64,
     /// Long-window mean absolute change.
@@ -72,7 +74,10 @@ impl VarianceConfig {
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if self.short_window_points < 1 || self.long_window_points <= self.short_window_points {
-            out.push(("long_window_points", "must be > short_window_points >= 1".to_string()));
+            out.push((
+                "long_window_points",
+                "must be > short_window_points >= 1".to_string(),
+            ));
         }
         if !(self.half_score_at_ratio > 1.0) {
             out.push(("half_score_at_ratio", "must be > 1".to_string()));
@@ -91,25 +96,41 @@ impl VarianceConfig {
 
     /// Scores the change of volatility and the flat run ending at `value`, then learns.
     pub fn update(&self, st: &mut VarianceState, value: f64) -> DetectorOutput {
-        if !value.is_finite() {
+        self.update_split(st, value, value)
+    }
+
+    /// Like `update`, with volatility measured on `value` (e.g. deseasonalised) and flat runs on
+    /// `raw` (the value as received: a stuck sensor repeats the raw value, not the residual).
+    pub fn update_split(&self, st: &mut VarianceState, value: f64, raw: f64) -> DetectorOutput {
+        if !value.is_finite() || !raw.is_finite() {
             return DetectorOutput::default();
         }
         if st.count == 0 {
             st.last = value;
+            st.last_raw = raw;
             st.count = 1;
             return DetectorOutput::default();
         }
         let d = (value - st.last).abs();
-        let tol = self.flat_tolerance_ratio * value.abs().max(st.last.abs()) + f64::MIN_POSITIVE;
-        let flat = d <= tol;
-        st.flat_run = if flat { st.flat_run.saturating_add(1) } else { 0 };
+        let tol = self.flat_tolerance_ratio * raw.abs().max(st.last_raw.abs()) + f64::MIN_POSITIVE;
+        let flat = (raw - st.last_raw).abs() <= tol;
+        st.last_raw = raw;
+        st.flat_run = if flat {
+            st.flat_run.saturating_add(1)
+        } else {
+            0
+        };
 
         let n = f64::from(st.count);
         let a_s = 1.0 / f64::from(self.short_window_points.max(1)).min(n);
         let a_l = 1.0 / f64::from(self.long_window_points.max(2)).min(n);
         let a_f = 1.0 / f64::from(self.flat_rate_window_points.max(2)).min(n);
         // The long volatility learns clipped changes, so one spike does not hide the next.
-        let d_long = if st.long_mad > 0.0 { d.min(10.0 * st.long_mad) } else { d };
+        let d_long = if st.long_mad > 0.0 {
+            d.min(10.0 * st.long_mad)
+        } else {
+            d
+        };
         st.short_mad += a_s * (d - st.short_mad);
         st.long_mad += a_l * (d_long - st.long_mad);
 
@@ -123,14 +144,20 @@ impl VarianceConfig {
             let vol_score = lr.abs() / (lr.abs() + half);
             let mut flat_score = 0.0;
             if st.flat_run >= self.flat_min_run_points {
-                let p0 = st.flat_rate.max(1.0 / f64::from(self.flat_rate_window_points.max(2)));
+                let p0 = st
+                    .flat_rate
+                    .max(1.0 / f64::from(self.flat_rate_window_points.max(2)));
                 let bits = f64::from(st.flat_run) * -p0.log2();
                 flat_score = bits / (bits + self.flat_half_score_bits);
             }
             out = DetectorOutput {
                 score: vol_score.max(flat_score),
                 expected: None,
-                deviation: if flat_score > vol_score { -f64::from(st.flat_run) } else { lr / std::f64::consts::LN_2 },
+                deviation: if flat_score > vol_score {
+                    -f64::from(st.flat_run)
+                } else {
+                    lr / std::f64::consts::LN_2
+                },
             };
         }
         // The flat rate learns after scoring, so the run being scored does not excuse itself.
@@ -158,7 +185,10 @@ mod tests {
         let mut v: Vec<f64> = (0..1500).map(|_| 10.0 + z.normal()).collect();
         v.extend((0..100).map(|_| 10.0 + 6.0 * z.normal()));
         let out = run(&VarianceConfig::default(), &v);
-        assert!(out[200..1500].iter().all(|o| o.score < 0.5), "calm part scored high");
+        assert!(
+            out[200..1500].iter().all(|o| o.score < 0.5),
+            "calm part scored high"
+        );
         assert!(out[1500..1600].iter().any(|o| o.score > 0.5));
     }
 

@@ -67,7 +67,9 @@ impl ZScoreConfig {
     /// Scores `value` against the state, then folds it into the state.
     pub fn update(&self, state: &mut ZScoreState, value: f64) -> DetectorOutput {
         let out = if state.count >= self.min_points.max(1) {
-            let floor = self.spread_floor_abs.max(self.spread_floor_ratio * state.mean.abs());
+            let floor = self
+                .spread_floor_abs
+                .max(self.spread_floor_ratio * state.mean.abs());
             let spread = state.var.sqrt().max(floor);
             let z = (value - state.mean) / spread;
             DetectorOutput {
@@ -123,7 +125,10 @@ mod tests {
 
     #[test]
     fn no_score_during_warm_up() {
-        let cfg = ZScoreConfig { min_points: 5, ..Default::default() };
+        let cfg = ZScoreConfig {
+            min_points: 5,
+            ..Default::default()
+        };
         let out = run(&cfg, &[1.0, 2.0, 1.0, 2.0, 1.0, 1000.0]);
         assert!(out[..5].iter().all(|o| o.score == 0.0));
         assert!(out[5].score > 0.5);
@@ -132,7 +137,9 @@ mod tests {
     #[test]
     fn noise_scores_low() {
         let cfg = ZScoreConfig::default();
-        let values: Vec<f64> = (0..500).map(|i| 50.0 + ((i * 7919) % 13) as f64 * 0.1).collect();
+        let values: Vec<f64> = (0..500)
+            .map(|i| 50.0 + ((i * 7919) % 13) as f64 * 0.1)
+            .collect();
         let out = run(&cfg, &values);
         assert!(out[100..].iter().all(|o| o.score < 0.5));
     }

@@ -17,8 +17,8 @@ pub struct PipelineConfig {
     /// A series' last value counts as current for this long (event time), in seconds: a pending
     /// alert whose series goes silent longer is cancelled.
     pub staleness_secs: u64,
-    /// Wall-clock seconds between checkpoints of the pipeline state (0 = only on shutdown).
-    pub checkpoint_interval_secs: u64,
+    /// Wall-clock milliseconds between checkpoints of the pipeline state (0 = only on shutdown).
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for PipelineConfig {
@@ -31,7 +31,7 @@ impl Default for PipelineConfig {
             ],
             idle_series_evict_secs: 3600,
             staleness_secs: 300,
-            checkpoint_interval_secs: 30,
+            checkpoint_interval_ms: 30_000,
         }
     }
 }

@@ -159,7 +159,7 @@ pub async fn run(cfg: Config, rules: RuleSet, mut shutdown: watch::Receiver<bool
         .ready_chunks(cfg.ingest.max_batch);
     let mut last_checkpoint = Instant::now();
     let mut last_pending_poll = Instant::now();
-    let checkpoint_every = Duration::from_secs(cfg.pipeline.checkpoint_interval_secs);
+    let checkpoint_every = Duration::from_millis(cfg.pipeline.checkpoint_interval_ms);
     tracing::info!(consumer = %cfg.ingest.consumer_name, subject = %cfg.ingest.filter_subject, "processor running");
     loop {
         let chunk = tokio::select! {
