@@ -36,6 +36,9 @@ fn demo_shows_alerts_firing_and_resolving() {
         assert!(out.lines().any(|l| l.contains("FIRING") && l.contains(rule)), "{rule} did not fire:\n{out}");
         assert!(out.lines().any(|l| l.contains("RESOLVED") && l.contains(rule)), "{rule} did not resolve:\n{out}");
     }
+    // The filling disk is predicted before it is full.
+    let pos = |needle: &str| out.lines().position(|l| l.contains("FIRING") && l.contains(needle));
+    assert!(pos("disk_full_predicted").unwrap() < pos("disk_full ").unwrap(), "{out}");
     // The 4-minute market-data delay never pages.
     assert!(out.lines().any(|l| l.contains("cancelled") && l.contains("market_data_delay_high")), "{out}");
     assert!(!out.lines().any(|l| l.contains("FIRING") && l.contains("market_data_delay_high")), "{out}");

@@ -9,13 +9,18 @@
 //! decaying histogram), so a series whose normal life is spiky does not alert on every spike while a
 //! calm series alerts on its first.
 //!
+//! Known rhythms are not news: when the fused score starts an event (crosses
+//! `recurrence_event_score`) at the same interval as the events before it (a nightly job, a spike
+//! every N points), the event is discounted by `recurrence_discount`; an event off the rhythm is not.
+//!
 //! One anomaly, one detection: after an alert the output score is damped for `refractory_points`
 //! points (quadratically recovering), unless the raw score rises `rearm_ratio` above the
 //! alert's raw score — a worse anomaly alerts again.
 //!
 //! # Memory bound
 //! Sum of the detectors' bounds (z-score 24 B, seasonal ≤ 4.6 KiB, trend 128 B, variance 64 B,
-//! isolation forest ≤ 8.2 KiB) + fusion ~250 B: **≤ 13.5 KiB per series with the defaults**
+//! isolation forest ≤ 8.2 KiB) + fusion ~400 B (16 remembered event times): **≤ 13.6 KiB per
+//! series with the defaults**
 //! (`AnomalyState::state_bytes` measures it).
 
 use serde::{Deserialize, Serialize};
@@ -25,7 +30,7 @@ use super::seasonal::{SeasonalConfig, SeasonalState};
 use super::trend::{TrendConfig, TrendState};
 use super::variance::{VarianceConfig, VarianceState};
 use super::zscore::{ZScoreConfig, ZScoreState};
-use super::DetectorOutput;
+use super::{ge, gt, DetectorOutput};
 
 /// The detectors the fusion runs, in a fixed order (the index of `per_detector`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -137,6 +142,21 @@ pub struct FusionConfig {
     pub combine: Combine,
     /// During the refractory period the score is multiplied by `(elapsed / refractory)^power`.
     pub refractory_recovery_power: f64,
+    /// Fused score at which a point starts an *event* for the recurrence check.
+    pub recurrence_event_score: f64,
+    /// Events remembered for the recurrence check (their start times).
+    pub recurrence_events: u32,
+    /// An event is *recurring* (part of a rhythm, e.g. a nightly job) when events also started
+    /// one, two, ... `recurrence_min_repeats + 1` intervals before it (0 disables the check).
+    pub recurrence_min_repeats: u32,
+    /// Timing tolerance of a repeat, as a fraction of its distance in time.
+    pub recurrence_tolerance_ratio: f64,
+    /// Timing tolerance of a repeat, at least, in data steps.
+    pub recurrence_tolerance_steps: f64,
+    /// Shortest interval of a rhythm, in data steps (closer events are one burst, not a rhythm).
+    pub recurrence_min_interval_steps: f64,
+    /// A recurring event's fused score is multiplied by this.
+    pub recurrence_discount: f64,
 }
 
 /// How weighted detector scores combine into one.
@@ -163,6 +183,13 @@ impl Default for FusionConfig {
             band_sd: 3.0,
             combine: Combine::NoisyOr,
             refractory_recovery_power: 2.0,
+            recurrence_event_score: 0.5,
+            recurrence_events: 16,
+            recurrence_min_repeats: 2,
+            recurrence_tolerance_ratio: 0.01,
+            recurrence_tolerance_steps: 2.0,
+            recurrence_min_interval_steps: 6.0,
+            recurrence_discount: 0.2,
         }
     }
 }
@@ -207,6 +234,12 @@ pub struct FusionState {
     pub last_alert_raw: f64,
     /// Decaying histograms of each detector's score (`5 × 16` bins, `DetectorKind::ALL` order).
     pub hist: Vec<f32>,
+    /// Start times of the last `recurrence_events` events, in ms, oldest first.
+    pub events_ms: Vec<i64>,
+    /// Fused score of the previous point (event starts are upward crossings).
+    pub prev_raw: f64,
+    /// Whether the event in progress was found recurring.
+    pub recurring: bool,
 }
 
 /// Per-series state of all detectors (serde, `Default`; bounded, see the module docs).
@@ -235,6 +268,7 @@ impl AnomalyState {
             + SeasonalConfig::state_bytes(&self.seasonal)
             + IForestConfig::state_bytes(&self.iforest)
             + self.fusion.hist.capacity() * 4
+            + self.fusion.events_ms.capacity() * 8
     }
 
     /// The Holt state, for forecasts and `TrendConfig::time_until_crossing`.
@@ -263,7 +297,7 @@ pub struct AnomalyExplanation {
 pub struct AnomalyOutput {
     /// Fused anomaly score in [0, 1], damped after an alert (what thresholds compare with).
     pub score: f64,
-    /// Fused score before refractory damping.
+    /// Fused score before refractory damping (after calibration and the recurrence discount).
     pub raw_score: f64,
     /// Whether this point raises an alert under the configured threshold (once per anomaly).
     pub alert: bool,
@@ -310,16 +344,43 @@ impl AnomalyConfig {
                 "must be in (0, 1]".to_string(),
             ));
         }
-        if !(f.rearm_ratio >= 1.0) {
+        if !ge(f.rearm_ratio, 1.0) {
             out.push(("fusion.rearm_ratio".to_string(), "must be >= 1".to_string()));
         }
-        if !(f.calibration_tolerated_repeats > 0.0) {
+        if !gt(f.calibration_tolerated_repeats, 0.0) {
             out.push((
                 "fusion.calibration_tolerated_repeats".to_string(),
                 "must be > 0".to_string(),
             ));
         }
-        if !(f.band_sd > 0.0) {
+        if !(0.0..=1.0).contains(&f.recurrence_event_score) || f.recurrence_event_score == 0.0 {
+            out.push((
+                "fusion.recurrence_event_score".to_string(),
+                "must be in (0, 1]".to_string(),
+            ));
+        }
+        if f.recurrence_events > 256 {
+            out.push((
+                "fusion.recurrence_events".to_string(),
+                "must be <= 256".to_string(),
+            ));
+        }
+        if !ge(f.recurrence_tolerance_ratio, 0.0)
+            || !ge(f.recurrence_tolerance_steps, 0.0)
+            || !ge(f.recurrence_min_interval_steps, 0.0)
+        {
+            out.push((
+                "fusion.recurrence_tolerance_ratio".to_string(),
+                "recurrence tolerances and min interval must be >= 0".to_string(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&f.recurrence_discount) {
+            out.push((
+                "fusion.recurrence_discount".to_string(),
+                "must be in [0, 1]".to_string(),
+            ));
+        }
+        if !gt(f.band_sd, 0.0) {
             out.push(("fusion.band_sd".to_string(), "must be > 0".to_string()));
         }
         out
@@ -414,6 +475,10 @@ impl AnomalyConfig {
         if !warm {
             raw = 0.0;
         }
+        let step_ms = st.seasonal.step.step_ms();
+        if recurrence(f, fs, ts_ms, raw, step_ms) {
+            raw *= f.recurrence_discount;
+        }
 
         // One anomaly, one alert.
         let mut score = raw;
@@ -469,6 +534,49 @@ impl AnomalyConfig {
             },
         }
     }
+}
+
+/// Tracks event starts (upward crossings of `recurrence_event_score` by the fused score) and says
+/// whether the event in progress is part of a rhythm: events also started `d`, `2d`, ...
+/// `(min_repeats + 1) d` earlier, for the interval `d` to one of the remembered events. A regular
+/// job (a nightly batch, a spike every 100 points) is then known behaviour, while an event that
+/// breaks the rhythm (earlier, denser, or after a long pause) still scores in full.
+fn recurrence(f: &FusionConfig, fs: &mut FusionState, ts_ms: i64, raw: f64, step_ms: i64) -> bool {
+    if f.recurrence_min_repeats == 0 || f.recurrence_events == 0 {
+        return false;
+    }
+    let level = f.recurrence_event_score;
+    if raw < level {
+        fs.recurring = false;
+    } else if fs.prev_raw < level {
+        // An event starts here.
+        let step = step_ms.max(1) as f64;
+        let tol_abs = f.recurrence_tolerance_steps * step;
+        let min_d = f.recurrence_min_interval_steps * step;
+        let near = |events: &[i64], target: f64, tol: f64| {
+            events.iter().any(|e| (*e as f64 - target).abs() <= tol)
+        };
+        let t = ts_ms as f64;
+        let oldest = fs.events_ms.first().map_or(t, |e| *e as f64);
+        fs.recurring = fs.events_ms.iter().any(|e| {
+            let d = t - *e as f64;
+            if d < min_d.max(1.0) {
+                return false;
+            }
+            (2..=f.recurrence_min_repeats + 1).all(|m| {
+                let md = f64::from(m) * d;
+                let tol = tol_abs.max(f.recurrence_tolerance_ratio * md);
+                t - md >= oldest - tol && near(&fs.events_ms, t - md, tol)
+            })
+        });
+        let cap = f.recurrence_events as usize;
+        if fs.events_ms.len() >= cap {
+            fs.events_ms.remove(0);
+        }
+        fs.events_ms.push(ts_ms);
+    }
+    fs.prev_raw = raw;
+    fs.recurring
 }
 
 fn zip_kinds(outs: [DetectorOutput; 5]) -> [(DetectorKind, DetectorOutput); 5] {
@@ -596,6 +704,44 @@ mod tests {
             st.state_bytes() <= 16 * 1024,
             "state {} bytes",
             st.state_bytes()
+        );
+    }
+
+    #[test]
+    fn recurring_spikes_are_discounted_off_rhythm_spike_is_not() {
+        // A daily job: a spike at the same time every day is known behaviour; one at another
+        // hour of the day is not.
+        let mut p = daily(10 * DAY, 100.0, 30.0, 2.0, 12);
+        for d in 1..10 {
+            p[d * DAY + 100].1 += 40.0;
+        }
+        p[8 * DAY + 200].1 += 40.0;
+        let cfg = AnomalyConfig::default();
+        let mut st = AnomalyState::default();
+        let out: Vec<AnomalyOutput> = p.iter().map(|(t, v)| cfg.update(&mut st, *t, *v)).collect();
+        // Control: without the recurrence check the same spikes do score.
+        let off = AnomalyConfig {
+            fusion: FusionConfig {
+                recurrence_min_repeats: 0,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut st_off = AnomalyState::default();
+        let out_off: Vec<AnomalyOutput> = p
+            .iter()
+            .map(|(t, v)| off.update(&mut st_off, *t, *v))
+            .collect();
+        assert!((6..10).any(|d| out_off[d * DAY + 100].score >= 0.5));
+        let late: Vec<f64> = (6..10).map(|d| out[d * DAY + 100].score).collect();
+        assert!(
+            late.iter().all(|s| *s < 0.5),
+            "recurring spikes still score {late:?}"
+        );
+        assert!(out[8 * DAY + 200].alert, "off-rhythm spike missed");
+        assert!(
+            st.fusion.events_ms.len() <= cfg.fusion.recurrence_events as usize,
+            "event memory unbounded"
         );
     }
 

@@ -106,6 +106,18 @@ pub(crate) fn clip(x: f64, limit: f64) -> f64 {
     }
 }
 
+/// `a >= b`, false for NaN (config checks read `!ge(x, 0.0)`: "x is not >= 0, or is NaN").
+#[inline]
+pub(crate) fn ge(a: f64, b: f64) -> bool {
+    a >= b
+}
+
+/// `a > b`, false for NaN.
+#[inline]
+pub(crate) fn gt(a: f64, b: f64) -> bool {
+    a > b
+}
+
 /// Deterministic synthetic series for the detectors' tests.
 #[cfg(test)]
 pub(crate) mod testdata {

@@ -21,7 +21,7 @@
 use augurs::seasons::PeriodogramDetector;
 use serde::{Deserialize, Serialize};
 
-use super::{clip, deviation_to_score, DetectorOutput, StepEstimator};
+use super::{clip, deviation_to_score, ge, gt, DetectorOutput, StepEstimator};
 
 /// Configuration of the seasonal baseline detector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,7 +145,7 @@ impl SeasonalConfig {
         if !(16..=65_536).contains(&self.history_slots) {
             out.push(("history_slots", "must be in 16..=65536".to_string()));
         }
-        if !(self.min_cycles >= 1.5) {
+        if !ge(self.min_cycles, 1.5) {
             out.push(("min_cycles", "must be >= 1.5".to_string()));
         }
         if self.retest_every_slots == 0 {
@@ -166,16 +166,16 @@ impl SeasonalConfig {
                 "windows must be >= 1 (spread >= 2)".to_string(),
             ));
         }
-        if !(self.profile_window_cycles >= 1.0) {
+        if !ge(self.profile_window_cycles, 1.0) {
             out.push(("profile_window_cycles", "must be >= 1".to_string()));
         }
-        if !(self.learn_clip_z > 0.0) || !(self.half_score_at_z > 0.0) {
+        if !gt(self.learn_clip_z, 0.0) || !gt(self.half_score_at_z, 0.0) {
             out.push((
                 "half_score_at_z",
                 "learn_clip_z and half_score_at_z must be > 0".to_string(),
             ));
         }
-        if !(self.spread_floor_ratio >= 0.0) || !(self.spread_floor_abs >= 0.0) {
+        if !ge(self.spread_floor_ratio, 0.0) || !ge(self.spread_floor_abs, 0.0) {
             out.push(("spread_floor_ratio", "floors must be >= 0".to_string()));
         }
         if !(0.0..=1.0).contains(&self.bucket_spread_min_ratio) {
@@ -408,7 +408,7 @@ impl SeasonalConfig {
         }
         let x = winsorised_detrended(hist);
         let var: f64 = x.iter().map(|v| v * v).sum::<f64>() / n as f64;
-        if !(var > 0.0) {
+        if !gt(var, 0.0) {
             return Vec::new();
         }
         let max_period = (n / 2).max(8) as u32;

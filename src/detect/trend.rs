@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{clip, deviation_to_score, DetectorOutput};
+use super::{clip, deviation_to_score, ge, gt, DetectorOutput};
 
 /// Configuration of the Holt trend / forecast detector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,22 +120,22 @@ impl TrendConfig {
                 "windows must be >= 1 (var >= 2)".to_string(),
             ));
         }
-        if !(self.learn_clip_z > 0.0)
-            || !(self.half_score_at_z > 0.0)
-            || !(self.cusum_half_score > 0.0)
+        if !gt(self.learn_clip_z, 0.0)
+            || !gt(self.half_score_at_z, 0.0)
+            || !gt(self.cusum_half_score, 0.0)
         {
             out.push((
                 "half_score_at_z",
                 "learn_clip_z, half_score_at_z, cusum_half_score must be > 0".to_string(),
             ));
         }
-        if !(self.cusum_allowance_z >= 0.0) || !(self.accel_half_score_z >= 0.0) {
+        if !ge(self.cusum_allowance_z, 0.0) || !ge(self.accel_half_score_z, 0.0) {
             out.push((
                 "cusum_allowance_z",
                 "cusum_allowance_z and accel_half_score_z must be >= 0".to_string(),
             ));
         }
-        if !(self.spread_floor_ratio >= 0.0) || !(self.spread_floor_abs >= 0.0) {
+        if !ge(self.spread_floor_ratio, 0.0) || !ge(self.spread_floor_abs, 0.0) {
             out.push(("spread_floor_ratio", "floors must be >= 0".to_string()));
         }
         out

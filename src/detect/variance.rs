@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::DetectorOutput;
+use super::{ge, gt, DetectorOutput};
 
 /// Configuration of the volatility / flatline detector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,16 +79,16 @@ impl VarianceConfig {
                 "must be > short_window_points >= 1".to_string(),
             ));
         }
-        if !(self.half_score_at_ratio > 1.0) {
+        if !gt(self.half_score_at_ratio, 1.0) {
             out.push(("half_score_at_ratio", "must be > 1".to_string()));
         }
         if self.flat_rate_window_points < 2 {
             out.push(("flat_rate_window_points", "must be >= 2".to_string()));
         }
-        if !(self.flat_half_score_bits > 0.0) {
+        if !gt(self.flat_half_score_bits, 0.0) {
             out.push(("flat_half_score_bits", "must be > 0".to_string()));
         }
-        if !(self.flat_tolerance_ratio >= 0.0) {
+        if !ge(self.flat_tolerance_ratio, 0.0) {
             out.push(("flat_tolerance_ratio", "must be >= 0".to_string()));
         }
         out
@@ -196,7 +196,7 @@ mod tests {
     fn flatline_after_moving_series_scores_high_constant_series_does_not() {
         let mut z = Noise::new(3);
         let mut v: Vec<f64> = (0..1000).map(|_| 50.0 + z.normal()).collect();
-        v.extend(std::iter::repeat(50.3).take(40));
+        v.extend(std::iter::repeat_n(50.3, 40));
         let out = run(&VarianceConfig::default(), &v);
         assert!(out[1000..].iter().any(|o| o.score > 0.6), "flatline missed");
         let flat = run(&VarianceConfig::default(), &vec![45.0; 2000]);

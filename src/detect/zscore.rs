@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{deviation_to_score, DetectorOutput};
+use super::{deviation_to_score, ge, gt, DetectorOutput};
 
 /// Configuration of the rolling z-score detector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,10 +55,10 @@ impl ZScoreConfig {
         if self.window_points < 2 {
             out.push(("window_points", "must be at least 2".to_string()));
         }
-        if !(self.spread_floor_ratio >= 0.0) || !(self.spread_floor_abs >= 0.0) {
+        if !ge(self.spread_floor_ratio, 0.0) || !ge(self.spread_floor_abs, 0.0) {
             out.push(("spread_floor_ratio", "floors must be >= 0".to_string()));
         }
-        if !(self.half_score_at_z > 0.0) {
+        if !gt(self.half_score_at_z, 0.0) {
             out.push(("half_score_at_z", "must be > 0".to_string()));
         }
         out

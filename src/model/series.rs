@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 /// Separates label pairs in the canonical key. Validation forbids control characters in names
@@ -72,12 +72,10 @@ impl SeriesKey {
 
     /// Stable shard index for a canonical key string.
     pub fn shard_of(key: &str, shards: usize) -> usize {
-        // SipHash with fixed zero keys: stable within a build, which is all sharding needs
-        // (checkpoints store series, not shard numbers).
-        #[allow(deprecated)]
-        let mut h = std::hash::SipHasher::new();
-        key.hash(&mut h);
-        (h.finish() % shards.max(1) as u64) as usize
+        // A fixed seed: stable within a build, which is all sharding needs (checkpoints store
+        // series, not shard numbers).
+        let h = foldhash::fast::FixedState::with_seed(0x5052_4953_4d57_4154).hash_one(key);
+        (h % shards.max(1) as u64) as usize
     }
 }
 

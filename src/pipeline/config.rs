@@ -17,6 +17,9 @@ pub struct PipelineConfig {
     /// A series' last value counts as current for this long (event time), in seconds: a pending
     /// alert whose series goes silent longer is cancelled.
     pub staleness_secs: u64,
+    /// The watermark is passed to the shards when it has advanced this much (event time, ms):
+    /// timer-driven transitions (a `for` elapsing on a silent series) happen at most this late.
+    pub watermark_step_ms: i64,
     /// Wall-clock milliseconds between checkpoints of the pipeline state (0 = only on shutdown).
     pub checkpoint_interval_ms: u64,
 }
@@ -28,9 +31,11 @@ impl Default for PipelineConfig {
             operators: vec![
                 OperatorSpec::Dedup(DedupConfig::default()),
                 OperatorSpec::Zscore(ZScoreConfig::default()),
+                OperatorSpec::Anomaly(Box::default()),
             ],
             idle_series_evict_secs: 3600,
             staleness_secs: 300,
+            watermark_step_ms: 1000,
             checkpoint_interval_ms: 30_000,
         }
     }
@@ -45,6 +50,9 @@ impl PipelineConfig {
         if self.idle_series_evict_secs == 0 {
             out.push(("idle_series_evict_secs".into(), "must be > 0".into()));
         }
+        if self.watermark_step_ms < 1 {
+            out.push(("watermark_step_ms".into(), "must be >= 1".into()));
+        }
         if self.staleness_secs == 0 {
             out.push(("staleness_secs".into(), "must be > 0".into()));
         }
@@ -52,5 +60,24 @@ impl PipelineConfig {
             out.extend(op.problems().into_iter().map(|(k, m)| (format!("operators[{i}].{k}"), m)));
         }
         out
+    }
+}
+
+impl PipelineConfig {
+    /// Rules that need an operator this pipeline does not run, as `(rule file, rule, problem)`.
+    pub fn rule_problems(&self, rules: &crate::rules::RuleSet) -> Vec<(String, String, String)> {
+        let has_anomaly = self.operators.iter().any(|o| matches!(o, OperatorSpec::Anomaly(_)));
+        rules
+            .rules
+            .iter()
+            .filter(|r| !has_anomaly && (r.condition.field == crate::rules::Field::Anomaly || r.predict_within_ms.is_some()))
+            .map(|r| {
+                (
+                    r.source.clone(),
+                    r.name.clone(),
+                    "uses the fused detectors (`anomaly` condition or predicted_crossing_within) but pipeline.operators has no `anomaly` operator".to_string(),
+                )
+            })
+            .collect()
     }
 }

@@ -7,21 +7,51 @@ use serde::{Deserialize, Serialize};
 
 use super::dedup::{DedupConfig, DedupState};
 use crate::detect::zscore::{ZScoreConfig, ZScoreState};
+use crate::detect::{AnomalyConfig, AnomalyExplanation, AnomalyState};
 
 /// A point on its way through a series' operators; operators may annotate it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PointCtx {
     pub ts: i64,
     pub value: f64,
-    /// Anomaly score in [0, 1] (the highest an operator gave).
+    /// Anomaly score in [0, 1], from the last scoring operator (the fused detectors when the
+    /// `anomaly` operator runs, else the z-score).
     pub score: f64,
     /// Signed rolling z-score, when a z-score operator ran.
     pub zscore: f64,
+    /// The fused detectors' verdict, when the `anomaly` operator ran.
+    pub anomaly: Option<AnomalyDetail>,
+}
+
+/// What the `anomaly` operator says about a point, beyond its score.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyDetail {
+    /// The fusion raises an anomaly here (once per anomaly, not on every row of it).
+    pub alert: bool,
+    /// Fused score before refractory damping.
+    pub raw_score: f64,
+    /// Each detector's score, in `DetectorKind::ALL` order.
+    pub detector_scores: [f64; 5],
+    pub explanation: AnomalyExplanation,
 }
 
 impl PointCtx {
     pub fn new(ts: i64, value: f64) -> Self {
-        Self { ts, value, score: 0.0, zscore: 0.0 }
+        Self {
+            ts,
+            value,
+            score: 0.0,
+            zscore: 0.0,
+            anomaly: None,
+        }
+    }
+
+    /// 1 when the fused detectors raise an anomaly on this point, else 0 (rule field `anomaly`).
+    pub fn anomaly_flag(&self) -> f64 {
+        match self.anomaly {
+            Some(a) if a.alert => 1.0,
+            _ => 0.0,
+        }
     }
 }
 
@@ -54,6 +84,8 @@ pub enum OperatorSpec {
     Dedup(DedupConfig),
     /// Rolling z-score against an exponentially weighted mean and spread.
     Zscore(ZScoreConfig),
+    /// Fused detectors: seasonal baseline, trend (Holt), variance, isolation forest, z-score.
+    Anomaly(Box<AnomalyConfig>),
 }
 
 /// Per-series state of one operator.
@@ -61,6 +93,7 @@ pub enum OperatorSpec {
 pub enum OperatorState {
     Dedup(DedupState),
     Zscore(ZScoreState),
+    Anomaly(Box<AnomalyState>),
 }
 
 impl OperatorSpec {
@@ -68,6 +101,7 @@ impl OperatorSpec {
         match self {
             OperatorSpec::Dedup(_) => OperatorState::Dedup(DedupState::default()),
             OperatorSpec::Zscore(_) => OperatorState::Zscore(ZScoreState::default()),
+            OperatorSpec::Anomaly(_) => OperatorState::Anomaly(Box::default()),
         }
     }
 
@@ -78,6 +112,7 @@ impl OperatorSpec {
         match self {
             OperatorSpec::Dedup(c) => prefixed("dedup", c.problems()),
             OperatorSpec::Zscore(c) => prefixed("zscore", c.problems()),
+            OperatorSpec::Anomaly(c) => c.problems().into_iter().map(|(k, m)| (format!("anomaly.{k}"), m)).collect(),
         }
     }
 
@@ -88,7 +123,18 @@ impl OperatorSpec {
             (OperatorSpec::Zscore(c), OperatorState::Zscore(s)) => {
                 let out = c.update(s, p.value);
                 p.zscore = out.deviation;
-                p.score = p.score.max(out.score);
+                p.score = out.score;
+                Flow::Continue
+            }
+            (OperatorSpec::Anomaly(c), OperatorState::Anomaly(s)) => {
+                let out = c.update(s, p.ts, p.value);
+                p.score = out.score;
+                p.anomaly = Some(AnomalyDetail {
+                    alert: out.alert,
+                    raw_score: out.raw_score,
+                    detector_scores: out.per_detector.map(|(_, d)| d.score),
+                    explanation: out.explanation,
+                });
                 Flow::Continue
             }
             // A state restored under a different operator list: start this one afresh.

@@ -2,6 +2,8 @@
 //! the event-time timers of those rules. Synchronous; driven only by points and watermarks.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use foldhash::fast::RandomState;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -10,7 +12,8 @@ use sha2::{Digest, Sha256};
 use super::operator::{DropReason, Flow, OperatorSpec, OperatorState, PointCtx};
 use crate::ingest::KeyedPoint;
 use crate::model::{AlertEvent, AlertStatus, SeriesKey};
-use crate::rules::{Rule, RuleSet, RuleState, TemplateCtx, Transition, TransitionKind};
+use crate::detect::trend::CrossingDirection;
+use crate::rules::{Op, Rule, RuleSet, RuleState, TemplateCtx, Transition, TransitionKind};
 
 /// What every shard shares: operator specs, rules, time settings.
 #[derive(Debug)]
@@ -43,10 +46,8 @@ struct RuleSlot {
 #[derive(Debug, Clone)]
 struct SeriesState {
     key: Arc<str>,
-    last_ts: i64,
-    last_value: f64,
-    last_score: f64,
-    last_zscore: f64,
+    /// The latest accepted point, as the operators left it (its ts is the series' last).
+    last: PointCtx,
     ops: Vec<OperatorState>,
     rules: Vec<RuleSlot>,
 }
@@ -55,10 +56,7 @@ struct SeriesState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeriesSnapshot {
     pub key: String,
-    pub last_ts: i64,
-    pub last_value: f64,
-    pub last_score: f64,
-    pub last_zscore: f64,
+    pub last: PointCtx,
     pub ops: Vec<OperatorState>,
     pub rules: Vec<(String, RuleState)>,
 }
@@ -85,7 +83,9 @@ impl ShardStats {
 
 pub struct Shard {
     ctx: Arc<PipelineCtx>,
-    series: HashMap<Arc<str>, SeriesState>,
+    /// Randomly seeded hashing resists hash flooding from hostile label values; nothing
+    /// iterates this map where order would show (snapshots sort).
+    series: HashMap<Arc<str>, SeriesState, RandomState>,
     timers: BTreeSet<(i64, Arc<str>, u32)>,
     watermark: i64,
     next_eviction_at: i64,
@@ -96,7 +96,7 @@ impl Shard {
     pub fn new(ctx: Arc<PipelineCtx>) -> Self {
         Self {
             ctx,
-            series: HashMap::new(),
+            series: HashMap::default(),
             timers: BTreeSet::new(),
             watermark: i64::MIN,
             next_eviction_at: i64::MIN,
@@ -120,13 +120,17 @@ impl Shard {
     pub fn process(&mut self, items: impl IntoIterator<Item = Item>, out: &mut Vec<AlertEvent>) {
         for item in items {
             match item {
-                Item::Point(p) => self.on_point(p, out),
+                Item::Point(p) => {
+                    self.on_point(p, out);
+                }
                 Item::Watermark(w) => self.on_watermark(w, out),
             }
         }
     }
 
-    fn on_point(&mut self, kp: KeyedPoint, out: &mut Vec<AlertEvent>) {
+    /// Runs one point through its series' operators and rules; returns the point as the
+    /// operators scored it, or `None` when an operator dropped it.
+    pub fn on_point(&mut self, kp: KeyedPoint, out: &mut Vec<AlertEvent>) -> Option<PointCtx> {
         let Shard {
             ctx,
             series,
@@ -151,26 +155,26 @@ impl Shard {
                     DropReason::Duplicate => stats.duplicates += 1,
                     DropReason::OutOfOrder => stats.out_of_order += 1,
                 }
-                return;
+                return None;
             }
         }
         let staleness = ctx.staleness_ms;
         for slot in st.rules.iter_mut() {
             let rule = &ctx.rules.rules[slot.rule as usize];
             // Transitions the previous value was due to cause before this point arrived.
-            while let Some(t) = slot.state.advance_to(rule, p.ts, st.last_ts, staleness) {
-                out.push(make_event(rule, &st.key, t, st.last_value, st.last_score, st.last_zscore));
+            let eta_before = eta(ctx, &st.ops, rule);
+            while let Some(t) = slot.state.advance_to(rule, p.ts, st.last.ts, staleness) {
+                out.push(make_event(rule, &st.key, t, &st.last, eta_before));
             }
-            let holds = rule.condition.holds(p.value, p.score, p.zscore);
+            let eta_now = eta(ctx, &st.ops, rule);
+            let holds = holds(rule, &p, eta_now);
             if let Some(t) = slot.state.on_point(rule, p.ts, holds) {
-                out.push(make_event(rule, &st.key, t, p.value, p.score, p.zscore));
+                out.push(make_event(rule, &st.key, t, &p, eta_now));
             }
             reschedule(timers, &st.key, slot, rule, p.ts, staleness);
         }
-        st.last_ts = p.ts;
-        st.last_value = p.value;
-        st.last_score = p.score;
-        st.last_zscore = p.zscore;
+        st.last = p;
+        Some(p)
     }
 
     fn on_watermark(&mut self, w: i64, out: &mut Vec<AlertEvent>) {
@@ -190,10 +194,11 @@ impl Shard {
             };
             slot.timer = NO_TIMER;
             let rule = &self.ctx.rules.rules[idx as usize];
-            while let Some(t) = slot.state.advance_to(rule, w, st.last_ts, staleness) {
-                out.push(make_event(rule, &st.key, t, st.last_value, st.last_score, st.last_zscore));
+            let eta = eta(&self.ctx, &st.ops, rule);
+            while let Some(t) = slot.state.advance_to(rule, w, st.last.ts, staleness) {
+                out.push(make_event(rule, &st.key, t, &st.last, eta));
             }
-            reschedule(&mut self.timers, &st.key, slot, rule, st.last_ts, staleness);
+            reschedule(&mut self.timers, &st.key, slot, rule, st.last.ts, staleness);
         }
         if w >= self.next_eviction_at {
             self.evict_idle(w);
@@ -207,7 +212,7 @@ impl Shard {
         let idle = self.ctx.idle_ms;
         let before = self.series.len();
         self.series
-            .retain(|_, st| st.last_ts.saturating_add(idle) >= w || st.rules.iter().any(|s| s.state.is_active()));
+            .retain(|_, st| st.last.ts.saturating_add(idle) >= w || st.rules.iter().any(|s| s.state.is_active()));
         self.stats.series_evicted += (before - self.series.len()) as u64;
     }
 
@@ -218,10 +223,7 @@ impl Shard {
             .into_values()
             .map(|st| SeriesSnapshot {
                 key: st.key.to_string(),
-                last_ts: st.last_ts,
-                last_value: st.last_value,
-                last_score: st.last_score,
-                last_zscore: st.last_zscore,
+                last: st.last,
                 ops: st.ops.clone(),
                 rules: st
                     .rules
@@ -244,16 +246,13 @@ impl Shard {
         if snap.ops.len() == st.ops.len() {
             st.ops = snap.ops;
         }
-        st.last_ts = snap.last_ts;
-        st.last_value = snap.last_value;
-        st.last_score = snap.last_score;
-        st.last_zscore = snap.last_zscore;
+        st.last = snap.last;
         for slot in st.rules.iter_mut() {
             let rule = &self.ctx.rules.rules[slot.rule as usize];
             if let Some((_, state)) = snap.rules.iter().find(|(name, _)| *name == rule.name) {
                 slot.state = *state;
             }
-            reschedule(&mut self.timers, &key, slot, rule, st.last_ts, self.ctx.staleness_ms);
+            reschedule(&mut self.timers, &key, slot, rule, st.last.ts, self.ctx.staleness_ms);
         }
         self.series.insert(key, st);
     }
@@ -273,7 +272,8 @@ impl Shard {
                         .iter()
                         .map(|o| match o {
                             OperatorState::Dedup(_) => 8 * 8,
-                            _ => 0,
+                            OperatorState::Anomaly(a) => a.state_bytes(),
+                            OperatorState::Zscore(_) => 0,
                         })
                         .sum::<usize>()
                     + st.rules.capacity() * std::mem::size_of::<RuleSlot>()
@@ -295,10 +295,7 @@ fn new_series(ctx: &PipelineCtx, key: Arc<str>) -> SeriesState {
         .collect();
     SeriesState {
         key,
-        last_ts: i64::MIN / 2,
-        last_value: 0.0,
-        last_score: 0.0,
-        last_zscore: 0.0,
+        last: PointCtx::new(i64::MIN / 2, 0.0),
         ops: ctx.operators.iter().map(OperatorSpec::new_state).collect(),
         rules,
     }
@@ -335,7 +332,33 @@ pub fn fingerprint(rule: &str, series_key: &str) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn make_event(rule: &Rule, key: &Arc<str>, t: Transition, value: f64, score: f64, zscore: f64) -> AlertEvent {
+/// Predicted (mean, ±) ms until a predictive rule's threshold is crossed, from the series'
+/// trend state; `None` for other rules or without the `anomaly` operator.
+fn eta(ctx: &PipelineCtx, ops: &[OperatorState], rule: &Rule) -> Option<(i64, i64)> {
+    rule.predict_within_ms?;
+    let direction = match rule.condition.op {
+        Op::Gt | Op::Ge => CrossingDirection::Up,
+        Op::Lt | Op::Le => CrossingDirection::Down,
+        _ => return None,
+    };
+    ctx.operators.iter().zip(ops).find_map(|(spec, state)| match (spec, state) {
+        (OperatorSpec::Anomaly(cfg), OperatorState::Anomaly(st)) => {
+            cfg.trend.time_until_crossing(st.trend(), rule.condition.threshold, direction)
+        }
+        _ => None,
+    })
+}
+
+/// Whether a rule's condition holds for a point; a predictive rule also holds when the
+/// forecast crosses its threshold within the horizon.
+fn holds(rule: &Rule, p: &PointCtx, eta: Option<(i64, i64)>) -> bool {
+    rule.condition.holds_with(p.value, p.score, p.zscore, p.anomaly_flag())
+        || matches!((rule.predict_within_ms, eta), (Some(within), Some((mean, _))) if mean <= within)
+}
+
+fn make_event(rule: &Rule, key: &Arc<str>, t: Transition, p: &PointCtx, eta: Option<(i64, i64)>) -> AlertEvent {
+    let (value, score, zscore) = (p.value, p.score, p.zscore);
+    let explanation = p.anomaly.map(|a| a.explanation);
     let series = SeriesKey(key.clone());
     let fp = fingerprint(&rule.name, key);
     let mut labels: BTreeMap<String, String> = series.labels().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -348,6 +371,11 @@ fn make_event(rule: &Rule, key: &Arc<str>, t: Transition, value: f64, score: f64
         score,
         zscore,
         threshold: rule.condition.threshold,
+        expected: explanation.and_then(|e| e.expected),
+        band: explanation.and_then(|e| e.band),
+        detector: explanation.and_then(|e| e.top).map(|d| d.name()),
+        deviation: explanation.map(|e| e.deviation_sd).unwrap_or(zscore),
+        eta,
     };
     let annotations = rule.annotations.iter().map(|(k, t)| (k.clone(), t.render(&ctx))).collect();
     let status = match t.kind {

@@ -13,6 +13,8 @@ pub enum Field {
     Score,
     /// The signed rolling z-score.
     Zscore,
+    /// 1 on the point where the fused detectors raise an anomaly, else 0.
+    Anomaly,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,13 +39,14 @@ impl Condition {
     pub fn parse(s: &str) -> Result<Condition, String> {
         let parts: Vec<&str> = s.split_whitespace().collect();
         let [field, op, threshold] = parts[..] else {
-            return Err(format!("{s:?}: expected `<value|score|zscore> <op> <number>`, e.g. `value > 85`"));
+            return Err(format!("{s:?}: expected `<value|score|zscore|anomaly> <op> <number>`, e.g. `value > 85`"));
         };
         let field = match field {
             "value" => Field::Value,
             "score" => Field::Score,
             "zscore" => Field::Zscore,
-            other => return Err(format!("unknown field {other:?}: expected value, score or zscore")),
+            "anomaly" => Field::Anomaly,
+            other => return Err(format!("unknown field {other:?}: expected value, score, zscore or anomaly")),
         };
         let op = match op {
             ">" => Op::Gt,
@@ -65,10 +68,17 @@ impl Condition {
     /// Evaluates against a point's value, anomaly score and z-score.
     #[inline]
     pub fn holds(&self, value: f64, score: f64, zscore: f64) -> bool {
+        self.holds_with(value, score, zscore, 0.0)
+    }
+
+    /// Evaluates with the fused detectors' anomaly flag too.
+    #[inline]
+    pub fn holds_with(&self, value: f64, score: f64, zscore: f64, anomaly: f64) -> bool {
         let x = match self.field {
             Field::Value => value,
             Field::Score => score,
             Field::Zscore => zscore,
+            Field::Anomaly => anomaly,
         };
         match self.op {
             Op::Gt => x > self.threshold,
@@ -87,6 +97,7 @@ impl fmt::Display for Condition {
             Field::Value => "value",
             Field::Score => "score",
             Field::Zscore => "zscore",
+            Field::Anomaly => "anomaly",
         };
         let op = match self.op {
             Op::Gt => ">",
@@ -114,6 +125,8 @@ mod tests {
         assert!(Condition::parse("score >= 0.8").unwrap().holds(0.0, 0.8, 0.0));
         assert!(Condition::parse("zscore < -4").unwrap().holds(0.0, 0.0, -5.0));
         assert!(Condition::parse("value <= 1").unwrap().holds(1.0, 0.0, 0.0));
+        assert!(Condition::parse("anomaly == 1").unwrap().holds_with(0.0, 0.0, 0.0, 1.0));
+        assert!(!Condition::parse("anomaly == 1").unwrap().holds(0.0, 1.0, 9.0));
         assert_eq!(Condition::parse("value >= 2.5").unwrap().to_string(), "value >= 2.5");
         assert!(Condition::parse("value >").is_err());
         assert!(Condition::parse("cpu > 1").is_err());

@@ -53,6 +53,11 @@ pub struct RuleDef {
     /// How long the condition must be false before a firing alert resolves; default 0.
     #[serde(default)]
     pub resolve_after: Option<String>,
+    /// Predictive rule: the condition also holds when the trend forecast crosses the
+    /// condition's threshold within this time (e.g. `6h`). Needs a `value > | >= | < | <=`
+    /// condition and the `anomaly` operator.
+    #[serde(default)]
+    pub predicted_crossing_within: Option<String>,
     /// P1 (page now) to P4.
     pub priority: Priority,
     /// Extra labels on the alert.
@@ -107,6 +112,8 @@ pub struct Rule {
     pub condition: Condition,
     pub for_ms: i64,
     pub resolve_after_ms: i64,
+    /// For predictive rules: horizon of the forecast crossing, in ms.
+    pub predict_within_ms: Option<i64>,
     pub priority: Priority,
     pub labels: BTreeMap<String, String>,
     pub annotations: Vec<(String, Template)>,
@@ -139,6 +146,21 @@ impl Rule {
                     .map_err(|e| (key.to_string(), format!("{s:?} is not a duration like 30s, 5m, 1h: {e}"))),
             }
         };
+        let predict_within_ms = match &def.predicted_crossing_within {
+            None => None,
+            Some(s) => {
+                let ms = duration("predicted_crossing_within", &Some(s.clone()))?;
+                let ok = condition.field == super::Field::Value
+                    && matches!(condition.op, super::Op::Gt | super::Op::Ge | super::Op::Lt | super::Op::Le);
+                if !ok || ms <= 0 {
+                    return Err((
+                        "predicted_crossing_within".into(),
+                        "needs a positive duration and a `value > | >= | < | <= <threshold>` condition".into(),
+                    ));
+                }
+                Some(ms)
+            }
+        };
         let mut annotations = Vec::new();
         for (k, src) in &def.annotations {
             annotations.push((k.clone(), Template::compile(src).map_err(|m| (format!("annotations.{k}"), m))?));
@@ -150,6 +172,7 @@ impl Rule {
             condition,
             for_ms: duration("for", &def.for_duration)?,
             resolve_after_ms: duration("resolve_after", &def.resolve_after)?,
+            predict_within_ms,
             priority: def.priority,
             labels: def.labels.clone(),
             annotations,
@@ -274,6 +297,8 @@ rules:
         assert!(e.contains("rules[0].priority"), "{e}");
         let e = err(&format!("{base}    severity: high\n"));
         assert!(e.contains("unknown field `severity`"), "{e}");
+        let e = err(&format!("{base}    predicted_crossing_within: 6h\n").replace("value > 1", "score > 1"));
+        assert!(e.contains("rules[0].predicted_crossing_within"), "{e}");
         let e = err(&base.replace("name: a", "name: a.b"));
         assert!(e.contains("rules[0].name"), "{e}");
         let e = err(&format!("{base}    annotations: {{ summary: \"{{{{ vlaue }}}}\" }}\n"));

@@ -9,4 +9,4 @@ mod template;
 pub use condition::{Condition, Field, Op};
 pub use config::{load_rules, Matcher, Rule, RuleDef, RuleFile, RuleSet, RulesConfig};
 pub use state::{Phase, RuleState, Transition, TransitionKind};
-pub use template::{fmt_value, Template, TemplateCtx};
+pub use template::{fmt_duration_ms, fmt_value, Template, TemplateCtx};

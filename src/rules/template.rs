@@ -1,5 +1,7 @@
 //! Annotation templates: `{{ value }}`, `{{ labels.exchange }}` (also `$value`, `$labels.x`),
-//! `{{ score }}`, `{{ zscore }}`, `{{ threshold }}`, `{{ metric }}`, `{{ rule }}`, `{{ series }}`.
+//! `{{ score }}`, `{{ zscore }}`, `{{ threshold }}`, `{{ metric }}`, `{{ rule }}`, `{{ series }}`,
+//! and from the fused detectors `{{ expected }}`, `{{ band }}`, `{{ detector }}`, `{{ deviation }}`,
+//! and for predictive rules `{{ eta }}` (e.g. `3h40m ± 25m`).
 //! Compiled once at load, so a typo is a config error rather than a silent blank.
 
 use crate::model::SeriesKey;
@@ -14,6 +16,11 @@ enum Part {
     Metric,
     Rule,
     Series,
+    Expected,
+    Band,
+    Detector,
+    Deviation,
+    Eta,
     Label(String),
 }
 
@@ -29,6 +36,16 @@ pub struct TemplateCtx<'a> {
     pub score: f64,
     pub zscore: f64,
     pub threshold: f64,
+    /// Expected value from the detectors' baseline.
+    pub expected: Option<f64>,
+    /// Normal band around it.
+    pub band: Option<(f64, f64)>,
+    /// The detector that contributed most.
+    pub detector: Option<&'a str>,
+    /// Deviation from the expected value, in baseline standard deviations.
+    pub deviation: f64,
+    /// Predicted time until the threshold is crossed (mean, ±), in ms.
+    pub eta: Option<(i64, i64)>,
 }
 
 impl Template {
@@ -52,11 +69,16 @@ impl Template {
                 "metric" => Part::Metric,
                 "rule" => Part::Rule,
                 "series" => Part::Series,
+                "expected" => Part::Expected,
+                "band" => Part::Band,
+                "detector" => Part::Detector,
+                "deviation" => Part::Deviation,
+                "eta" => Part::Eta,
                 _ => match name.strip_prefix("labels.") {
                     Some(label) if !label.is_empty() => Part::Label(label.to_string()),
                     _ => {
                         return Err(format!(
-                            "unknown placeholder {{{{ {name} }}}}: use value, score, zscore, threshold, metric, rule, series or labels.<name>"
+                            "unknown placeholder {{{{ {name} }}}}: use value, score, zscore, threshold, metric, rule, series, expected, band, detector, deviation, eta or labels.<name>"
                         ))
                     }
                 },
@@ -81,10 +103,34 @@ impl Template {
                 Part::Metric => out.push_str(ctx.series.name()),
                 Part::Rule => out.push_str(ctx.rule),
                 Part::Series => out.push_str(&ctx.series.display()),
+                Part::Expected => out.push_str(&ctx.expected.map(fmt_value).unwrap_or_else(|| "?".into())),
+                Part::Band => out.push_str(
+                    &ctx.band
+                        .map(|(lo, hi)| format!("{} .. {}", fmt_value(lo), fmt_value(hi)))
+                        .unwrap_or_else(|| "?".into()),
+                ),
+                Part::Detector => out.push_str(ctx.detector.unwrap_or("none")),
+                Part::Deviation => out.push_str(&format!("{:.1}", ctx.deviation)),
+                Part::Eta => out.push_str(
+                    &ctx.eta
+                        .map(|(m, pm)| format!("{} ± {}", fmt_duration_ms(m), fmt_duration_ms(pm)))
+                        .unwrap_or_else(|| "n/a".into()),
+                ),
                 Part::Label(l) => out.push_str(ctx.series.label(l).unwrap_or("")),
             }
         }
         out
+    }
+}
+
+/// `3h40m`, `25m`, `40s`.
+pub fn fmt_duration_ms(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        s if s >= 86_400 => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+        s if s >= 3600 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s if s >= 60 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 
@@ -116,8 +162,15 @@ mod tests {
             score: 0.5,
             zscore: 3.0,
             threshold: 5.0,
+            expected: Some(1.0),
+            band: Some((0.5, 1.5)),
+            detector: Some("seasonal"),
+            deviation: 4.2,
+            eta: Some((13_200_000, 1_500_000)),
         };
         assert_eq!(t.render(&ctx), "binance delay 7.25s > 5s (delay_seconds, md_delay) .");
+        let t2 = Template::compile("{{expected}} [{{ band }}] {{detector}} {{deviation}} in {{ eta }}").unwrap();
+        assert_eq!(t2.render(&ctx), "1 [0.5 .. 1.5] seasonal 4.2 in 3h40m ± 25m");
         assert!(Template::compile("{{ valu }}").is_err());
         assert!(Template::compile("{{ value").is_err());
         assert_eq!(fmt_value(91.23456), "91.235");

@@ -28,7 +28,7 @@ pub const SCRIPT: &[&str] = &[
     "min 35-41  api-gateway memory 91%           -> memory_high P2 fires after 5m, resolves",
     "min 50-54  okx market data 8 s behind       -> pending only: 4m < for 5m, cancelled, no page",
     "min 60     deribit message-rate burst       -> message_rate_anomaly P3 (z-score), resolves",
-    "min 70-80  storage disk 95%                 -> disk_full P1 fires after 1m, resolves",
+    "min 60-80  storage disk fills 60% -> 96%    -> disk_full_predicted P3 warns ahead, then disk_full P1",
     "min 85-100 collector CPU 90%                -> cpu_high P2 fires after 10m, resolves",
 ];
 
@@ -75,7 +75,13 @@ pub fn tick(i: i64, ts: i64) -> Vec<Vec<MetricPoint>> {
         let s = 100 + k as u64 * 16;
         let l = ("service", *svc);
         let mem = if *svc == "api-gateway" && (35..41).contains(&minute) { 91.0 } else { 55.0 + 3.0 * noise(i, s) };
-        let disk = if *svc == "storage" && (70..80).contains(&minute) { 95.0 } else { 60.0 + 0.5 * noise(i, s + 1) };
+        // The storage disk fills steadily from minute 60 and is cleaned up at minute 80.
+        let filling = *svc == "storage" && (60..80).contains(&minute);
+        let disk = if filling {
+            60.0 + 36.0 * (i * STEP_MS - 3_600_000) as f64 / 1_200_000.0 + 0.2 * noise(i, s + 1)
+        } else {
+            60.0 + 0.5 * noise(i, s + 1)
+        };
         let cpu = if *svc == "collector" && (85..100).contains(&minute) { 90.0 } else { 35.0 + 5.0 * noise(i, s + 2) };
         out.push(vec![
             point("cpu_usage_percent", l, cpu, ts),
@@ -166,3 +172,4 @@ pub async fn run(mut cfg: Config, rules: RuleSet, speed: f64) -> anyhow::Result<
     println!("\ndemo done: {firing} alerts fired, {resolved} resolved");
     Ok((firing, resolved))
 }
+

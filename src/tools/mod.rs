@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod clock;
 pub mod demo;
+pub mod detect;
 pub mod publish;
 pub mod server;
 pub mod tail;
