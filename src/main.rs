@@ -20,7 +20,11 @@ use tokio::sync::watch;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "prismwatch", version, about = "Streaming monitoring and alerting for market-data platforms (NATS-native)")]
+#[command(
+    name = "prismwatch",
+    version,
+    about = "Streaming monitoring and alerting for market-data platforms (NATS-native)"
+)]
 struct Cli {
     /// Config file (YAML). Default: config/prismwatch.yaml when it exists, else built-in defaults.
     #[arg(long, short, global = true, env = "PRISMWATCH_CONFIG")]
@@ -118,11 +122,25 @@ enum Command {
 
 fn load(cli_path: &Option<PathBuf>) -> anyhow::Result<(Loaded, RuleSet)> {
     let default = PathBuf::from("config/prismwatch.yaml");
-    let path = cli_path.clone().or_else(|| default.exists().then_some(default));
+    let path = cli_path
+        .clone()
+        .or_else(|| default.exists().then_some(default));
     let loaded = config::load(path.as_deref())?;
-    let paths: Vec<PathBuf> = loaded.config.rules.paths.iter().map(|p| loaded.resolve(p)).collect();
+    let paths: Vec<PathBuf> = loaded
+        .config
+        .rules
+        .paths
+        .iter()
+        .map(|p| loaded.resolve(p))
+        .collect();
     let rules = load_rules(&paths)?;
-    if let Some((file, rule, problem)) = loaded.config.pipeline.rule_problems(&rules).into_iter().next() {
+    if let Some((file, rule, problem)) = loaded
+        .config
+        .pipeline
+        .rule_problems(&rules)
+        .into_iter()
+        .next()
+    {
         anyhow::bail!("{file}: rule {rule}: {problem}");
     }
     Ok((loaded, rules))
@@ -130,7 +148,10 @@ fn load(cli_path: &Option<PathBuf>) -> anyhow::Result<(Loaded, RuleSet)> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -152,12 +173,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => {
             println!(
                 "{}: OK ({} rules from {})",
-                loaded.file.as_ref().map(|f| f.display().to_string()).unwrap_or("<defaults>".into()),
+                loaded
+                    .file
+                    .as_ref()
+                    .map(|f| f.display().to_string())
+                    .unwrap_or("<defaults>".into()),
                 rules.rules.len(),
-                cfg.rules.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                cfg.rules
+                    .paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             for r in &rules.rules {
-                println!("  {:<26} {}  {} for {}ms", r.name, r.priority, r.condition, r.for_ms);
+                println!(
+                    "  {:<26} {}  {} for {}ms",
+                    r.name, r.priority, r.condition, r.for_ms
+                );
             }
             Ok(())
         }
@@ -172,13 +205,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             runner::run(cfg, rules, rx).await
         }
-        Command::Publish { name, labels, value, timestamp, file, batch, format, subject } => {
+        Command::Publish {
+            name,
+            labels,
+            value,
+            timestamp,
+            file,
+            batch,
+            format,
+            subject,
+        } => {
             let points = match file {
                 Some(f) => publish::read_points(&f)?,
                 None => {
                     let mut map = std::collections::BTreeMap::new();
                     for l in labels {
-                        let (k, v) = l.split_once('=').with_context(|| format!("label {l:?} is not key=value"))?;
+                        let (k, v) = l
+                            .split_once('=')
+                            .with_context(|| format!("label {l:?} is not key=value"))?;
                         map.insert(k.to_string(), v.to_string());
                     }
                     vec![MetricPoint {
@@ -195,11 +239,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Format::Json => Encoding::Json,
                 Format::Msgpack => Encoding::MsgPack,
             };
-            let n = publish::publish_points(&js, &points, batch, encoding, subject.as_deref()).await?;
+            let n =
+                publish::publish_points(&js, &points, batch, encoding, subject.as_deref()).await?;
             println!("published {} points in {n} messages", points.len());
             Ok(())
         }
-        Command::Tail { priority, status, rule, history, json, count } => {
+        Command::Tail {
+            priority,
+            status,
+            rule,
+            history,
+            json,
+            count,
+        } => {
             let js = jetstream::new(bus::connect(&cfg.nats).await?);
             bus::ensure_streams(&js, &cfg.streams).await?;
             let filter = tail::filter(priority.as_deref(), status.as_deref(), rule.as_deref());
@@ -216,20 +268,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Demo { speed } => demo::run(cfg, rules, speed).await.map(|_| ()),
-        Command::Replay { from_seq, to_seq, output } => {
+        Command::Replay {
+            from_seq,
+            to_seq,
+            output,
+        } => {
             let js = jetstream::new(bus::connect(&cfg.nats).await?);
             let mut pipeline = Pipeline::new(&cfg.pipeline, cfg.ingest.allowed_lateness_ms, rules);
             let mut lines = String::new();
-            let n = runner::replay_range(&js, &cfg, &mut pipeline, from_seq, to_seq, |events, _dead| {
-                for e in events {
-                    lines.push_str(&serde_json::to_string(&e).unwrap_or_default());
-                    lines.push('\n');
-                }
-                async {}
-            })
+            let n = runner::replay_range(
+                &js,
+                &cfg,
+                &mut pipeline,
+                from_seq,
+                to_seq,
+                |events, _dead| {
+                    for e in events {
+                        lines.push_str(&serde_json::to_string(&e).unwrap_or_default());
+                        lines.push('\n');
+                    }
+                    async {}
+                },
+            )
             .await?;
             match output {
-                Some(p) => std::fs::write(&p, lines).with_context(|| format!("writing {}", p.display()))?,
+                Some(p) => {
+                    std::fs::write(&p, lines).with_context(|| format!("writing {}", p.display()))?
+                }
                 None => print!("{lines}"),
             }
             eprintln!("replayed: {n} alert events");
@@ -244,7 +309,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

@@ -57,7 +57,10 @@ pub fn alert_subject(priority: Priority, status: AlertStatus, rule: &str) -> Str
 pub fn alert_filter(priority: Option<&str>, status: Option<&str>, rule: Option<&str>) -> String {
     format!(
         "{ALERTS_PREFIX}.{}.{}.{}",
-        priority.map(|p| p.to_ascii_lowercase()).as_deref().unwrap_or("*"),
+        priority
+            .map(|p| p.to_ascii_lowercase())
+            .as_deref()
+            .unwrap_or("*"),
         status.unwrap_or("*"),
         rule.unwrap_or("*")
     )

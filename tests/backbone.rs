@@ -29,7 +29,9 @@ async fn js_for(cfg: &Config) -> async_nats::jetstream::Context {
 
 async fn declare(cfg: &Config) {
     let js = js_for(cfg).await;
-    prismwatch::bus::ensure_streams(&js, &cfg.streams).await.unwrap();
+    prismwatch::bus::ensure_streams(&js, &cfg.streams)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,37 +44,79 @@ async fn spike_and_for_duration_give_exactly_the_documented_events() {
     process_all(&cfg).await;
 
     let raw = read_stream(&js, "PRISM_ALERTS").await;
-    let events: Vec<AlertEvent> = raw.iter().map(|(_, _, p)| serde_json::from_slice(p).unwrap()).collect();
+    let events: Vec<AlertEvent> = raw
+        .iter()
+        .map(|(_, _, p)| serde_json::from_slice(p).unwrap())
+        .collect();
     let s = summary(&events);
     let of = |rule: &str, ex: &str| -> Vec<(String, i64)> {
-        s.iter().filter(|e| e.0 == rule && e.1 == ex).map(|e| (e.2.clone(), e.3 - T0)).collect()
+        s.iter()
+            .filter(|e| e.0 == rule && e.1 == ex)
+            .map(|e| (e.2.clone(), e.3 - T0))
+            .collect()
     };
     // 7-minute excursion from t=2000 s: pending, firing exactly 5 min later, resolved 30 s after it ends.
     assert_eq!(
         of("md_delay", "binance"),
-        vec![("pending".into(), 2_000_000), ("firing".into(), 2_300_000), ("resolved".into(), 2_450_000)]
+        vec![
+            ("pending".into(), 2_000_000),
+            ("firing".into(), 2_300_000),
+            ("resolved".into(), 2_450_000)
+        ]
     );
     // 4-minute excursion: never fires.
-    assert_eq!(of("md_delay", "okx"), vec![("pending".into(), 4_000_000), ("cancelled".into(), 4_240_000)]);
+    assert_eq!(
+        of("md_delay", "okx"),
+        vec![
+            ("pending".into(), 4_000_000),
+            ("cancelled".into(), 4_240_000)
+        ]
+    );
     // One-point spike: exactly one firing, then one resolved after resolve_after (1m).
-    assert_eq!(of("rate_anomaly", "deribit"), vec![("firing".into(), 5_000_000), ("resolved".into(), 5_070_000)]);
+    assert_eq!(
+        of("rate_anomaly", "deribit"),
+        vec![("firing".into(), 5_000_000), ("resolved".into(), 5_070_000)]
+    );
     assert_eq!(events.len(), 7);
 
     // The documented payload (subjects/schemas/alert-event.schema.json) and headers.
     let schema: serde_json::Value =
         serde_json::from_str(include_str!("../subjects/schemas/alert-event.schema.json")).unwrap();
-    let required: BTreeSet<String> =
-        schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let required: BTreeSet<String> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
     for (subject, headers, payload) in &raw {
         let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
         let keys: BTreeSet<String> = v.as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, required);
         let e: AlertEvent = serde_json::from_value(v).unwrap();
-        assert_eq!(subject, &format!("prism.alerts.{}.{}.{}", e.priority.token(), e.status.token(), e.rule));
-        assert_eq!(headers.as_ref().unwrap().get("Nats-Msg-Id").unwrap().as_str(), e.msg_id());
+        assert_eq!(
+            subject,
+            &format!(
+                "prism.alerts.{}.{}.{}",
+                e.priority.token(),
+                e.status.token(),
+                e.rule
+            )
+        );
+        assert_eq!(
+            headers
+                .as_ref()
+                .unwrap()
+                .get("Nats-Msg-Id")
+                .unwrap()
+                .as_str(),
+            e.msg_id()
+        );
         assert_eq!(e.id, format!("{}-{}", e.fingerprint, e.starts_at));
     }
-    let fired = events.iter().find(|e| e.rule == "rate_anomaly" && e.status.token() == "firing").unwrap();
+    let fired = events
+        .iter()
+        .find(|e| e.rule == "rate_anomaly" && e.status.token() == "firing")
+        .unwrap();
     assert_eq!(fired.value, 4000.0);
     assert!(fired.score >= 0.8 && fired.score <= 1.0);
     assert_eq!(fired.labels["team"], "market-data");
@@ -80,7 +124,10 @@ async fn spike_and_for_duration_give_exactly_the_documented_events() {
     assert_eq!(fired.labels["exchange"], "deribit");
     assert!(fired.annotations["summary"].starts_with("deribit rate 4000 (z="));
     assert_eq!(fired.ends_at, None);
-    let resolved = events.iter().find(|e| e.rule == "rate_anomaly" && e.status.token() == "resolved").unwrap();
+    let resolved = events
+        .iter()
+        .find(|e| e.rule == "rate_anomaly" && e.status.token() == "resolved")
+        .unwrap();
     assert_eq!(resolved.id, fired.id);
     assert_eq!(resolved.ends_at, Some(T0 + 5_070_000));
 }
@@ -126,7 +173,8 @@ async fn replaying_the_stream_twice_gives_identical_sequences() {
     cfg.ingest.max_batch = 64;
     let mut replays = Vec::new();
     for _ in 0..2 {
-        let mut pipeline = Pipeline::new(&cfg.pipeline, cfg.ingest.allowed_lateness_ms, test_rules());
+        let mut pipeline =
+            Pipeline::new(&cfg.pipeline, cfg.ingest.allowed_lateness_ms, test_rules());
         let mut seq = Vec::new();
         let n = runner::replay_range(&js, &cfg, &mut pipeline, 1, None, |events, _| {
             seq.extend(events);

@@ -9,36 +9,78 @@ use prismwatch::subjects;
 use serde_json::Value;
 
 fn catalog() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/subjects/catalog.yaml")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/subjects/catalog.yaml"
+    ))
+    .unwrap();
     let yaml: serde_norway::Value = serde_norway::from_str(&text).unwrap();
     serde_json::to_value(yaml).unwrap()
 }
 
 fn find<'a>(list: &'a Value, key: &str, value: &str) -> &'a Value {
-    list.as_array().unwrap().iter().find(|x| x[key] == value).unwrap_or_else(|| panic!("{value} not in catalog"))
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x[key] == value)
+        .unwrap_or_else(|| panic!("{value} not in catalog"))
 }
 
 fn secs(s: &Value) -> u64 {
-    humantime::parse_duration(s.as_str().unwrap()).unwrap().as_secs()
+    humantime::parse_duration(s.as_str().unwrap())
+        .unwrap()
+        .as_secs()
 }
 
 #[test]
 fn streams_subjects_and_buckets_match_the_code_and_defaults() {
     let c = catalog();
     let cfg = Config::default();
-    for s in [&cfg.streams.metrics, &cfg.streams.alerts, &cfg.streams.deadletter] {
+    for s in [
+        &cfg.streams.metrics,
+        &cfg.streams.alerts,
+        &cfg.streams.deadletter,
+    ] {
         let entry = find(&c["streams"], "name", &s.name);
-        let subjects: Vec<String> = entry["subjects"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().into()).collect();
+        let subjects: Vec<String> = entry["subjects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().into())
+            .collect();
         assert_eq!(subjects, s.subjects, "{}", s.name);
         assert_eq!(secs(&entry["max_age"]), s.max_age_secs, "{}", s.name);
-        assert_eq!(secs(&entry["duplicate_window"]), s.duplicate_window_secs, "{}", s.name);
+        assert_eq!(
+            secs(&entry["duplicate_window"]),
+            s.duplicate_window_secs,
+            "{}",
+            s.name
+        );
     }
-    assert_eq!(find(&c["subjects"], "id", "metrics")["filter"], subjects::METRICS_ALL);
-    assert_eq!(find(&c["subjects"], "id", "metrics")["stream"], subjects::METRICS_STREAM);
-    assert_eq!(find(&c["subjects"], "id", "alerts")["filter"], subjects::ALERTS_ALL);
-    assert_eq!(find(&c["subjects"], "id", "alerts")["stream"], subjects::ALERTS_STREAM);
-    assert_eq!(find(&c["subjects"], "id", "deadletter_metrics")["filter"], subjects::DEADLETTER_ALL);
-    assert_eq!(find(&c["subjects"], "id", "deadletter_metrics")["stream"], subjects::DEADLETTER_STREAM);
+    assert_eq!(
+        find(&c["subjects"], "id", "metrics")["filter"],
+        subjects::METRICS_ALL
+    );
+    assert_eq!(
+        find(&c["subjects"], "id", "metrics")["stream"],
+        subjects::METRICS_STREAM
+    );
+    assert_eq!(
+        find(&c["subjects"], "id", "alerts")["filter"],
+        subjects::ALERTS_ALL
+    );
+    assert_eq!(
+        find(&c["subjects"], "id", "alerts")["stream"],
+        subjects::ALERTS_STREAM
+    );
+    assert_eq!(
+        find(&c["subjects"], "id", "deadletter_metrics")["filter"],
+        subjects::DEADLETTER_ALL
+    );
+    assert_eq!(
+        find(&c["subjects"], "id", "deadletter_metrics")["stream"],
+        subjects::DEADLETTER_STREAM
+    );
     let consumer = find(&c["consumers"], "name", subjects::PROCESSOR_CONSUMER);
     assert_eq!(consumer["stream"], subjects::METRICS_STREAM);
     assert_eq!(cfg.ingest.consumer_name, subjects::PROCESSOR_CONSUMER);
@@ -47,12 +89,39 @@ fn streams_subjects_and_buckets_match_the_code_and_defaults() {
     // Subject patterns and their tokens.
     let alerts = find(&c["subjects"], "id", "alerts");
     assert_eq!(alerts["pattern"], "prism.alerts.<priority>.<status>.<rule>");
-    let tokens = |s: &Value| -> BTreeSet<String> { s.as_str().unwrap().split('|').map(|t| t.trim().to_string()).collect() };
-    assert_eq!(tokens(&alerts["tokens"]["priority"]), Priority::ALL.iter().map(|p| p.token().to_string()).collect());
-    assert_eq!(tokens(&alerts["tokens"]["status"]), AlertStatus::ALL.iter().map(|s| s.token().to_string()).collect());
+    let tokens = |s: &Value| -> BTreeSet<String> {
+        s.as_str()
+            .unwrap()
+            .split('|')
+            .map(|t| t.trim().to_string())
+            .collect()
+    };
+    assert_eq!(
+        tokens(&alerts["tokens"]["priority"]),
+        Priority::ALL
+            .iter()
+            .map(|p| p.token().to_string())
+            .collect()
+    );
+    assert_eq!(
+        tokens(&alerts["tokens"]["status"]),
+        AlertStatus::ALL
+            .iter()
+            .map(|s| s.token().to_string())
+            .collect()
+    );
     let dl = find(&c["subjects"], "id", "deadletter_metrics");
-    assert_eq!(tokens(&dl["tokens"]["reason"]), RejectReason::ALL.iter().map(|r| r.as_str().to_string()).collect());
-    assert_eq!(subjects::metric_subject("exchange", "binance", "x"), "prism.metrics.exchange.binance.x");
+    assert_eq!(
+        tokens(&dl["tokens"]["reason"]),
+        RejectReason::ALL
+            .iter()
+            .map(|r| r.as_str().to_string())
+            .collect()
+    );
+    assert_eq!(
+        subjects::metric_subject("exchange", "binance", "x"),
+        "prism.metrics.exchange.binance.x"
+    );
     for h in [
         subjects::HEADER_REJECT_REASON,
         subjects::HEADER_REJECT_DETAIL,
@@ -65,8 +134,14 @@ fn streams_subjects_and_buckets_match_the_code_and_defaults() {
 
 #[test]
 fn schemas_match_the_types() {
-    let alert: Value = serde_json::from_str(include_str!("../subjects/schemas/alert-event.schema.json")).unwrap();
-    let props: BTreeSet<String> = alert["properties"].as_object().unwrap().keys().cloned().collect();
+    let alert: Value =
+        serde_json::from_str(include_str!("../subjects/schemas/alert-event.schema.json")).unwrap();
+    let props: BTreeSet<String> = alert["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
     let event = AlertEvent {
         id: "x".into(),
         fingerprint: "0123456789abcdef".into(),
@@ -84,8 +159,16 @@ fn schemas_match_the_types() {
     let v = serde_json::to_value(&event).unwrap();
     let keys: BTreeSet<String> = v.as_object().unwrap().keys().cloned().collect();
     assert_eq!(keys, props);
-    let metric: Value = serde_json::from_str(include_str!("../subjects/schemas/metric-message.schema.json")).unwrap();
-    let point_props: BTreeSet<String> = metric["$defs"]["point"]["properties"].as_object().unwrap().keys().cloned().collect();
+    let metric: Value = serde_json::from_str(include_str!(
+        "../subjects/schemas/metric-message.schema.json"
+    ))
+    .unwrap();
+    let point_props: BTreeSet<String> = metric["$defs"]["point"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
     let p = serde_json::to_value(MetricPoint {
         name: "n".into(),
         labels: Default::default(),
@@ -93,8 +176,21 @@ fn schemas_match_the_types() {
         timestamp: 1,
     })
     .unwrap();
-    assert_eq!(p.as_object().unwrap().keys().cloned().collect::<BTreeSet<_>>(), point_props);
+    assert_eq!(
+        p.as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        point_props
+    );
     let cfg = Config::default();
-    assert_eq!(metric["$defs"]["point"]["properties"]["labels"]["maxProperties"], cfg.ingest.max_labels);
-    assert_eq!(metric["oneOf"][1]["maxItems"], cfg.ingest.max_points_per_message);
+    assert_eq!(
+        metric["$defs"]["point"]["properties"]["labels"]["maxProperties"],
+        cfg.ingest.max_labels
+    );
+    assert_eq!(
+        metric["oneOf"][1]["maxItems"],
+        cfg.ingest.max_points_per_message
+    );
 }

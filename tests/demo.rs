@@ -7,11 +7,18 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn demo_shows_alerts_firing_and_resolving() {
-    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_prismwatch"))
         .args(["demo", "--speed", "400"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("PRISMWATCH__NATS__URL", format!("nats://127.0.0.1:{unused}"))
+        .env(
+            "PRISMWATCH__NATS__URL",
+            format!("nats://127.0.0.1:{unused}"),
+        )
         .env("PRISMWATCH__TELEMETRY__METRICS_LISTEN", "")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -29,18 +36,51 @@ fn demo_shows_alerts_firing_and_resolving() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     assert!(status.success(), "{out}");
     assert!(out.contains("starting a local one"), "{out}");
-    for rule in ["exchange_disconnected", "memory_high", "disk_full", "cpu_high", "message_rate_anomaly"] {
-        assert!(out.lines().any(|l| l.contains("FIRING") && l.contains(rule)), "{rule} did not fire:\n{out}");
-        assert!(out.lines().any(|l| l.contains("RESOLVED") && l.contains(rule)), "{rule} did not resolve:\n{out}");
+    for rule in [
+        "exchange_disconnected",
+        "memory_high",
+        "disk_full",
+        "cpu_high",
+        "message_rate_anomaly",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains("FIRING") && l.contains(rule)),
+            "{rule} did not fire:\n{out}"
+        );
+        assert!(
+            out.lines()
+                .any(|l| l.contains("RESOLVED") && l.contains(rule)),
+            "{rule} did not resolve:\n{out}"
+        );
     }
     // The filling disk is predicted before it is full.
-    let pos = |needle: &str| out.lines().position(|l| l.contains("FIRING") && l.contains(needle));
-    assert!(pos("disk_full_predicted").unwrap() < pos("disk_full ").unwrap(), "{out}");
+    let pos = |needle: &str| {
+        out.lines()
+            .position(|l| l.contains("FIRING") && l.contains(needle))
+    };
+    assert!(
+        pos("disk_full_predicted").unwrap() < pos("disk_full ").unwrap(),
+        "{out}"
+    );
     // The 4-minute market-data delay never pages.
-    assert!(out.lines().any(|l| l.contains("cancelled") && l.contains("market_data_delay_high")), "{out}");
-    assert!(!out.lines().any(|l| l.contains("FIRING") && l.contains("market_data_delay_high")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("cancelled") && l.contains("market_data_delay_high")),
+        "{out}"
+    );
+    assert!(
+        !out.lines()
+            .any(|l| l.contains("FIRING") && l.contains("market_data_delay_high")),
+        "{out}"
+    );
     assert!(out.contains("demo done"), "{out}");
 }

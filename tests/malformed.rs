@@ -16,7 +16,8 @@ use tokio::sync::watch;
 
 fn scrape(addr: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
     body
@@ -35,7 +36,11 @@ async fn bad_messages_are_counted_dead_lettered_and_do_not_stall() {
     let srv = server();
     let mut cfg = config(&srv);
     cfg.ingest.max_message_bytes = 4096;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     cfg.telemetry.metrics_listen = format!("127.0.0.1:{port}");
     telemetry::init_metrics(&cfg.telemetry).unwrap();
     let mut rules = RuleSet::default();
@@ -46,7 +51,9 @@ async fn bad_messages_are_counted_dead_lettered_and_do_not_stall() {
         )
         .unwrap();
     let js = js(&srv).await;
-    prismwatch::bus::ensure_streams(&js, &cfg.streams).await.unwrap();
+    prismwatch::bus::ensure_streams(&js, &cfg.streams)
+        .await
+        .unwrap();
 
     let now = prismwatch::tools::clock::now_ms();
     let good = |v: f64, ts: i64| MetricPoint {
@@ -62,23 +69,78 @@ async fn bad_messages_are_counted_dead_lettered_and_do_not_stall() {
     }
     let big: Vec<MetricPoint> = (0..200).map(|i| good(1.0, now - 1000 + i)).collect();
     let cases: Vec<((String, Vec<u8>), &str)> = vec![
-        (raw("prism.metrics.host.h1.temperature", b"\xc1\x00\xffnot msgpack".to_vec()), "decode_error"),
-        (raw("prism.metrics.host.h1.temperature", b"{\"name\": \"temperature\", \"value\": ".to_vec()), "decode_error"),
-        (raw("prism.metrics.host.h1.temperature", rmp_serde::to_vec_named(&good(f64::NAN, now)).unwrap()), "non_finite_value"),
-        (raw("prism.metrics.host.h1.temperature", serde_json::to_vec(&good(1.0, now + 3_600_000)).unwrap()), "future_timestamp"),
-        (raw("prism.metrics.host.h1.temperature", serde_json::to_vec(&many_labels).unwrap()), "too_many_labels"),
-        (raw("prism.metrics.host.h1.temperature", serde_json::to_vec(&big).unwrap()), "oversized"),
-        (raw("prism.metrics.host.h1.bad", br#"{"name":"bad name!","value":1,"timestamp":5}"#.to_vec()), "invalid_name"),
+        (
+            raw(
+                "prism.metrics.host.h1.temperature",
+                b"\xc1\x00\xffnot msgpack".to_vec(),
+            ),
+            "decode_error",
+        ),
+        (
+            raw(
+                "prism.metrics.host.h1.temperature",
+                b"{\"name\": \"temperature\", \"value\": ".to_vec(),
+            ),
+            "decode_error",
+        ),
+        (
+            raw(
+                "prism.metrics.host.h1.temperature",
+                rmp_serde::to_vec_named(&good(f64::NAN, now)).unwrap(),
+            ),
+            "non_finite_value",
+        ),
+        (
+            raw(
+                "prism.metrics.host.h1.temperature",
+                serde_json::to_vec(&good(1.0, now + 3_600_000)).unwrap(),
+            ),
+            "future_timestamp",
+        ),
+        (
+            raw(
+                "prism.metrics.host.h1.temperature",
+                serde_json::to_vec(&many_labels).unwrap(),
+            ),
+            "too_many_labels",
+        ),
+        (
+            raw(
+                "prism.metrics.host.h1.temperature",
+                serde_json::to_vec(&big).unwrap(),
+            ),
+            "oversized",
+        ),
+        (
+            raw(
+                "prism.metrics.host.h1.bad",
+                br#"{"name":"bad name!","value":1,"timestamp":5}"#.to_vec(),
+            ),
+            "invalid_name",
+        ),
         (raw("prism.metrics.host.h1.x", b"".to_vec()), "empty"),
     ];
     for ((subject, payload), _) in &cases {
-        js.publish(subject.clone(), payload.clone().into()).await.unwrap().await.unwrap();
+        js.publish(subject.clone(), payload.clone().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
     // A batch with one bad point among good ones: the good ones are processed.
-    let mixed = rmp_serde::to_vec_named(&vec![good(1.0, now - 500), good(f64::INFINITY, now - 400), good(150.0, now - 300)]).unwrap();
+    let mixed = rmp_serde::to_vec_named(&vec![
+        good(1.0, now - 500),
+        good(f64::INFINITY, now - 400),
+        good(150.0, now - 300),
+    ])
+    .unwrap();
     let mut headers = HeaderMap::new();
     headers.insert("Content-Type", "application/msgpack");
-    js.publish_with_headers("prism.metrics.host.h1.temperature", headers, mixed.into()).await.unwrap().await.unwrap();
+    js.publish_with_headers("prism.metrics.host.h1.temperature", headers, mixed.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(runner::run(cfg.clone(), rules, rx));
@@ -94,31 +156,85 @@ async fn bad_messages_are_counted_dead_lettered_and_do_not_stall() {
     let dead = read_stream(&js, "PRISM_DEADLETTER").await;
     let reasons: Vec<String> = dead
         .iter()
-        .map(|(_, h, _)| h.as_ref().unwrap().get("Prism-Reject-Reason").unwrap().to_string())
+        .map(|(_, h, _)| {
+            h.as_ref()
+                .unwrap()
+                .get("Prism-Reject-Reason")
+                .unwrap()
+                .to_string()
+        })
         .collect();
     let mut expected: Vec<String> = cases.iter().map(|(_, r)| r.to_string()).collect();
     expected.push("non_finite_value".into());
     assert_eq!(reasons, expected);
     for ((subject, h, payload), ((orig_subject, orig_payload), reason)) in dead.iter().zip(&cases) {
         assert_eq!(subject, &format!("prism.deadletter.metrics.{reason}"));
-        assert_eq!(h.as_ref().unwrap().get("Prism-Original-Subject").unwrap().as_str(), orig_subject);
-        assert_eq!(&payload[..], &orig_payload[..], "the original bytes are kept");
+        assert_eq!(
+            h.as_ref()
+                .unwrap()
+                .get("Prism-Original-Subject")
+                .unwrap()
+                .as_str(),
+            orig_subject
+        );
+        assert_eq!(
+            &payload[..],
+            &orig_payload[..],
+            "the original bytes are kept"
+        );
     }
     let mixed_dl = dead.last().unwrap().1.as_ref().unwrap();
-    assert!(mixed_dl.get("Prism-Reject-Detail").unwrap().as_str().contains("f64") || mixed_dl.get("Prism-Reject-Detail").unwrap().as_str().contains("inf"));
+    assert!(
+        mixed_dl
+            .get("Prism-Reject-Detail")
+            .unwrap()
+            .as_str()
+            .contains("f64")
+            || mixed_dl
+                .get("Prism-Reject-Detail")
+                .unwrap()
+                .as_str()
+                .contains("inf")
+    );
 
     // Counted by reason on /metrics.
     let text = scrape(&cfg.telemetry.metrics_listen);
-    let rejected = |r: &str| counter(&text, &format!("prismwatch_ingest_points_rejected_total{{reason=\"{r}\"}}"));
+    let rejected = |r: &str| {
+        counter(
+            &text,
+            &format!("prismwatch_ingest_points_rejected_total{{reason=\"{r}\"}}"),
+        )
+    };
     assert_eq!(rejected("decode_error"), 2.0);
     assert_eq!(rejected("non_finite_value"), 2.0);
-    for r in ["future_timestamp", "too_many_labels", "oversized", "invalid_name", "empty"] {
+    for r in [
+        "future_timestamp",
+        "too_many_labels",
+        "oversized",
+        "invalid_name",
+        "empty",
+    ] {
         assert_eq!(rejected(r), 1.0, "{r}\n{text}");
     }
-    assert_eq!(counter(&text, "prismwatch_ingest_messages_deadlettered_total"), 9.0);
-    assert_eq!(counter(&text, "prismwatch_ingest_messages_received_total"), 9.0);
-    assert_eq!(counter(&text, "prismwatch_ingest_points_received_total"), 2.0);
-    assert_eq!(counter(&text, "prismwatch_alerts_events_total{priority=\"p1\",status=\"firing\"}"), 1.0);
+    assert_eq!(
+        counter(&text, "prismwatch_ingest_messages_deadlettered_total"),
+        9.0
+    );
+    assert_eq!(
+        counter(&text, "prismwatch_ingest_messages_received_total"),
+        9.0
+    );
+    assert_eq!(
+        counter(&text, "prismwatch_ingest_points_received_total"),
+        2.0
+    );
+    assert_eq!(
+        counter(
+            &text,
+            "prismwatch_alerts_events_total{priority=\"p1\",status=\"firing\"}"
+        ),
+        1.0
+    );
     tx.send(true).unwrap();
     task.await.unwrap().unwrap();
 }

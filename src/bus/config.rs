@@ -31,7 +31,10 @@ impl NatsConfig {
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         if !self.url.contains("://") && !self.url.contains(':') {
-            out.push(("url".into(), format!("{:?} is not a NATS URL (nats://host:port)", self.url)));
+            out.push((
+                "url".into(),
+                format!("{:?} is not a NATS URL (nats://host:port)", self.url),
+            ));
         }
         if self.connect_timeout_ms == 0 {
             out.push(("connect_timeout_ms".into(), "must be > 0".into()));
@@ -114,12 +117,22 @@ impl Default for StreamsConfig {
 impl StreamsConfig {
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        for (key, s) in [("metrics", &self.metrics), ("alerts", &self.alerts), ("deadletter", &self.deadletter)] {
+        for (key, s) in [
+            ("metrics", &self.metrics),
+            ("alerts", &self.alerts),
+            ("deadletter", &self.deadletter),
+        ] {
             if s.name.is_empty() || s.name.contains(['.', ' ', '*', '>']) {
-                out.push((format!("{key}.name"), format!("{:?} is not a valid stream name", s.name)));
+                out.push((
+                    format!("{key}.name"),
+                    format!("{:?} is not a valid stream name", s.name),
+                ));
             }
             if s.subjects.is_empty() {
-                out.push((format!("{key}.subjects"), "needs at least one subject".into()));
+                out.push((
+                    format!("{key}.subjects"),
+                    "needs at least one subject".into(),
+                ));
             }
             if !(1..=5).contains(&s.replicas) {
                 out.push((format!("{key}.replicas"), "must be 1 to 5".into()));

@@ -55,7 +55,9 @@ pub async fn connect(cfg: &NatsConfig) -> Result<async_nats::Client, BusError> {
         });
     }
     if !info.jetstream {
-        return Err(BusError::NoJetStream { url: cfg.url.clone() });
+        return Err(BusError::NoJetStream {
+            url: cfg.url.clone(),
+        });
     }
     Ok(client)
 }

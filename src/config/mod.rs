@@ -52,7 +52,11 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub fn invalid(file: impl Into<String>, key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn invalid(
+        file: impl Into<String>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         ConfigError::Invalid {
             file: file.into(),
             key: key.into(),
@@ -97,7 +101,9 @@ pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
 
 /// [`load`] with an explicit environment (tests).
 pub fn load_with_env(file: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, ConfigError> {
-    let file_name = file.map(|f| f.display().to_string()).unwrap_or_else(|| "<defaults>".into());
+    let file_name = file
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| "<defaults>".into());
     let mut tree = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -122,7 +128,8 @@ pub fn load_with_env(file: Option<&Path>, env: &[(String, String)]) -> Result<Lo
             Ok(Value::Null) | Err(_) => Value::String(raw.clone()),
             Ok(v) => v,
         };
-        set_path(&mut tree, &keys, value).map_err(|m| ConfigError::invalid(name.clone(), keys.join("."), m))?;
+        set_path(&mut tree, &keys, value)
+            .map_err(|m| ConfigError::invalid(name.clone(), keys.join("."), m))?;
         from_env.push((keys.join("."), name.clone()));
     }
     let tree = to_json(&file_name, tree)?;
@@ -154,10 +161,12 @@ pub fn parse_yaml(file: &str, text: &str) -> Result<Value, ConfigError> {
 }
 
 /// Deserialises a typed value from a YAML tree, naming `file` and the key path on error.
-pub fn from_tree<T: serde::de::DeserializeOwned>(file: &str, tree: Value) -> Result<T, ConfigError> {
-    serde_path_to_error::deserialize(to_json(file, tree)?).map_err(|e| {
-        ConfigError::invalid(file, e.path().to_string(), e.into_inner().to_string())
-    })
+pub fn from_tree<T: serde::de::DeserializeOwned>(
+    file: &str,
+    tree: Value,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(to_json(file, tree)?)
+        .map_err(|e| ConfigError::invalid(file, e.path().to_string(), e.into_inner().to_string()))
 }
 
 /// YAML trees are typed through JSON values: serde_norway's `Value` only takes enums as YAML
@@ -181,7 +190,9 @@ fn set_path(tree: &mut Value, keys: &[String], value: Value) -> Result<(), Strin
         map.insert(k, value);
         return Ok(());
     }
-    let child = map.entry(k).or_insert_with(|| Value::Mapping(Default::default()));
+    let child = map
+        .entry(k)
+        .or_insert_with(|| Value::Mapping(Default::default()));
     set_path(child, rest, value)
 }
 
@@ -241,8 +252,14 @@ mod tests {
     fn env_overrides_file() {
         let f = write("nats:\n  url: nats://a:4222\ningest:\n  max_batch: 10\n");
         let env = vec![
-            ("PRISMWATCH__NATS__URL".to_string(), "nats://b:4222".to_string()),
-            ("PRISMWATCH__INGEST__MAX_BATCH".to_string(), "77".to_string()),
+            (
+                "PRISMWATCH__NATS__URL".to_string(),
+                "nats://b:4222".to_string(),
+            ),
+            (
+                "PRISMWATCH__INGEST__MAX_BATCH".to_string(),
+                "77".to_string(),
+            ),
             ("UNRELATED".to_string(), "x".to_string()),
         ];
         let c = load_with_env(Some(f.path()), &env).unwrap().config;

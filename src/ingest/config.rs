@@ -62,17 +62,45 @@ impl IngestConfig {
                 out.push((key.to_string(), msg.to_string()));
             }
         };
-        check(subjects::is_token(&self.consumer_name), "consumer_name", "must be one subject token ([A-Za-z0-9_-]+)");
-        check(self.filter_subject.starts_with(subjects::METRICS_PREFIX), "filter_subject", "must be under prism.metrics.");
+        check(
+            subjects::is_token(&self.consumer_name),
+            "consumer_name",
+            "must be one subject token ([A-Za-z0-9_-]+)",
+        );
+        check(
+            self.filter_subject.starts_with(subjects::METRICS_PREFIX),
+            "filter_subject",
+            "must be under prism.metrics.",
+        );
         check(self.max_batch > 0, "max_batch", "must be > 0");
-        check(self.max_ack_pending >= self.max_batch as i64, "max_ack_pending", "must be >= max_batch");
+        check(
+            self.max_ack_pending >= self.max_batch as i64,
+            "max_ack_pending",
+            "must be >= max_batch",
+        );
         check(self.ack_wait_secs > 0, "ack_wait_secs", "must be > 0");
-        check(self.allowed_lateness_ms >= 0, "allowed_lateness_ms", "must be >= 0");
+        check(
+            self.allowed_lateness_ms >= 0,
+            "allowed_lateness_ms",
+            "must be >= 0",
+        );
         check(self.max_future_ms >= 0, "max_future_ms", "must be >= 0");
-        check(self.max_message_bytes > 0, "max_message_bytes", "must be > 0");
-        check(self.max_points_per_message > 0, "max_points_per_message", "must be > 0");
+        check(
+            self.max_message_bytes > 0,
+            "max_message_bytes",
+            "must be > 0",
+        );
+        check(
+            self.max_points_per_message > 0,
+            "max_points_per_message",
+            "must be > 0",
+        );
         check(self.max_name_bytes > 0, "max_name_bytes", "must be > 0");
-        check(self.pending_poll_secs > 0, "pending_poll_secs", "must be > 0");
+        check(
+            self.pending_poll_secs > 0,
+            "pending_poll_secs",
+            "must be > 0",
+        );
         out
     }
 }

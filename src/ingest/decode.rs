@@ -126,7 +126,11 @@ pub fn decode_message(
     if payload.len() > limits.max_message_bytes {
         return Err(reject(
             RejectReason::Oversized,
-            format!("{} bytes > max_message_bytes {}", payload.len(), limits.max_message_bytes),
+            format!(
+                "{} bytes > max_message_bytes {}",
+                payload.len(),
+                limits.max_message_bytes
+            ),
         ));
     }
     if payload.iter().all(|b| b.is_ascii_whitespace()) {
@@ -139,7 +143,11 @@ pub fn decode_message(
     if wire.len() > limits.max_points_per_message {
         return Err(reject(
             RejectReason::TooManyPoints,
-            format!("{} points > max_points_per_message {}", wire.len(), limits.max_points_per_message),
+            format!(
+                "{} points > max_points_per_message {}",
+                wire.len(),
+                limits.max_points_per_message
+            ),
         ));
     }
     let mut out = Decoded {
@@ -150,7 +158,11 @@ pub fn decode_message(
         match validate(&mut p, published_ms, limits) {
             Ok(()) => {
                 let mut key = String::with_capacity(p.name.len() + 24 * p.labels.0.len());
-                SeriesKey::write_canonical(&mut key, &p.name, p.labels.0.iter().map(|(k, v)| (&**k, &**v)));
+                SeriesKey::write_canonical(
+                    &mut key,
+                    &p.name,
+                    p.labels.0.iter().map(|(k, v)| (&**k, &**v)),
+                );
                 out.points.push(KeyedPoint {
                     key,
                     ts: p.timestamp,
@@ -185,7 +197,11 @@ fn parse(payload: &[u8], encoding: Encoding) -> Result<Vec<WirePoint<'_>>, Rejec
                 // An array is a batch of points, unless it is one point encoded positionally
                 // (rmp-serde's default struct encoding): try that before giving up.
                 rmp_serde::from_slice::<Vec<WirePoint>>(payload)
-                    .or_else(|e| rmp_serde::from_slice::<WirePoint>(payload).map(|p| vec![p]).map_err(|_| e))
+                    .or_else(|e| {
+                        rmp_serde::from_slice::<WirePoint>(payload)
+                            .map(|p| vec![p])
+                            .map_err(|_| e)
+                    })
                     .map_err(|e| decode_err(format!("msgpack: {e}")))
             } else {
                 rmp_serde::from_slice(payload)
@@ -210,35 +226,60 @@ fn is_label_name(s: &str) -> bool {
 
 fn validate(p: &mut WirePoint<'_>, published_ms: i64, limits: &IngestConfig) -> Result<(), Reject> {
     if p.name.len() > limits.max_name_bytes || !is_metric_name(&p.name) {
-        return Err(reject(RejectReason::InvalidName, format!("invalid metric name {:?}", truncate(&p.name))));
+        return Err(reject(
+            RejectReason::InvalidName,
+            format!("invalid metric name {:?}", truncate(&p.name)),
+        ));
     }
     if !p.value.is_finite() {
-        return Err(reject(RejectReason::NonFiniteValue, format!("{} = {}", p.name, p.value)));
+        return Err(reject(
+            RejectReason::NonFiniteValue,
+            format!("{} = {}", p.name, p.value),
+        ));
     }
     if p.timestamp <= 0 {
-        return Err(reject(RejectReason::InvalidTimestamp, format!("timestamp {} is not ms since the epoch", p.timestamp)));
+        return Err(reject(
+            RejectReason::InvalidTimestamp,
+            format!("timestamp {} is not ms since the epoch", p.timestamp),
+        ));
     }
     if p.timestamp > published_ms.saturating_add(limits.max_future_ms) {
         return Err(reject(
             RejectReason::FutureTimestamp,
-            format!("timestamp {} is {} ms after publish time", p.timestamp, p.timestamp - published_ms),
+            format!(
+                "timestamp {} is {} ms after publish time",
+                p.timestamp,
+                p.timestamp - published_ms
+            ),
         ));
     }
     let labels = &mut p.labels.0;
     if labels.len() > limits.max_labels {
-        return Err(reject(RejectReason::TooManyLabels, format!("{} labels > max_labels {}", labels.len(), limits.max_labels)));
+        return Err(reject(
+            RejectReason::TooManyLabels,
+            format!("{} labels > max_labels {}", labels.len(), limits.max_labels),
+        ));
     }
     for (k, v) in labels.iter() {
         if k.len() > limits.max_name_bytes || v.len() > limits.max_label_value_bytes {
-            return Err(reject(RejectReason::LabelTooLong, format!("label {:?} too long", truncate(k))));
+            return Err(reject(
+                RejectReason::LabelTooLong,
+                format!("label {:?} too long", truncate(k)),
+            ));
         }
         if !is_label_name(k) || v.chars().any(char::is_control) {
-            return Err(reject(RejectReason::InvalidLabel, format!("invalid label {:?}={:?}", truncate(k), truncate(v))));
+            return Err(reject(
+                RejectReason::InvalidLabel,
+                format!("invalid label {:?}={:?}", truncate(k), truncate(v)),
+            ));
         }
     }
     labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     if let Some(w) = labels.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(reject(RejectReason::DuplicateLabel, format!("label {:?} given twice", w[0].0)));
+        return Err(reject(
+            RejectReason::DuplicateLabel,
+            format!("label {:?} given twice", w[0].0),
+        ));
     }
     Ok(())
 }
@@ -285,7 +326,8 @@ mod tests {
         let d = decode_message(&one, None, NOW, &limits()).unwrap();
         assert_eq!(d.points.len(), 1);
         assert_eq!(d.points[0].value, 1.5);
-        let batch = serde_json::to_vec(&vec![point("cpu", 1.0, NOW), point("mem", 2.0, NOW)]).unwrap();
+        let batch =
+            serde_json::to_vec(&vec![point("cpu", 1.0, NOW), point("mem", 2.0, NOW)]).unwrap();
         let d = decode_message(&batch, Some("application/json"), NOW, &limits()).unwrap();
         assert_eq!(d.points.len(), 2);
         assert_eq!(d.rejected, 0);
@@ -295,11 +337,18 @@ mod tests {
     fn msgpack_named_positional_and_batch() {
         let named = rmp_serde::to_vec_named(&point("cpu", 3.0, NOW)).unwrap();
         let positional = rmp_serde::to_vec(&point("cpu", 3.0, NOW)).unwrap();
-        let batch = rmp_serde::to_vec_named(&vec![point("a", 1.0, NOW), point("b", 2.0, NOW)]).unwrap();
+        let batch =
+            rmp_serde::to_vec_named(&vec![point("a", 1.0, NOW), point("b", 2.0, NOW)]).unwrap();
         let a = decode_message(&named, Some("application/msgpack"), NOW, &limits()).unwrap();
         let b = decode_message(&positional, None, NOW, &limits()).unwrap();
         assert_eq!(a.points, b.points);
-        assert_eq!(decode_message(&batch, None, NOW, &limits()).unwrap().points.len(), 2);
+        assert_eq!(
+            decode_message(&batch, None, NOW, &limits())
+                .unwrap()
+                .points
+                .len(),
+            2
+        );
     }
 
     #[test]
@@ -329,19 +378,34 @@ mod tests {
         assert_eq!(reason(&future), RejectReason::FutureTimestamp);
         let zero = serde_json::to_vec(&point("cpu", 1.0, 0)).unwrap();
         assert_eq!(reason(&zero), RejectReason::InvalidTimestamp);
-        assert_eq!(reason(&serde_json::to_vec(&point("9bad", 1.0, NOW)).unwrap()), RejectReason::InvalidName);
-        assert_eq!(reason(&serde_json::to_vec(&point("a b", 1.0, NOW)).unwrap()), RejectReason::InvalidName);
+        assert_eq!(
+            reason(&serde_json::to_vec(&point("9bad", 1.0, NOW)).unwrap()),
+            RejectReason::InvalidName
+        );
+        assert_eq!(
+            reason(&serde_json::to_vec(&point("a b", 1.0, NOW)).unwrap()),
+            RejectReason::InvalidName
+        );
         let mut many = point("cpu", 1.0, NOW);
         for i in 0..40 {
             many.labels.insert(format!("l{i}"), "v".into());
         }
-        assert_eq!(reason(&serde_json::to_vec(&many).unwrap()), RejectReason::TooManyLabels);
+        assert_eq!(
+            reason(&serde_json::to_vec(&many).unwrap()),
+            RejectReason::TooManyLabels
+        );
         let mut long = point("cpu", 1.0, NOW);
         long.labels.insert("l".into(), "v".repeat(10_000));
-        assert_eq!(reason(&serde_json::to_vec(&long).unwrap()), RejectReason::LabelTooLong);
+        assert_eq!(
+            reason(&serde_json::to_vec(&long).unwrap()),
+            RejectReason::LabelTooLong
+        );
         let mut ctl = point("cpu", 1.0, NOW);
         ctl.labels.insert("l".into(), "a\u{1f}b".into());
-        assert_eq!(reason(&serde_json::to_vec(&ctl).unwrap()), RejectReason::InvalidLabel);
+        assert_eq!(
+            reason(&serde_json::to_vec(&ctl).unwrap()),
+            RejectReason::InvalidLabel
+        );
         assert_eq!(
             reason(br#"{"name":"x","labels":{"a":"1","a":"2"},"value":1,"timestamp":5}"#),
             RejectReason::DuplicateLabel
@@ -349,7 +413,10 @@ mod tests {
         let big = vec![b' '; 2 << 20];
         assert_eq!(reason(&big), RejectReason::Oversized);
         let lots: Vec<MetricPoint> = (0..10_001).map(|i| point("c", 1.0, i + 1)).collect();
-        assert_eq!(reason(&rmp_serde::to_vec_named(&lots).unwrap()), RejectReason::TooManyPoints);
+        assert_eq!(
+            reason(&rmp_serde::to_vec_named(&lots).unwrap()),
+            RejectReason::TooManyPoints
+        );
     }
 
     #[test]

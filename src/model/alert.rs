@@ -86,7 +86,9 @@ impl FromStr for AlertStatus {
         AlertStatus::ALL
             .into_iter()
             .find(|st| st.token() == s.to_ascii_lowercase())
-            .ok_or_else(|| format!("unknown status {s:?}, expected pending, firing, resolved or cancelled"))
+            .ok_or_else(|| {
+                format!("unknown status {s:?}, expected pending, firing, resolved or cancelled")
+            })
     }
 }
 

@@ -97,7 +97,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
             fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
                 Ok(CowStr(Cow::Owned(v)))
             }
-            fn visit_borrowed_bytes<E: serde::de::Error>(self, v: &'de [u8]) -> Result<Self::Value, E> {
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                v: &'de [u8],
+            ) -> Result<Self::Value, E> {
                 std::str::from_utf8(v)
                     .map(|s| CowStr(Cow::Borrowed(s)))
                     .map_err(E::custom)

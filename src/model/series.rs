@@ -35,7 +35,11 @@ impl SeriesKey {
 
     pub fn from_parts(name: &str, labels: &BTreeMap<String, String>) -> Self {
         let mut buf = String::new();
-        Self::write_canonical(&mut buf, name, labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        Self::write_canonical(
+            &mut buf,
+            name,
+            labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         SeriesKey(buf.into())
     }
 

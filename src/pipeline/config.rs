@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 
-use super::operator::OperatorSpec;
 use super::dedup::DedupConfig;
+use super::operator::OperatorSpec;
 use crate::detect::zscore::ZScoreConfig;
 
 /// Per-series operators, sharding, eviction and checkpoints.
@@ -27,7 +27,10 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
-            shards: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8),
+            shards: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .min(8),
             operators: vec![
                 OperatorSpec::Dedup(DedupConfig::default()),
                 OperatorSpec::Zscore(ZScoreConfig::default()),
@@ -57,7 +60,11 @@ impl PipelineConfig {
             out.push(("staleness_secs".into(), "must be > 0".into()));
         }
         for (i, op) in self.operators.iter().enumerate() {
-            out.extend(op.problems().into_iter().map(|(k, m)| (format!("operators[{i}].{k}"), m)));
+            out.extend(
+                op.problems()
+                    .into_iter()
+                    .map(|(k, m)| (format!("operators[{i}].{k}"), m)),
+            );
         }
         out
     }
@@ -66,7 +73,10 @@ impl PipelineConfig {
 impl PipelineConfig {
     /// Rules that need an operator this pipeline does not run, as `(rule file, rule, problem)`.
     pub fn rule_problems(&self, rules: &crate::rules::RuleSet) -> Vec<(String, String, String)> {
-        let has_anomaly = self.operators.iter().any(|o| matches!(o, OperatorSpec::Anomaly(_)));
+        let has_anomaly = self
+            .operators
+            .iter()
+            .any(|o| matches!(o, OperatorSpec::Anomaly(_)));
         rules
             .rules
             .iter()

@@ -106,14 +106,21 @@ impl Pipeline {
                 self.late += 1;
                 continue;
             }
-            let shard = if n == 1 { 0 } else { SeriesKey::shard_of(&p.key, n) };
+            let shard = if n == 1 {
+                0
+            } else {
+                SeriesKey::shard_of(&p.key, n)
+            };
             self.queues[shard].push(Item::Point(p));
         }
         let w = self.watermark.current();
         // Watermarks reach the shards in steps (a function of the stream's content, so still
         // deterministic): one item per shard per message would double the work of
         // single-point messages, and timers only need event-time resolution.
-        if w >= self.delivered_watermark.saturating_add(self.watermark_step_ms) {
+        if w >= self
+            .delivered_watermark
+            .saturating_add(self.watermark_step_ms)
+        {
             self.delivered_watermark = w;
             for q in &mut self.queues {
                 q.push(Item::Watermark(w));
@@ -126,12 +133,21 @@ impl Pipeline {
         let total: usize = self.queues.iter().map(Vec::len).sum();
         let mut per_shard: Vec<Vec<AlertEvent>> = vec![Vec::new(); self.shards.len()];
         if self.shards.len() == 1 || total < PARALLEL_MIN_ITEMS {
-            for ((shard, q), out) in self.shards.iter_mut().zip(&mut self.queues).zip(&mut per_shard) {
+            for ((shard, q), out) in self
+                .shards
+                .iter_mut()
+                .zip(&mut self.queues)
+                .zip(&mut per_shard)
+            {
                 shard.process(q.drain(..), out);
             }
         } else {
             std::thread::scope(|s| {
-                let mut jobs = self.shards.iter_mut().zip(&mut self.queues).zip(&mut per_shard);
+                let mut jobs = self
+                    .shards
+                    .iter_mut()
+                    .zip(&mut self.queues)
+                    .zip(&mut per_shard);
                 let first = jobs.next();
                 for ((shard, q), out) in jobs {
                     s.spawn(move || shard.process(q.drain(..), out));
@@ -142,7 +158,11 @@ impl Pipeline {
             });
         }
         let mut events: Vec<AlertEvent> = per_shard.into_iter().flatten().collect();
-        events.sort_by(|a, b| a.sort_key().partial_cmp(&b.sort_key()).unwrap_or(std::cmp::Ordering::Equal));
+        events.sort_by(|a, b| {
+            a.sort_key()
+                .partial_cmp(&b.sort_key())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
         let mut stats = ShardStats::default();
         for shard in &mut self.shards {
             stats.add(&shard.take_stats());
@@ -166,9 +186,19 @@ impl Pipeline {
         self.shards.iter().map(Shard::approx_state_bytes).sum()
     }
 
+    /// The largest state of one series, in bytes (approximate, see `approx_state_bytes`).
+    pub fn max_state_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(Shard::max_state_bytes)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Snapshot of all state (call between batches: queues must be empty).
     pub fn snapshot(&self) -> PipelineSnapshot {
-        let mut series: Vec<SeriesSnapshot> = self.shards.iter().flat_map(Shard::snapshot).collect();
+        let mut series: Vec<SeriesSnapshot> =
+            self.shards.iter().flat_map(Shard::snapshot).collect();
         series.sort_by(|a, b| a.key.cmp(&b.key));
         PipelineSnapshot {
             watermark: self.watermark,

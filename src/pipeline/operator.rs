@@ -107,12 +107,19 @@ impl OperatorSpec {
 
     pub fn problems(&self) -> Vec<(String, String)> {
         let prefixed = |name: &str, items: Vec<(&str, String)>| {
-            items.into_iter().map(|(k, m)| (format!("{name}.{k}"), m)).collect()
+            items
+                .into_iter()
+                .map(|(k, m)| (format!("{name}.{k}"), m))
+                .collect()
         };
         match self {
             OperatorSpec::Dedup(c) => prefixed("dedup", c.problems()),
             OperatorSpec::Zscore(c) => prefixed("zscore", c.problems()),
-            OperatorSpec::Anomaly(c) => c.problems().into_iter().map(|(k, m)| (format!("anomaly.{k}"), m)).collect(),
+            OperatorSpec::Anomaly(c) => c
+                .problems()
+                .into_iter()
+                .map(|(k, m)| (format!("anomaly.{k}"), m))
+                .collect(),
         }
     }
 

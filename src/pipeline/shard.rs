@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::operator::{DropReason, Flow, OperatorSpec, OperatorState, PointCtx};
+use crate::detect::trend::CrossingDirection;
 use crate::ingest::KeyedPoint;
 use crate::model::{AlertEvent, AlertStatus, SeriesKey};
-use crate::detect::trend::CrossingDirection;
 use crate::rules::{Op, Rule, RuleSet, RuleState, TemplateCtx, Transition, TransitionKind};
 
 /// What every shard shares: operator specs, rules, time settings.
@@ -188,8 +188,14 @@ impl Shard {
                 break;
             }
             self.timers.pop_first();
-            let Some(st) = self.series.get_mut(&key) else { continue };
-            let Some(slot) = st.rules.iter_mut().find(|s| s.rule == idx && s.timer == due) else {
+            let Some(st) = self.series.get_mut(&key) else {
+                continue;
+            };
+            let Some(slot) = st
+                .rules
+                .iter_mut()
+                .find(|s| s.rule == idx && s.timer == due)
+            else {
                 continue;
             };
             slot.timer = NO_TIMER;
@@ -211,14 +217,16 @@ impl Shard {
     fn evict_idle(&mut self, w: i64) {
         let idle = self.ctx.idle_ms;
         let before = self.series.len();
-        self.series
-            .retain(|_, st| st.last.ts.saturating_add(idle) >= w || st.rules.iter().any(|s| s.state.is_active()));
+        self.series.retain(|_, st| {
+            st.last.ts.saturating_add(idle) >= w || st.rules.iter().any(|s| s.state.is_active())
+        });
         self.stats.series_evicted += (before - self.series.len()) as u64;
     }
 
     /// The shard's series, in key order (deterministic checkpoints).
     pub fn snapshot(&self) -> Vec<SeriesSnapshot> {
-        let sorted: BTreeMap<&str, &SeriesState> = self.series.iter().map(|(k, v)| (&**k, v)).collect();
+        let sorted: BTreeMap<&str, &SeriesState> =
+            self.series.iter().map(|(k, v)| (&**k, v)).collect();
         sorted
             .into_values()
             .map(|st| SeriesSnapshot {
@@ -252,23 +260,42 @@ impl Shard {
             if let Some((_, state)) = snap.rules.iter().find(|(name, _)| *name == rule.name) {
                 slot.state = *state;
             }
-            reschedule(&mut self.timers, &key, slot, rule, st.last.ts, self.ctx.staleness_ms);
+            reschedule(
+                &mut self.timers,
+                &key,
+                slot,
+                rule,
+                st.last.ts,
+                self.ctx.staleness_ms,
+            );
         }
         self.series.insert(key, st);
     }
 
-    /// Bytes of keyed state per series, approximately (heap plus inline), for the benchmark.
+    /// Bytes of keyed state, approximately (heap plus inline), for the benchmark.
     pub fn approx_state_bytes(&self) -> usize {
+        self.series.values().map(series_state_bytes).sum()
+    }
+
+    pub fn max_state_bytes(&self) -> usize {
         self.series
             .values()
-            .map(|st| {
+            .map(series_state_bytes)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+fn series_state_bytes(st: &SeriesState) -> usize {
+    {
+        {
+            {
                 std::mem::size_of::<SeriesState>()
                     + 2 * std::mem::size_of::<Arc<str>>()
                     + st.key.len()
                     + 16
                     + st.ops.capacity() * std::mem::size_of::<OperatorState>()
-                    + st
-                        .ops
+                    + st.ops
                         .iter()
                         .map(|o| match o {
                             OperatorState::Dedup(_) => 8 * 8,
@@ -277,8 +304,8 @@ impl Shard {
                         })
                         .sum::<usize>()
                     + st.rules.capacity() * std::mem::size_of::<RuleSlot>()
-            })
-            .sum()
+            }
+        }
     }
 }
 
@@ -309,7 +336,10 @@ fn reschedule(
     last_ts: i64,
     staleness_ms: i64,
 ) {
-    let due = slot.state.next_due(rule, last_ts, staleness_ms).unwrap_or(NO_TIMER);
+    let due = slot
+        .state
+        .next_due(rule, last_ts, staleness_ms)
+        .unwrap_or(NO_TIMER);
     if due == slot.timer {
         return;
     }
@@ -341,27 +371,40 @@ fn eta(ctx: &PipelineCtx, ops: &[OperatorState], rule: &Rule) -> Option<(i64, i6
         Op::Lt | Op::Le => CrossingDirection::Down,
         _ => return None,
     };
-    ctx.operators.iter().zip(ops).find_map(|(spec, state)| match (spec, state) {
-        (OperatorSpec::Anomaly(cfg), OperatorState::Anomaly(st)) => {
-            cfg.trend.time_until_crossing(st.trend(), rule.condition.threshold, direction)
-        }
-        _ => None,
-    })
+    ctx.operators
+        .iter()
+        .zip(ops)
+        .find_map(|(spec, state)| match (spec, state) {
+            (OperatorSpec::Anomaly(cfg), OperatorState::Anomaly(st)) => cfg
+                .trend
+                .time_until_crossing(st.trend(), rule.condition.threshold, direction),
+            _ => None,
+        })
 }
 
 /// Whether a rule's condition holds for a point; a predictive rule also holds when the
 /// forecast crosses its threshold within the horizon.
 fn holds(rule: &Rule, p: &PointCtx, eta: Option<(i64, i64)>) -> bool {
-    rule.condition.holds_with(p.value, p.score, p.zscore, p.anomaly_flag())
+    rule.condition
+        .holds_with(p.value, p.score, p.zscore, p.anomaly_flag())
         || matches!((rule.predict_within_ms, eta), (Some(within), Some((mean, _))) if mean <= within)
 }
 
-fn make_event(rule: &Rule, key: &Arc<str>, t: Transition, p: &PointCtx, eta: Option<(i64, i64)>) -> AlertEvent {
+fn make_event(
+    rule: &Rule,
+    key: &Arc<str>,
+    t: Transition,
+    p: &PointCtx,
+    eta: Option<(i64, i64)>,
+) -> AlertEvent {
     let (value, score, zscore) = (p.value, p.score, p.zscore);
     let explanation = p.anomaly.map(|a| a.explanation);
     let series = SeriesKey(key.clone());
     let fp = fingerprint(&rule.name, key);
-    let mut labels: BTreeMap<String, String> = series.labels().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut labels: BTreeMap<String, String> = series
+        .labels()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     labels.insert("metric".into(), series.name().to_string());
     labels.extend(rule.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     let ctx = TemplateCtx {
@@ -377,7 +420,11 @@ fn make_event(rule: &Rule, key: &Arc<str>, t: Transition, p: &PointCtx, eta: Opt
         deviation: explanation.map(|e| e.deviation_sd).unwrap_or(zscore),
         eta,
     };
-    let annotations = rule.annotations.iter().map(|(k, t)| (k.clone(), t.render(&ctx))).collect();
+    let annotations = rule
+        .annotations
+        .iter()
+        .map(|(k, t)| (k.clone(), t.render(&ctx)))
+        .collect();
     let status = match t.kind {
         TransitionKind::Pending => AlertStatus::Pending,
         TransitionKind::Firing => AlertStatus::Firing,

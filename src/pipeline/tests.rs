@@ -23,7 +23,9 @@ fn pt(series: &str, ts: i64, value: f64) -> KeyedPoint {
     let mut labels = std::collections::BTreeMap::new();
     labels.insert("exchange".to_string(), series.to_string());
     KeyedPoint {
-        key: SeriesKey::from_parts("delay_seconds", &labels).0.to_string(),
+        key: SeriesKey::from_parts("delay_seconds", &labels)
+            .0
+            .to_string(),
         ts,
         value,
     }
@@ -51,10 +53,22 @@ fn messages() -> Vec<Vec<KeyedPoint>> {
     for i in 0..360 {
         let ts = T0 + i * 10 * SEC;
         let noise = ((i * 7919) % 11) as f64 * 0.01;
-        let b = if (100..142).contains(&i) { 9.0 } else { 1.0 + noise };
-        let o = if (200..224).contains(&i) { 9.0 } else { 1.0 + noise };
+        let b = if (100..142).contains(&i) {
+            9.0
+        } else {
+            1.0 + noise
+        };
+        let o = if (200..224).contains(&i) {
+            9.0
+        } else {
+            1.0 + noise
+        };
         let d = if i == 300 { 30.0 } else { 1.0 + noise };
-        out.push(vec![pt("binance", ts, b), pt("okx", ts, o), pt("deribit", ts, d)]);
+        out.push(vec![
+            pt("binance", ts, b),
+            pt("okx", ts, o),
+            pt("deribit", ts, d),
+        ]);
     }
     out
 }
@@ -74,7 +88,14 @@ fn run_all(shards: usize, msgs: &[Vec<KeyedPoint>], batch: usize) -> Vec<AlertEv
 fn summary(events: &[AlertEvent]) -> Vec<(String, String, AlertStatus, i64)> {
     events
         .iter()
-        .map(|e| (e.rule.clone(), e.labels["exchange"].clone(), e.status, e.event_time))
+        .map(|e| {
+            (
+                e.rule.clone(),
+                e.labels["exchange"].clone(),
+                e.status,
+                e.event_time,
+            )
+        })
         .collect()
 }
 
@@ -85,16 +106,33 @@ fn for_duration_fires_once_and_short_excursion_never_fires() {
         .into_iter()
         .filter(|e| e.0 == "md_delay" && e.2 == AlertStatus::Firing)
         .collect();
-    assert_eq!(firing, vec![("md_delay".into(), "binance".into(), AlertStatus::Firing, T0 + 1000 * SEC + 300 * SEC)]);
-    let okx: Vec<_> = summary(&events).into_iter().filter(|e| e.0 == "md_delay" && e.1 == "okx").collect();
+    assert_eq!(
+        firing,
+        vec![(
+            "md_delay".into(),
+            "binance".into(),
+            AlertStatus::Firing,
+            T0 + 1000 * SEC + 300 * SEC
+        )]
+    );
+    let okx: Vec<_> = summary(&events)
+        .into_iter()
+        .filter(|e| e.0 == "md_delay" && e.1 == "okx")
+        .collect();
     assert_eq!(
         okx.iter().map(|e| e.2).collect::<Vec<_>>(),
         vec![AlertStatus::Pending, AlertStatus::Cancelled]
     );
-    let fired = events.iter().find(|e| e.status == AlertStatus::Firing && e.rule == "md_delay").unwrap();
+    let fired = events
+        .iter()
+        .find(|e| e.status == AlertStatus::Firing && e.rule == "md_delay")
+        .unwrap();
     assert_eq!(fired.annotations["summary"], "binance delay 9s");
     assert_eq!(fired.starts_at, T0 + 1000 * SEC);
-    let resolved = events.iter().find(|e| e.status == AlertStatus::Resolved && e.rule == "md_delay").unwrap();
+    let resolved = events
+        .iter()
+        .find(|e| e.status == AlertStatus::Resolved && e.rule == "md_delay")
+        .unwrap();
     assert_eq!(resolved.id, fired.id);
     assert_eq!(resolved.ends_at, Some(T0 + 1420 * SEC));
 }
@@ -102,12 +140,25 @@ fn for_duration_fires_once_and_short_excursion_never_fires() {
 #[test]
 fn spike_gives_one_firing_and_one_resolved_anomaly() {
     let events = run_all(2, &messages(), 100);
-    let deribit: Vec<_> = summary(&events).into_iter().filter(|e| e.0 == "anomaly" && e.1 == "deribit").collect();
+    let deribit: Vec<_> = summary(&events)
+        .into_iter()
+        .filter(|e| e.0 == "anomaly" && e.1 == "deribit")
+        .collect();
     assert_eq!(
         deribit,
         vec![
-            ("anomaly".into(), "deribit".into(), AlertStatus::Firing, T0 + 3000 * SEC),
-            ("anomaly".into(), "deribit".into(), AlertStatus::Resolved, T0 + 3010 * SEC + 60 * SEC),
+            (
+                "anomaly".into(),
+                "deribit".into(),
+                AlertStatus::Firing,
+                T0 + 3000 * SEC
+            ),
+            (
+                "anomaly".into(),
+                "deribit".into(),
+                AlertStatus::Resolved,
+                T0 + 3010 * SEC + 60 * SEC
+            ),
         ]
     );
 }
@@ -149,7 +200,9 @@ fn snapshot_restore_continues_identically() {
         }
         events.extend(q.run().events);
     }
-    let key = |v: &mut Vec<AlertEvent>| v.sort_by(|x, y| x.sort_key().partial_cmp(&y.sort_key()).unwrap());
+    let key = |v: &mut Vec<AlertEvent>| {
+        v.sort_by(|x, y| x.sort_key().partial_cmp(&y.sort_key()).unwrap())
+    };
     let mut r = reference;
     key(&mut r);
     key(&mut events);

@@ -39,14 +39,20 @@ impl Condition {
     pub fn parse(s: &str) -> Result<Condition, String> {
         let parts: Vec<&str> = s.split_whitespace().collect();
         let [field, op, threshold] = parts[..] else {
-            return Err(format!("{s:?}: expected `<value|score|zscore|anomaly> <op> <number>`, e.g. `value > 85`"));
+            return Err(format!(
+                "{s:?}: expected `<value|score|zscore|anomaly> <op> <number>`, e.g. `value > 85`"
+            ));
         };
         let field = match field {
             "value" => Field::Value,
             "score" => Field::Score,
             "zscore" => Field::Zscore,
             "anomaly" => Field::Anomaly,
-            other => return Err(format!("unknown field {other:?}: expected value, score, zscore or anomaly")),
+            other => {
+                return Err(format!(
+                    "unknown field {other:?}: expected value, score, zscore or anomaly"
+                ))
+            }
         };
         let op = match op {
             ">" => Op::Gt,
@@ -55,14 +61,22 @@ impl Condition {
             "<=" => Op::Le,
             "==" => Op::Eq,
             "!=" => Op::Ne,
-            other => return Err(format!("unknown operator {other:?}: expected > >= < <= == !=")),
+            other => {
+                return Err(format!(
+                    "unknown operator {other:?}: expected > >= < <= == !="
+                ))
+            }
         };
         let threshold: f64 = threshold
             .parse()
             .ok()
             .filter(|t: &f64| t.is_finite())
             .ok_or_else(|| format!("{threshold:?} is not a finite number"))?;
-        Ok(Condition { field, op, threshold })
+        Ok(Condition {
+            field,
+            op,
+            threshold,
+        })
     }
 
     /// Evaluates against a point's value, anomaly score and z-score.
@@ -122,12 +136,23 @@ mod tests {
         assert!(!c.holds(85.0, 0.0, 0.0));
         assert!(Condition::parse("value == 0").unwrap().holds(0.0, 0.0, 0.0));
         assert!(Condition::parse("value != 0").unwrap().holds(1.0, 0.0, 0.0));
-        assert!(Condition::parse("score >= 0.8").unwrap().holds(0.0, 0.8, 0.0));
-        assert!(Condition::parse("zscore < -4").unwrap().holds(0.0, 0.0, -5.0));
+        assert!(Condition::parse("score >= 0.8")
+            .unwrap()
+            .holds(0.0, 0.8, 0.0));
+        assert!(Condition::parse("zscore < -4")
+            .unwrap()
+            .holds(0.0, 0.0, -5.0));
         assert!(Condition::parse("value <= 1").unwrap().holds(1.0, 0.0, 0.0));
-        assert!(Condition::parse("anomaly == 1").unwrap().holds_with(0.0, 0.0, 0.0, 1.0));
-        assert!(!Condition::parse("anomaly == 1").unwrap().holds(0.0, 1.0, 9.0));
-        assert_eq!(Condition::parse("value >= 2.5").unwrap().to_string(), "value >= 2.5");
+        assert!(Condition::parse("anomaly == 1")
+            .unwrap()
+            .holds_with(0.0, 0.0, 0.0, 1.0));
+        assert!(!Condition::parse("anomaly == 1")
+            .unwrap()
+            .holds(0.0, 1.0, 9.0));
+        assert_eq!(
+            Condition::parse("value >= 2.5").unwrap().to_string(),
+            "value >= 2.5"
+        );
         assert!(Condition::parse("value >").is_err());
         assert!(Condition::parse("cpu > 1").is_err());
         assert!(Condition::parse("value => 1").is_err());

@@ -79,7 +79,9 @@ pub enum Matcher {
 
 impl Matcher {
     pub fn parse(s: &str) -> Result<Matcher, String> {
-        let anchored = |re: &str| Regex::new(&format!("^(?:{re})$")).map_err(|e| format!("bad regex {re:?}: {e}"));
+        let anchored = |re: &str| {
+            Regex::new(&format!("^(?:{re})$")).map_err(|e| format!("bad regex {re:?}: {e}"))
+        };
         Ok(if let Some(re) = s.strip_prefix("=~") {
             Matcher::Re(anchored(re)?)
         } else if let Some(re) = s.strip_prefix("!~") {
@@ -130,20 +132,35 @@ impl Rule {
     /// Compiles a definition; errors are `(key, message)` relative to the rule.
     pub fn compile(def: &RuleDef, source: &str) -> Result<Rule, (String, String)> {
         if !subjects::is_token(&def.name) {
-            return Err(("name".into(), format!("{:?} must match [A-Za-z0-9_-]+ (it is a subject token)", def.name)));
+            return Err((
+                "name".into(),
+                format!(
+                    "{:?} must match [A-Za-z0-9_-]+ (it is a subject token)",
+                    def.name
+                ),
+            ));
         }
         let metric = Matcher::parse(&def.metric).map_err(|m| ("metric".to_string(), m))?;
         let mut matchers = Vec::new();
         for (label, m) in &def.matchers {
-            matchers.push((label.clone(), Matcher::parse(m).map_err(|e| (format!("match.{label}"), e))?));
+            matchers.push((
+                label.clone(),
+                Matcher::parse(m).map_err(|e| (format!("match.{label}"), e))?,
+            ));
         }
-        let condition = Condition::parse(&def.condition).map_err(|m| ("condition".to_string(), m))?;
+        let condition =
+            Condition::parse(&def.condition).map_err(|m| ("condition".to_string(), m))?;
         let duration = |key: &str, v: &Option<String>| -> Result<i64, (String, String)> {
             match v {
                 None => Ok(0),
                 Some(s) => humantime::parse_duration(s)
                     .map(|d| d.as_millis() as i64)
-                    .map_err(|e| (key.to_string(), format!("{s:?} is not a duration like 30s, 5m, 1h: {e}"))),
+                    .map_err(|e| {
+                        (
+                            key.to_string(),
+                            format!("{s:?} is not a duration like 30s, 5m, 1h: {e}"),
+                        )
+                    }),
             }
         };
         let predict_within_ms = match &def.predicted_crossing_within {
@@ -151,7 +168,10 @@ impl Rule {
             Some(s) => {
                 let ms = duration("predicted_crossing_within", &Some(s.clone()))?;
                 let ok = condition.field == super::Field::Value
-                    && matches!(condition.op, super::Op::Gt | super::Op::Ge | super::Op::Lt | super::Op::Le);
+                    && matches!(
+                        condition.op,
+                        super::Op::Gt | super::Op::Ge | super::Op::Lt | super::Op::Le
+                    );
                 if !ok || ms <= 0 {
                     return Err((
                         "predicted_crossing_within".into(),
@@ -163,7 +183,10 @@ impl Rule {
         };
         let mut annotations = Vec::new();
         for (k, src) in &def.annotations {
-            annotations.push((k.clone(), Template::compile(src).map_err(|m| (format!("annotations.{k}"), m))?));
+            annotations.push((
+                k.clone(),
+                Template::compile(src).map_err(|m| (format!("annotations.{k}"), m))?,
+            ));
         }
         Ok(Rule {
             name: def.name.clone(),
@@ -203,7 +226,8 @@ impl RuleSet {
         let tree = parse_yaml(file, text)?;
         let parsed: RuleFile = from_tree(file, tree)?;
         for (i, def) in parsed.rules.iter().enumerate() {
-            let rule = Rule::compile(def, file).map_err(|(k, m)| ConfigError::invalid(file, format!("rules[{i}].{k}"), m))?;
+            let rule = Rule::compile(def, file)
+                .map_err(|(k, m)| ConfigError::invalid(file, format!("rules[{i}].{k}"), m))?;
             if let Some(prev) = self.rules.iter().find(|r| r.name == rule.name) {
                 return Err(ConfigError::invalid(
                     file,
@@ -254,7 +278,10 @@ mod tests {
     use super::*;
 
     fn key(name: &str, labels: &[(&str, &str)]) -> SeriesKey {
-        let map = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         SeriesKey::from_parts(name, &map)
     }
 
@@ -277,7 +304,10 @@ rules:
         let r = &set.rules[0];
         assert_eq!(r.for_ms, 600_000);
         assert!(r.matches(&key("cpu_usage_percent", &[("service", "api-gw")])));
-        assert!(!r.matches(&key("cpu_usage_percent", &[("service", "api-gw"), ("env", "dev")])));
+        assert!(!r.matches(&key(
+            "cpu_usage_percent",
+            &[("service", "api-gw"), ("env", "dev")]
+        )));
         assert!(!r.matches(&key("cpu_usage_percent", &[("service", "xapi-gw")])));
         assert!(!r.matches(&key("mem", &[("service", "api-gw")])));
     }
@@ -285,23 +315,40 @@ rules:
     #[test]
     fn errors_name_file_and_key() {
         let mut set = RuleSet::default();
-        let err = |text: &str| RuleSet::default().add_file("r.yaml", text).unwrap_err().to_string();
-        let base = "rules:\n  - name: a\n    metric: m\n    condition: value > 1\n    priority: P1\n";
+        let err = |text: &str| {
+            RuleSet::default()
+                .add_file("r.yaml", text)
+                .unwrap_err()
+                .to_string()
+        };
+        let base =
+            "rules:\n  - name: a\n    metric: m\n    condition: value > 1\n    priority: P1\n";
         set.add_file("r.yaml", base).unwrap();
-        assert!(set.add_file("s.yaml", base).unwrap_err().to_string().contains("already defined in r.yaml"));
+        assert!(set
+            .add_file("s.yaml", base)
+            .unwrap_err()
+            .to_string()
+            .contains("already defined in r.yaml"));
         let e = err(&base.replace("value > 1", "value >> 1"));
-        assert!(e.contains("r.yaml") && e.contains("rules[0].condition"), "{e}");
+        assert!(
+            e.contains("r.yaml") && e.contains("rules[0].condition"),
+            "{e}"
+        );
         let e = err(&format!("{base}    for: 5 minutes please\n"));
         assert!(e.contains("rules[0].for"), "{e}");
         let e = err(&base.replace("P1", "P9"));
         assert!(e.contains("rules[0].priority"), "{e}");
         let e = err(&format!("{base}    severity: high\n"));
         assert!(e.contains("unknown field `severity`"), "{e}");
-        let e = err(&format!("{base}    predicted_crossing_within: 6h\n").replace("value > 1", "score > 1"));
+        let e =
+            err(&format!("{base}    predicted_crossing_within: 6h\n")
+                .replace("value > 1", "score > 1"));
         assert!(e.contains("rules[0].predicted_crossing_within"), "{e}");
         let e = err(&base.replace("name: a", "name: a.b"));
         assert!(e.contains("rules[0].name"), "{e}");
-        let e = err(&format!("{base}    annotations: {{ summary: \"{{{{ vlaue }}}}\" }}\n"));
+        let e = err(&format!(
+            "{base}    annotations: {{ summary: \"{{{{ vlaue }}}}\" }}\n"
+        ));
         assert!(e.contains("rules[0].annotations.summary"), "{e}");
     }
 

@@ -64,14 +64,24 @@ impl RuleState {
     pub fn next_due(&self, rule: &Rule, last_ts: i64, staleness_ms: i64) -> Option<i64> {
         match self.phase {
             Phase::Inactive => None,
-            Phase::Pending => Some((self.active_since + rule.for_ms).min(last_ts.saturating_add(staleness_ms))),
-            Phase::Firing if self.false_since != i64::MIN => Some(self.false_since + rule.resolve_after_ms),
+            Phase::Pending => {
+                Some((self.active_since + rule.for_ms).min(last_ts.saturating_add(staleness_ms)))
+            }
+            Phase::Firing if self.false_since != i64::MIN => {
+                Some(self.false_since + rule.resolve_after_ms)
+            }
             Phase::Firing => None,
         }
     }
 
     /// Applies the transitions due at or before `t` (the series has had no point since `last_ts`).
-    pub fn advance_to(&mut self, rule: &Rule, t: i64, last_ts: i64, staleness_ms: i64) -> Option<Transition> {
+    pub fn advance_to(
+        &mut self,
+        rule: &Rule,
+        t: i64,
+        last_ts: i64,
+        staleness_ms: i64,
+    ) -> Option<Transition> {
         let due = self.next_due(rule, last_ts, staleness_ms)?;
         if due > t {
             return None;
@@ -80,16 +90,28 @@ impl RuleState {
         match self.phase {
             Phase::Pending if due < self.active_since + rule.for_ms => {
                 *self = RuleState::default();
-                Some(Transition { kind: TransitionKind::Cancelled, at: due, starts_at })
+                Some(Transition {
+                    kind: TransitionKind::Cancelled,
+                    at: due,
+                    starts_at,
+                })
             }
             Phase::Pending => {
                 self.phase = Phase::Firing;
                 self.false_since = i64::MIN;
-                Some(Transition { kind: TransitionKind::Firing, at: due, starts_at })
+                Some(Transition {
+                    kind: TransitionKind::Firing,
+                    at: due,
+                    starts_at,
+                })
             }
             Phase::Firing => {
                 *self = RuleState::default();
-                Some(Transition { kind: TransitionKind::Resolved, at: due, starts_at })
+                Some(Transition {
+                    kind: TransitionKind::Resolved,
+                    at: due,
+                    starts_at,
+                })
             }
             Phase::Inactive => None,
         }
@@ -103,16 +125,28 @@ impl RuleState {
                 self.false_since = i64::MIN;
                 if rule.for_ms == 0 {
                     self.phase = Phase::Firing;
-                    Some(Transition { kind: TransitionKind::Firing, at: ts, starts_at: ts })
+                    Some(Transition {
+                        kind: TransitionKind::Firing,
+                        at: ts,
+                        starts_at: ts,
+                    })
                 } else {
                     self.phase = Phase::Pending;
-                    Some(Transition { kind: TransitionKind::Pending, at: ts, starts_at: ts })
+                    Some(Transition {
+                        kind: TransitionKind::Pending,
+                        at: ts,
+                        starts_at: ts,
+                    })
                 }
             }
             (Phase::Pending, false) => {
                 let starts_at = self.active_since;
                 *self = RuleState::default();
-                Some(Transition { kind: TransitionKind::Cancelled, at: ts, starts_at })
+                Some(Transition {
+                    kind: TransitionKind::Cancelled,
+                    at: ts,
+                    starts_at,
+                })
             }
             (Phase::Firing, true) => {
                 self.false_since = i64::MIN;
@@ -126,7 +160,11 @@ impl RuleState {
                     let starts_at = self.active_since;
                     let at = self.false_since + rule.resolve_after_ms;
                     *self = RuleState::default();
-                    Some(Transition { kind: TransitionKind::Resolved, at, starts_at })
+                    Some(Transition {
+                        kind: TransitionKind::Resolved,
+                        at,
+                        starts_at,
+                    })
                 } else {
                     None
                 }
@@ -176,7 +214,9 @@ mod tests {
     }
 
     fn series(from_min: i64, to_min: i64, value: f64) -> Vec<(i64, f64)> {
-        (from_min * 6..to_min * 6).map(|i| (i * 10_000, value)).collect()
+        (from_min * 6..to_min * 6)
+            .map(|i| (i * 10_000, value))
+            .collect()
     }
 
     #[test]
@@ -186,7 +226,13 @@ mod tests {
         pts.extend(series(10, 14, 50.0)); // 4-minute excursion
         pts.extend(series(14, 20, 1.0));
         let t = kinds(&run(&r, &pts, 20 * MIN));
-        assert_eq!(t, vec![(TransitionKind::Pending, 10 * MIN), (TransitionKind::Cancelled, 14 * MIN)]);
+        assert_eq!(
+            t,
+            vec![
+                (TransitionKind::Pending, 10 * MIN),
+                (TransitionKind::Cancelled, 14 * MIN)
+            ]
+        );
 
         let mut pts = series(0, 10, 1.0);
         pts.extend(series(10, 17, 50.0));
@@ -207,24 +253,51 @@ mod tests {
         let r = rule("    for: 2m\n");
         // One true point then silence: the value holds for 2m (< 5m staleness): fires at 2m.
         let t = kinds(&run(&r, &[(0, 50.0)], 10 * MIN));
-        assert_eq!(t, vec![(TransitionKind::Pending, 0), (TransitionKind::Firing, 2 * MIN)]);
+        assert_eq!(
+            t,
+            vec![
+                (TransitionKind::Pending, 0),
+                (TransitionKind::Firing, 2 * MIN)
+            ]
+        );
         let r = rule("    for: 10m\n");
         let t = kinds(&run(&r, &[(0, 50.0)], 20 * MIN));
-        assert_eq!(t, vec![(TransitionKind::Pending, 0), (TransitionKind::Cancelled, 5 * MIN)]);
+        assert_eq!(
+            t,
+            vec![
+                (TransitionKind::Pending, 0),
+                (TransitionKind::Cancelled, 5 * MIN)
+            ]
+        );
     }
 
     #[test]
     fn resolve_after_waits_and_reset_by_true() {
         let r = rule("    resolve_after: 1m\n");
-        let pts = vec![(0, 50.0), (10_000, 1.0), (40_000, 50.0), (50_000, 1.0), (100_000, 1.0), (200_000, 1.0)];
+        let pts = vec![
+            (0, 50.0),
+            (10_000, 1.0),
+            (40_000, 50.0),
+            (50_000, 1.0),
+            (100_000, 1.0),
+            (200_000, 1.0),
+        ];
         let t = kinds(&run(&r, &pts, 300_000));
-        assert_eq!(t, vec![(TransitionKind::Firing, 0), (TransitionKind::Resolved, 110_000)]);
+        assert_eq!(
+            t,
+            vec![
+                (TransitionKind::Firing, 0),
+                (TransitionKind::Resolved, 110_000)
+            ]
+        );
     }
 
     #[test]
     fn same_transitions_whether_driven_by_points_or_watermark() {
         let r = rule("    for: 1m\n    resolve_after: 30s\n");
-        let pts: Vec<(i64, f64)> = (0..100).map(|i| (i * 7_000, if (20..60).contains(&i) { 50.0 } else { 1.0 })).collect();
+        let pts: Vec<(i64, f64)> = (0..100)
+            .map(|i| (i * 7_000, if (20..60).contains(&i) { 50.0 } else { 1.0 }))
+            .collect();
         let by_points = run(&r, &pts, 700_000);
         // Same points, but advance by a watermark between every point too.
         let mut st = RuleState::default();

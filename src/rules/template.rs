@@ -103,7 +103,9 @@ impl Template {
                 Part::Metric => out.push_str(ctx.series.name()),
                 Part::Rule => out.push_str(ctx.rule),
                 Part::Series => out.push_str(&ctx.series.display()),
-                Part::Expected => out.push_str(&ctx.expected.map(fmt_value).unwrap_or_else(|| "?".into())),
+                Part::Expected => {
+                    out.push_str(&ctx.expected.map(fmt_value).unwrap_or_else(|| "?".into()))
+                }
                 Part::Band => out.push_str(
                     &ctx.band
                         .map(|(lo, hi)| format!("{} .. {}", fmt_value(lo), fmt_value(hi)))
@@ -168,9 +170,17 @@ mod tests {
             deviation: 4.2,
             eta: Some((13_200_000, 1_500_000)),
         };
-        assert_eq!(t.render(&ctx), "binance delay 7.25s > 5s (delay_seconds, md_delay) .");
-        let t2 = Template::compile("{{expected}} [{{ band }}] {{detector}} {{deviation}} in {{ eta }}").unwrap();
-        assert_eq!(t2.render(&ctx), "1 [0.5 .. 1.5] seasonal 4.2 in 3h40m ± 25m");
+        assert_eq!(
+            t.render(&ctx),
+            "binance delay 7.25s > 5s (delay_seconds, md_delay) ."
+        );
+        let t2 =
+            Template::compile("{{expected}} [{{ band }}] {{detector}} {{deviation}} in {{ eta }}")
+                .unwrap();
+        assert_eq!(
+            t2.render(&ctx),
+            "1 [0.5 .. 1.5] seasonal 4.2 in 3h40m ± 25m"
+        );
         assert!(Template::compile("{{ valu }}").is_err());
         assert!(Template::compile("{{ value").is_err());
         assert_eq!(fmt_value(91.23456), "91.235");

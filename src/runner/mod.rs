@@ -29,7 +29,7 @@ use crate::{bus, subjects, telemetry};
 /// One metric message as the pipeline needs it.
 #[derive(Debug, Clone)]
 pub struct Incoming {
-    pub subject: String,
+    pub subject: async_nats::Subject,
     pub payload: Bytes,
     pub content_type: Option<String>,
     pub stream_seq: u64,
@@ -41,7 +41,7 @@ impl Incoming {
     fn from_js(msg: &jetstream::Message) -> Option<Incoming> {
         let info = msg.info().ok()?;
         Some(Incoming {
-            subject: msg.subject.to_string(),
+            subject: msg.subject.clone(),
             payload: msg.payload.clone(),
             content_type: msg
                 .headers
@@ -63,11 +63,20 @@ pub struct DeadLetter {
 }
 
 /// Decodes a batch of messages and runs it through the pipeline.
-pub fn process_batch(pipeline: &mut Pipeline, cfg: &Config, batch: &[Incoming]) -> (BatchOutput, Vec<DeadLetter>) {
+pub fn process_batch(
+    pipeline: &mut Pipeline,
+    cfg: &Config,
+    batch: &[Incoming],
+) -> (BatchOutput, Vec<DeadLetter>) {
     let mut dead = Vec::new();
     let mut points = 0u64;
     for m in batch {
-        match decode_message(&m.payload, m.content_type.as_deref(), m.published_ms, &cfg.ingest) {
+        match decode_message(
+            &m.payload,
+            m.content_type.as_deref(),
+            m.published_ms,
+            &cfg.ingest,
+        ) {
             Ok(decoded) => {
                 points += decoded.points.len() as u64;
                 if let Some(reject) = decoded.first_reject {
@@ -104,7 +113,11 @@ pub fn process_batch(pipeline: &mut Pipeline, cfg: &Config, batch: &[Incoming]) 
 
 /// Runs the processor until `shutdown` turns true. Connects, declares streams, recovers from the
 /// last checkpoint, then consumes.
-pub async fn run(cfg: Config, rules: RuleSet, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    rules: RuleSet,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let client = bus::connect(&cfg.nats).await?;
     let js = jetstream::new(client.clone());
     bus::ensure_streams(&js, &cfg.streams).await?;
@@ -133,7 +146,11 @@ pub async fn run(cfg: Config, rules: RuleSet, mut shutdown: watch::Receiver<bool
     // Recovery: restore the checkpoint, then re-run what the consumer delivered after it.
     let mut last_seq = 0;
     if let Some(cp) = checkpoints.load().await? {
-        tracing::info!(seq = cp.last_seq, series = cp.pipeline.series.len(), "restored checkpoint");
+        tracing::info!(
+            seq = cp.last_seq,
+            series = cp.pipeline.series.len(),
+            "restored checkpoint"
+        );
         last_seq = cp.last_seq;
         pipeline.restore(cp.pipeline);
     }
@@ -141,17 +158,34 @@ pub async fn run(cfg: Config, rules: RuleSet, mut shutdown: watch::Receiver<bool
     // previous run but are not in the restored state: process them again (events are dropped
     // by JetStream as duplicates); unacked ones are redelivered later and skipped by sequence.
     let delivered = consumer.info().await?.delivered.stream_sequence;
-    let first_seq = js.get_stream(&cfg.streams.metrics.name).await?.info().await?.state.first_sequence;
+    let first_seq = js
+        .get_stream(&cfg.streams.metrics.name)
+        .await?
+        .info()
+        .await?
+        .state
+        .first_sequence;
     let from = (last_seq + 1).max(first_seq);
     if delivered >= from {
-        tracing::info!(from, to = delivered, "re-processing messages delivered since the checkpoint");
-        let events = replay_range(&js, &cfg, &mut pipeline, from, Some(delivered), |events, dead| {
-            let publisher = publisher.clone();
-            async move {
-                publisher.publish_dead_letters(&dead).await;
-                publisher.publish_events(&events).await
-            }
-        })
+        tracing::info!(
+            from,
+            to = delivered,
+            "re-processing messages delivered since the checkpoint"
+        );
+        let events = replay_range(
+            &js,
+            &cfg,
+            &mut pipeline,
+            from,
+            Some(delivered),
+            |events, dead| {
+                let publisher = publisher.clone();
+                async move {
+                    publisher.publish_dead_letters(&dead).await;
+                    publisher.publish_events(&events).await
+                }
+            },
+        )
         .await?;
         tracing::info!(events, "recovery done");
     }
@@ -165,9 +199,19 @@ pub async fn run(cfg: Config, rules: RuleSet, mut shutdown: watch::Receiver<bool
         .messages()
         .await?
         .ready_chunks(cfg.ingest.max_batch);
+    let mut worker = PipelineWorker::start(pipeline, cfg.clone());
     let mut last_checkpoint = Instant::now();
-    let mut last_pending_poll = Instant::now();
+    let checkpoints = std::sync::Arc::new(checkpoints);
+    let mut checkpoint_upload: Option<tokio::task::JoinHandle<()>> = None;
+    // The pending gauge is polled off the hot loop, so a slow server answer never delays a batch.
+    let pending_poll = tokio::spawn(poll_pending(
+        stream.clone(),
+        cfg.ingest.consumer_name.clone(),
+        cfg.ingest.pending_poll_secs,
+    ));
     let checkpoint_every = Duration::from_millis(cfg.pipeline.checkpoint_interval_ms);
+    let latency = metrics::histogram!(telemetry::PROCESSING_LATENCY);
+    let batch_duration = metrics::histogram!(telemetry::BATCH_DURATION);
     tracing::info!(consumer = %cfg.ingest.consumer_name, subject = %cfg.ingest.filter_subject, "processor running");
     loop {
         let chunk = tokio::select! {
@@ -185,47 +229,161 @@ pub async fn run(cfg: Config, rules: RuleSet, mut shutdown: watch::Receiver<bool
                 Err(e) => tracing::warn!(error = %e, "consumer error"),
             }
         }
-        // Redeliveries of messages already covered by the checkpoint/recovery are acked as is.
-        let mut batch = Vec::with_capacity(msgs.len());
-        for m in &msgs {
-            match Incoming::from_js(m) {
-                Some(inc) if inc.stream_seq > last_seq => batch.push(inc),
-                Some(_) => {}
-                None => tracing::warn!(subject = %m.subject, "message without JetStream metadata"),
-            }
-        }
-        let (out, dead) = tokio::task::block_in_place(|| process_batch(&mut pipeline, &cfg, &batch));
-        publisher.publish_dead_letters(&dead).await;
-        publisher.publish_events(&out.events).await;
-        if let Some(last) = msgs.last() {
+        let Some(done) = worker.process(msgs, last_seq).await else {
+            anyhow::bail!("pipeline worker stopped");
+        };
+        publisher.publish_dead_letters(&done.dead).await;
+        publisher.publish_events(&done.output.events).await;
+        // Cumulative ack: the batch's last message acks all of it, now that all it caused is stored.
+        if let Some(last) = done.messages.last() {
             if let Err(e) = last.ack_with(AckKind::Ack).await {
                 tracing::warn!(error = %e, "ack failed");
             }
         }
-        if let Some(max) = batch.iter().map(|m| m.stream_seq).max() {
-            last_seq = last_seq.max(max);
-        }
+        last_seq = last_seq.max(done.max_seq);
         let now_ms = crate::tools::clock::now_ms();
-        for m in &batch {
-            metrics::histogram!(telemetry::PROCESSING_LATENCY).record((now_ms - m.published_ms).max(0) as f64 / 1000.0);
+        for published_ms in done.published_ms {
+            latency.record((now_ms - published_ms).max(0) as f64 / 1000.0);
         }
-        metrics::histogram!(telemetry::BATCH_DURATION).record(started.elapsed().as_secs_f64());
-        if !checkpoint_every.is_zero() && last_checkpoint.elapsed() >= checkpoint_every {
-            checkpoints.save(&Checkpoint { last_seq, pipeline: pipeline.snapshot() }).await;
+        batch_duration.record(started.elapsed().as_secs_f64());
+        let upload_idle = checkpoint_upload.as_ref().is_none_or(|h| h.is_finished());
+        if !checkpoint_every.is_zero()
+            && last_checkpoint.elapsed() >= checkpoint_every
+            && upload_idle
+        {
+            // The snapshot is taken between batches; the upload runs beside the next batches.
+            if let Some(snapshot) = worker.snapshot().await {
+                let store = checkpoints.clone();
+                checkpoint_upload = Some(tokio::spawn(async move {
+                    store
+                        .save(&Checkpoint {
+                            last_seq,
+                            pipeline: snapshot,
+                        })
+                        .await;
+                }));
+            }
             last_checkpoint = Instant::now();
         }
-        if last_pending_poll.elapsed() >= Duration::from_secs(cfg.ingest.pending_poll_secs) {
-            last_pending_poll = Instant::now();
-            if let Ok(mut c) = stream.get_consumer::<consumer::pull::Config>(&cfg.ingest.consumer_name).await {
-                if let Ok(info) = c.info().await {
-                    metrics::gauge!(telemetry::CONSUMER_PENDING).set(info.num_pending as f64);
-                }
+    }
+    pending_poll.abort();
+    if let Some(upload) = checkpoint_upload {
+        let _ = upload.await;
+    }
+    if let Some(snapshot) = worker.snapshot().await {
+        checkpoints
+            .save(&Checkpoint {
+                last_seq,
+                pipeline: snapshot,
+            })
+            .await;
+    }
+    tracing::info!(last_seq, "processor stopped, checkpoint written");
+    Ok(())
+}
+
+/// Refreshes the consumer-pending gauge every `every_secs`.
+async fn poll_pending(stream: jetstream::stream::Stream, consumer_name: String, every_secs: u64) {
+    let gauge = metrics::gauge!(telemetry::CONSUMER_PENDING);
+    let mut tick = tokio::time::interval(Duration::from_secs(every_secs.max(1)));
+    loop {
+        tick.tick().await;
+        if let Ok(mut c) = stream
+            .get_consumer::<consumer::pull::Config>(&consumer_name)
+            .await
+        {
+            if let Ok(info) = c.info().await {
+                gauge.set(info.num_pending as f64);
             }
         }
     }
-    checkpoints.save(&Checkpoint { last_seq, pipeline: pipeline.snapshot() }).await;
-    tracing::info!(last_seq, "processor stopped, checkpoint written");
-    Ok(())
+}
+
+/// What the worker did with one batch of messages.
+struct BatchDone {
+    output: BatchOutput,
+    dead: Vec<DeadLetter>,
+    /// The messages, handed back for acking.
+    messages: Vec<jetstream::Message>,
+    max_seq: u64,
+    published_ms: Vec<i64>,
+}
+
+enum Job {
+    Process {
+        messages: Vec<jetstream::Message>,
+        skip_through_seq: u64,
+        reply: tokio::sync::oneshot::Sender<BatchDone>,
+    },
+    Snapshot(tokio::sync::oneshot::Sender<crate::pipeline::PipelineSnapshot>),
+}
+
+/// The pipeline on a thread of its own: CPU work never blocks the tasks that move bytes to and
+/// from NATS, and the two overlap.
+struct PipelineWorker {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+impl PipelineWorker {
+    fn start(mut pipeline: Pipeline, cfg: Config) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
+        std::thread::Builder::new()
+            .name("prismwatch-pipeline".into())
+            .spawn(move || {
+                for job in rx {
+                    match job {
+                        Job::Process {
+                            messages,
+                            skip_through_seq,
+                            reply,
+                        } => {
+                            // Redeliveries of messages the restored state already covers are
+                            // acked without processing.
+                            let batch: Vec<Incoming> = messages
+                                .iter()
+                                .filter_map(Incoming::from_js)
+                                .filter(|m| m.stream_seq > skip_through_seq)
+                                .collect();
+                            let (output, dead) = process_batch(&mut pipeline, &cfg, &batch);
+                            let _ = reply.send(BatchDone {
+                                output,
+                                dead,
+                                max_seq: batch.iter().map(|m| m.stream_seq).max().unwrap_or(0),
+                                published_ms: batch.iter().map(|m| m.published_ms).collect(),
+                                messages,
+                            });
+                        }
+                        Job::Snapshot(reply) => {
+                            let _ = reply.send(pipeline.snapshot());
+                        }
+                    }
+                }
+            })
+            .expect("spawn pipeline thread");
+        Self { jobs: tx }
+    }
+
+    async fn process(
+        &mut self,
+        messages: Vec<jetstream::Message>,
+        skip_through_seq: u64,
+    ) -> Option<BatchDone> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Job::Process {
+                messages,
+                skip_through_seq,
+                reply,
+            })
+            .ok()?;
+        rx.await.ok()
+    }
+
+    async fn snapshot(&mut self) -> Option<crate::pipeline::PipelineSnapshot> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.jobs.send(Job::Snapshot(reply)).ok()?;
+        rx.await.ok()
+    }
 }
 
 /// Feeds stream messages `from..=to` (to the stream's end when `to` is `None`) through the
@@ -253,7 +411,9 @@ where
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: cfg.ingest.filter_subject.clone(),
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from.max(1) },
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from.max(1),
+            },
             replay_policy: consumer::ReplayPolicy::Instant,
             ..Default::default()
         })
@@ -272,7 +432,9 @@ where
                 break;
             }
         };
-        let Some(inc) = Incoming::from_js(&msg) else { continue };
+        let Some(inc) = Incoming::from_js(&msg) else {
+            continue;
+        };
         let pending = msg.info().map(|i| i.pending).unwrap_or(0);
         if inc.stream_seq >= end || pending == 0 {
             done = true;

@@ -39,7 +39,9 @@ impl Publisher {
                 Outgoing {
                     subject: subjects::alert_subject(e.priority, e.status, &e.rule),
                     headers,
-                    payload: serde_json::to_vec(e).expect("alert events serialise").into(),
+                    payload: serde_json::to_vec(e)
+                        .expect("alert events serialise")
+                        .into(),
                 }
             })
             .collect();
@@ -56,16 +58,31 @@ impl Publisher {
             .map(|d| {
                 let mut headers = HeaderMap::new();
                 // One dead letter per stream message, whatever the number of attempts.
-                headers.insert("Nats-Msg-Id", format!("dl-{}", d.incoming.stream_seq).as_str());
+                headers.insert(
+                    "Nats-Msg-Id",
+                    format!("dl-{}", d.incoming.stream_seq).as_str(),
+                );
                 headers.insert(subjects::HEADER_REJECT_REASON, d.reject.reason.as_str());
                 let detail = if d.rejected_points > 1 {
-                    format!("{} points rejected; first: {}", d.rejected_points, d.reject.detail)
+                    format!(
+                        "{} points rejected; first: {}",
+                        d.rejected_points, d.reject.detail
+                    )
                 } else {
                     d.reject.detail.clone()
                 };
-                headers.insert(subjects::HEADER_REJECT_DETAIL, sanitize_header(&detail).as_str());
-                headers.insert(subjects::HEADER_ORIGINAL_SUBJECT, d.incoming.subject.as_str());
-                headers.insert(subjects::HEADER_ORIGINAL_SEQUENCE, d.incoming.stream_seq.to_string().as_str());
+                headers.insert(
+                    subjects::HEADER_REJECT_DETAIL,
+                    sanitize_header(&detail).as_str(),
+                );
+                headers.insert(
+                    subjects::HEADER_ORIGINAL_SUBJECT,
+                    d.incoming.subject.as_str(),
+                );
+                headers.insert(
+                    subjects::HEADER_ORIGINAL_SEQUENCE,
+                    d.incoming.stream_seq.to_string().as_str(),
+                );
                 if let Some(ct) = &d.incoming.content_type {
                     headers.insert(subjects::HEADER_CONTENT_TYPE, ct.as_str());
                 }
@@ -87,7 +104,8 @@ impl Publisher {
     async fn publish_all(&self, mut pending: Vec<Outgoing>) {
         let mut backoff = Duration::from_millis(50);
         while !pending.is_empty() {
-            let mut acks: Vec<(usize, Result<PublishAckFuture, String>)> = Vec::with_capacity(pending.len());
+            let mut acks: Vec<(usize, Result<PublishAckFuture, String>)> =
+                Vec::with_capacity(pending.len());
             for (i, o) in pending.iter().enumerate() {
                 let r = self
                     .js
@@ -128,5 +146,8 @@ impl Publisher {
 
 /// Header values cannot hold line breaks.
 fn sanitize_header(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(512).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(512)
+        .collect()
 }

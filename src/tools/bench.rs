@@ -16,6 +16,7 @@ use super::{clock, publish, server::LocalNatsServer};
 use crate::config::Config;
 use crate::ingest::{decode_message, Encoding};
 use crate::model::{AlertEvent, MetricPoint};
+use crate::pipeline::operator::OperatorSpec;
 use crate::pipeline::Pipeline;
 use crate::rules::{load_rules, RuleSet};
 use crate::{bus, runner, subjects};
@@ -37,6 +38,13 @@ pub struct BenchArgs {
     /// Series created for the memory measurement.
     #[arg(long, default_value_t = 200_000)]
     pub memory_series: usize,
+    /// Series for the every-detector memory measurement.
+    #[arg(long, default_value_t = 2_000)]
+    pub detector_series: usize,
+    /// Points per series for the every-detector memory measurement (detector state grows with
+    /// history until its bounds).
+    #[arg(long, default_value_t = 3_000)]
+    pub detector_points: usize,
     /// Only measure latency, at this many messages/s (skips the throughput runs).
     #[arg(long)]
     pub latency_rate: Option<f64>,
@@ -65,7 +73,10 @@ fn bench_point(k: usize, j: usize, base: i64) -> MetricPoint {
         _ => 40.0 + 5.0 * wobble,
     };
     let mut labels = BTreeMap::new();
-    labels.insert("service".to_string(), format!("svc-{:05}", k / METRICS.len()));
+    labels.insert(
+        "service".to_string(),
+        format!("svc-{:05}", k / METRICS.len()),
+    );
     labels.insert("region".to_string(), ["eu", "us", "ap"][k % 3].to_string());
     MetricPoint {
         name: name.to_string(),
@@ -76,7 +87,9 @@ fn bench_point(k: usize, j: usize, base: i64) -> MetricPoint {
 }
 
 fn workload(points: usize, series: usize, base: i64) -> Vec<MetricPoint> {
-    (0..points).map(|i| bench_point(i % series, i / series, base)).collect()
+    (0..points)
+        .map(|i| bench_point(i % series, i / series, base))
+        .collect()
 }
 
 struct Rates {
@@ -85,6 +98,21 @@ struct Rates {
     proc_msgs_per_s: f64,
     proc_points_per_s: f64,
     alerts: u64,
+}
+
+/// The pipeline with only the backbone operators (dedup, z-score), or with every detector too.
+fn with_operators(cfg: &Config, all_detectors: bool) -> Config {
+    let mut c = cfg.clone();
+    c.pipeline.operators = vec![
+        OperatorSpec::Dedup(Default::default()),
+        OperatorSpec::Zscore(Default::default()),
+    ];
+    if all_detectors {
+        c.pipeline
+            .operators
+            .push(OperatorSpec::Anomaly(Box::default()));
+    }
+    c
 }
 
 pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
@@ -99,45 +127,169 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     )?;
     let js = jetstream::new(bus::connect(&cfg.nats).await?);
     bus::ensure_streams(&js, &cfg.streams).await?;
-    println!("# prismwatch bench  (nats-server at {}, {} shards, {} series, release build: {})",
-        cfg.nats.url, cfg.pipeline.shards, args.series, !cfg!(debug_assertions));
+    println!(
+        "# prismwatch bench (nats-server {} on loopback, {} shards, {} series, release build: {})",
+        js.client().server_info().version,
+        cfg.pipeline.shards,
+        args.series,
+        !cfg!(debug_assertions)
+    );
+    let backbone = with_operators(&cfg, false);
+    let all = with_operators(&cfg, true);
 
-    // First, in a fresh process heap, so the RSS growth is the pipeline's own.
-    let (rss_per_series, state_per_series, ns_per_point) = memory_and_cpu(&cfg, &rules, args.memory_series);
+    // Memory first, in a fresh process heap, so the RSS growth is the pipeline's own.
+    println!();
+    println!("## State per series");
+    let m = memory_and_cpu(&backbone, &rules, args.memory_series, 3);
+    println!(
+        "- backbone operators (dedup, z-score) + default rules, {} series: {:.0} bytes RSS growth/series, {:.0} bytes counted/series; decode+pipeline {:.0} ns/point (one thread, 100-point msgpack messages)",
+        args.memory_series, m.rss_per_series, m.state_per_series, m.ns_per_point
+    );
+    let m = memory_and_cpu(&all, &rules, args.detector_series, args.detector_points);
+    println!(
+        "- every detector on, {} series x {} points: {:.0} bytes RSS growth/series, {:.0} bytes counted/series (max {}); decode+pipeline {:.0} ns/point",
+        args.detector_series, args.detector_points, m.rss_per_series, m.state_per_series, m.max_state, m.ns_per_point
+    );
+    println!();
+    println!(
+        "## Detector cost (ns/point, one core, {} points of a noisy daily cycle at 1-minute steps)",
+        args.detector_points * 10
+    );
+    for (name, ns) in detector_costs(args.detector_points * 10) {
+        println!("- {name}: {ns:.0} ns/point");
+    }
+
     if let Some(rate) = args.latency_rate {
-        let hist = latency(&js, &cfg, &rules, rate, args.latency_secs, args.series, args.latency_batch).await?;
+        let hist = latency(
+            &js,
+            &backbone,
+            &rules,
+            rate,
+            args.latency_secs,
+            args.series,
+            args.latency_batch,
+        )
+        .await?;
         print_latency(rate, args.latency_batch, &hist);
         return Ok(());
     }
-    let base = clock::now_ms() - 3_600_000 * 24;
-    let single = scenario(&js, &cfg, &rules, &workload(args.single_messages, args.series, base), 1, "single").await?;
-    let batched_base = base + (args.single_messages / args.series) as i64 * STEP_MS + STEP_MS;
-    let batched = scenario(&js, &cfg, &rules, &workload(args.batched_points, args.series, batched_base), 100, "batched").await?;
-
-    println!();
-    println!("| scenario | raw JetStream consume (same acking) | processor (ingest→dedup→z-score→rules→publish→ack) | ratio | alert events |");
-    println!("|---|---|---|---|---|");
-    for (name, r) in [("1 point / message", &single), ("100 points / message", &batched)] {
-        println!(
-            "| {name} | {:.0} msgs/s = {:.0} points/s | {:.0} msgs/s = {:.0} points/s | {:.0} % | {} |",
-            r.raw_msgs_per_s, r.raw_points_per_s, r.proc_msgs_per_s, r.proc_points_per_s,
-            100.0 * r.proc_points_per_s / r.raw_points_per_s, r.alerts
-        );
+    for (title, c) in [
+        ("backbone operators: dedup, z-score", &backbone),
+        ("every detector on: dedup, z-score, anomaly", &all),
+    ] {
+        let base = clock::now_ms() - 3_600_000 * 24;
+        let single = scenario(
+            &js,
+            c,
+            &rules,
+            &workload(args.single_messages, args.series, base),
+            1,
+            "single",
+        )
+        .await?;
+        let batched_base = base + (args.single_messages / args.series) as i64 * STEP_MS + STEP_MS;
+        let batched = scenario(
+            &js,
+            c,
+            &rules,
+            &workload(args.batched_points, args.series, batched_base),
+            100,
+            "batched",
+        )
+        .await?;
+        println!();
+        println!("## Throughput, {title}");
+        println!("| messages | raw JetStream consume (same acking) | processor: ingest, operators, rules, alert publish, ack | ratio | alert events |");
+        println!("|---|---|---|---|---|");
+        for (name, r) in [("1 point each", &single), ("100 points each", &batched)] {
+            println!(
+                "| {name} | {:.0} msgs/s = {:.0} points/s | {:.0} msgs/s = {:.0} points/s | {:.0} % | {} |",
+                r.raw_msgs_per_s,
+                r.raw_points_per_s,
+                r.proc_msgs_per_s,
+                r.proc_points_per_s,
+                100.0 * r.proc_points_per_s / r.raw_points_per_s,
+                r.alerts
+            );
+        }
+        if std::ptr::eq(c, &backbone) {
+            println!();
+            println!("## Metric-to-alert latency, {title}");
+            for (r, batch) in [(&single, 1), (&batched, 100)] {
+                let rate = r.proc_msgs_per_s / 2.0;
+                let hist =
+                    latency(&js, c, &rules, rate, args.latency_secs, args.series, batch).await?;
+                print_latency(rate, batch, &hist);
+            }
+        }
     }
-
-    println!();
-    for (r, batch) in [(&single, 1), (&batched, 100)] {
-        let rate = r.proc_msgs_per_s / 2.0;
-        let hist = latency(&js, &cfg, &rules, rate, args.latency_secs, args.series, batch).await?;
-        print_latency(rate, batch, &hist);
-    }
-    println!();
-    println!(
-        "state per active series ({} series, default operators and rules): {:.0} bytes RSS growth, {:.0} bytes counted",
-        args.memory_series, rss_per_series, state_per_series
-    );
-    println!("in-process decode+pipeline cost, 100-point msgpack messages, one thread: {ns_per_point:.0} ns/point");
     Ok(())
+}
+
+/// ns/point of each detector alone (through the fusion, weights of the others at 0), of the
+/// z-score and of the whole fused detector, on one core.
+fn detector_costs(points: usize) -> Vec<(String, f64)> {
+    use crate::detect::{AnomalyConfig, AnomalyState, DetectorKind};
+    let series: Vec<(i64, f64)> = (0..points)
+        .map(|i| {
+            let day = (i % 1440) as f64 / 1440.0 * std::f64::consts::TAU;
+            let wobble = ((i * 7919) % 1000) as f64 / 1000.0 - 0.5;
+            (
+                1_700_000_000_000 + i as i64 * 60_000,
+                100.0 + 20.0 * day.sin() + 3.0 * wobble,
+            )
+        })
+        .collect();
+    let time = |cfg: &AnomalyConfig| {
+        let mut st = AnomalyState::default();
+        let t = Instant::now();
+        let mut acc = 0.0;
+        for &(ts, v) in &series {
+            acc += cfg.update(&mut st, ts, v).score;
+        }
+        std::hint::black_box(acc);
+        t.elapsed().as_nanos() as f64 / points as f64
+    };
+    let mut out = Vec::new();
+    let z = crate::detect::zscore::ZScoreConfig::default();
+    let mut zs = Default::default();
+    let t = Instant::now();
+    for &(_, v) in &series {
+        std::hint::black_box(z.update(&mut zs, v));
+    }
+    out.push((
+        "z-score operator".to_string(),
+        t.elapsed().as_nanos() as f64 / points as f64,
+    ));
+    for kind in DetectorKind::ALL {
+        let mut cfg = AnomalyConfig::default();
+        let w = &mut cfg.fusion.weights;
+        *w = Default::default();
+        w.zscore = 0.0;
+        w.seasonal = 0.0;
+        w.trend = 0.0;
+        w.variance = 0.0;
+        w.iforest = 0.0;
+        match kind {
+            DetectorKind::ZScore => w.zscore = 1.0,
+            DetectorKind::Seasonal => w.seasonal = 1.0,
+            DetectorKind::Trend => w.trend = 1.0,
+            DetectorKind::Variance => w.variance = 1.0,
+            DetectorKind::IForest => w.iforest = 1.0,
+        }
+        out.push((
+            format!(
+                "{} alone (with the seasonal baseline it builds on, fusion included)",
+                kind.name()
+            ),
+            time(&cfg),
+        ));
+    }
+    out.push((
+        "fused anomaly operator, default weights".to_string(),
+        time(&AnomalyConfig::default()),
+    ));
+    out
 }
 
 fn print_latency(rate: f64, batch: usize, hist: &Histogram<u64>) {
@@ -165,17 +317,23 @@ async fn scenario(
     stream.purge().await?;
     let t = Instant::now();
     let msgs = publish::publish_points(js, points, batch, Encoding::MsgPack, None).await?;
-    eprintln!("[{tag}] published {} points in {msgs} messages in {:.1} s", points.len(), t.elapsed().as_secs_f64());
+    eprintln!(
+        "[{tag}] published {} points in {msgs} messages in {:.1} s",
+        points.len(),
+        t.elapsed().as_secs_f64()
+    );
     let first = stream.info().await?.state.first_sequence;
     let last = stream.info().await?.state.last_sequence;
 
     // Raw: a durable pull consumer, same batching, ack each message.
     let raw_consumer: consumer::PullConsumer = stream
         .create_consumer(consumer::pull::Config {
-            durable_name: Some(format!("bench-raw-{tag}")),
+            durable_name: Some(format!("bench-raw-{tag}-{}", cfg.pipeline.operators.len())),
             ack_policy: consumer::AckPolicy::All,
             max_ack_pending: cfg.ingest.max_ack_pending,
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: first },
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: first,
+            },
             ..Default::default()
         })
         .await?;
@@ -202,14 +360,23 @@ async fn scenario(
 
     // The processor, in-process, on its own durable consumer.
     let mut pcfg = cfg.clone();
-    pcfg.ingest.consumer_name = format!("bench-proc-{tag}");
-    let alerts_before = js.get_stream(&cfg.streams.alerts.name).await?.info().await?.state.messages;
+    pcfg.ingest.consumer_name = format!("bench-proc-{tag}-{}", cfg.pipeline.operators.len());
+    let alerts_before = js
+        .get_stream(&cfg.streams.alerts.name)
+        .await?
+        .info()
+        .await?
+        .state
+        .messages;
     let (tx, rx) = watch::channel(false);
     let t = Instant::now();
     let task = tokio::spawn(runner::run(pcfg.clone(), rules.clone(), rx));
     loop {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        if let Ok(mut c) = stream.get_consumer::<consumer::pull::Config>(&pcfg.ingest.consumer_name).await {
+        if let Ok(mut c) = stream
+            .get_consumer::<consumer::pull::Config>(&pcfg.ingest.consumer_name)
+            .await
+        {
             if c.info().await?.ack_floor.stream_sequence >= last {
                 break;
             }
@@ -221,7 +388,13 @@ async fn scenario(
     let proc_secs = t.elapsed().as_secs_f64();
     let _ = tx.send(true);
     task.await??;
-    let alerts_after = js.get_stream(&cfg.streams.alerts.name).await?.info().await?.state.messages;
+    let alerts_after = js
+        .get_stream(&cfg.streams.alerts.name)
+        .await?
+        .info()
+        .await?
+        .state
+        .messages;
     let n_points = points.len() as f64;
     let r = Rates {
         raw_msgs_per_s: msgs as f64 / raw_secs,
@@ -230,7 +403,10 @@ async fn scenario(
         proc_points_per_s: n_points / proc_secs,
         alerts: alerts_after - alerts_before,
     };
-    eprintln!("[{tag}] raw {:.2} s, processor {:.2} s", raw_secs, proc_secs);
+    eprintln!(
+        "[{tag}] raw {:.2} s, processor {:.2} s",
+        raw_secs, proc_secs
+    );
     Ok(r)
 }
 
@@ -255,20 +431,36 @@ async fn latency(
     let consumer_name = pcfg.ingest.consumer_name.clone();
     let task = tokio::spawn(runner::run(pcfg, rules.clone(), rx));
     // Wait until the processor's consumer exists, then give it a moment to start pulling.
-    while stream.get_consumer::<consumer::pull::Config>(&consumer_name).await.is_err() {
+    while stream
+        .get_consumer::<consumer::pull::Config>(&consumer_name)
+        .await
+        .is_err()
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let sent: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
-    let mut alerts = client.subscribe(subjects::alert_filter(Some("p1"), Some("firing"), Some("bench_trigger"))).await?;
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let mut alerts = client
+        .subscribe(subjects::alert_filter(
+            Some("p1"),
+            Some("firing"),
+            Some("bench_trigger"),
+        ))
+        .await?;
     let (s2, h2) = (sent.clone(), hist.clone());
     let receiver = tokio::spawn(async move {
         while let Some(m) = alerts.next().await {
             let now = Instant::now();
             if let Ok(e) = serde_json::from_slice::<AlertEvent>(&m.payload) {
-                if let Some(t0) = e.labels.get("trigger").and_then(|id| s2.lock().unwrap().get(id).copied()) {
+                if let Some(t0) = e
+                    .labels
+                    .get("trigger")
+                    .and_then(|id| s2.lock().unwrap().get(id).copied())
+                {
                     let _ = h2.lock().unwrap().record((now - t0).as_micros() as u64);
                 }
             }
@@ -293,7 +485,12 @@ async fn latency(
                 triggers += 1;
                 let mut labels = BTreeMap::new();
                 labels.insert("trigger".to_string(), triggers.to_string());
-                points.push(MetricPoint { name: "bench_trigger".into(), labels, value: 1.0, timestamp: ts });
+                points.push(MetricPoint {
+                    name: "bench_trigger".into(),
+                    labels,
+                    value: 1.0,
+                    timestamp: ts,
+                });
                 trigger_id = Some(triggers.to_string());
             } else {
                 let mut p = bench_point(n % series, 0, 0);
@@ -301,8 +498,16 @@ async fn latency(
                 points.push(p);
             }
         }
-        let payload = if batch == 1 { rmp_serde::to_vec_named(&points[0])? } else { rmp_serde::to_vec_named(&points)? };
-        prepared.push((publish::subject_for(&points[0]), bytes::Bytes::from(payload), trigger_id));
+        let payload = if batch == 1 {
+            rmp_serde::to_vec_named(&points[0])?
+        } else {
+            rmp_serde::to_vec_named(&points)?
+        };
+        prepared.push((
+            publish::subject_for(&points[0]),
+            bytes::Bytes::from(payload),
+            trigger_id,
+        ));
     }
     let per_ms = rate / 1000.0;
     let start = Instant::now();
@@ -331,46 +536,68 @@ async fn latency(
     let _ = task.await;
     receiver.abort();
     let h = hist.lock().unwrap().clone();
-    eprintln!("[latency] sent {sent_count} messages, {triggers} triggers, {} alerts received", h.len());
+    eprintln!(
+        "[latency] sent {sent_count} messages, {triggers} triggers, {} alerts received",
+        h.len()
+    );
     Ok(h)
 }
 
 fn rss_bytes() -> usize {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<usize>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<usize>().ok())
+        })
         .map(|pages| pages * 4096)
         .unwrap_or(0)
 }
 
-/// Memory per series (RSS growth and counted state) and in-process cost per point.
-fn memory_and_cpu(cfg: &Config, rules: &RuleSet, n_series: usize) -> (f64, f64, f64) {
+struct Memory {
+    rss_per_series: f64,
+    state_per_series: f64,
+    max_state: usize,
+    ns_per_point: f64,
+}
+
+/// Memory per series (RSS growth and counted state) and in-process cost per point, after
+/// `rounds` points per series.
+fn memory_and_cpu(cfg: &Config, rules: &RuleSet, n_series: usize, rounds: usize) -> Memory {
     let mut pcfg = cfg.pipeline.clone();
     pcfg.shards = 1;
     let mut pipeline = Pipeline::new(&pcfg, cfg.ingest.allowed_lateness_ms, rules.clone());
     let base = 1_700_000_000_000;
-    let published = base + 10 * STEP_MS;
-    // Build the messages first so only pipeline state is measured.
-    let rounds = 3;
-    let messages: Vec<Vec<u8>> = (0..rounds)
-        .flat_map(|j| {
-            (0..n_series / 100).map(move |m| {
-                let pts: Vec<MetricPoint> = (0..100).map(|i| bench_point(m * 100 + i, j, base)).collect();
+    let before = rss_bytes();
+    let mut elapsed = Duration::ZERO;
+    let mut points = 0usize;
+    for j in 0..rounds {
+        // Encode one round at a time (outside the timed part) to keep the heap small.
+        let messages: Vec<Vec<u8>> = (0..n_series.div_ceil(100))
+            .map(|m| {
+                let pts: Vec<MetricPoint> = (0..100)
+                    .map(|i| bench_point((m * 100 + i) % n_series, j, base))
+                    .collect();
                 rmp_serde::to_vec_named(&pts).expect("encode")
             })
-        })
-        .collect();
-    let before = rss_bytes();
-    let t = Instant::now();
-    let mut points = 0usize;
-    for m in &messages {
-        let decoded = decode_message(m, None, published, &cfg.ingest).expect("valid");
-        points += decoded.points.len();
-        pipeline.push_message(decoded.points);
-        pipeline.run();
+            .collect();
+        let published = base + (j as i64 + 1) * STEP_MS;
+        let t = Instant::now();
+        for m in &messages {
+            let decoded = decode_message(m, None, published, &cfg.ingest).expect("valid");
+            points += decoded.points.len();
+            pipeline.push_message(decoded.points);
+            pipeline.run();
+        }
+        elapsed += t.elapsed();
     }
-    let ns_per_point = t.elapsed().as_nanos() as f64 / points as f64;
     let after = rss_bytes();
     let n = pipeline.series_count() as f64;
-    ((after.saturating_sub(before)) as f64 / n, pipeline.approx_state_bytes() as f64 / n, ns_per_point)
+    Memory {
+        rss_per_series: after.saturating_sub(before) as f64 / n,
+        state_per_series: pipeline.approx_state_bytes() as f64 / n,
+        max_state: pipeline.max_state_bytes(),
+        ns_per_point: elapsed.as_nanos() as f64 / points as f64,
+    }
 }

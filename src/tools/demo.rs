@@ -34,7 +34,8 @@ pub const SCRIPT: &[&str] = &[
 
 /// Deterministic pseudo-noise in [-1, 1] for sample `i` of series `s`.
 fn noise(i: i64, s: u64) -> f64 {
-    let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ s.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let mut x =
+        (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ s.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x ^= x >> 31;
     x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^= x >> 29;
@@ -63,18 +64,42 @@ pub fn tick(i: i64, ts: i64) -> Vec<Vec<MetricPoint>> {
         let delayed = *ex == "okx" && (50..54).contains(&minute);
         let burst = *ex == "deribit" && minute == 60 && i % 6 == 0;
         let base_rate = [1200.0, 900.0, 400.0][k];
-        let rate = if down { 0.0 } else if burst { base_rate * 4.0 } else { base_rate * (1.0 + 0.02 * noise(i, s)) };
+        let rate = if down {
+            0.0
+        } else if burst {
+            base_rate * 4.0
+        } else {
+            base_rate * (1.0 + 0.02 * noise(i, s))
+        };
         out.push(vec![
-            point("exchange_connection_status", l, if down { 0.0 } else { 1.0 }, ts),
+            point(
+                "exchange_connection_status",
+                l,
+                if down { 0.0 } else { 1.0 },
+                ts,
+            ),
             point("exchange_message_rate", l, rate, ts),
-            point("market_data_delay_seconds", l, if delayed { 8.0 + noise(i, s + 1) } else { 0.3 + 0.1 * noise(i, s + 1) }, ts),
+            point(
+                "market_data_delay_seconds",
+                l,
+                if delayed {
+                    8.0 + noise(i, s + 1)
+                } else {
+                    0.3 + 0.1 * noise(i, s + 1)
+                },
+                ts,
+            ),
             point("exchange_latency_ms", l, 45.0 + 5.0 * noise(i, s + 2), ts),
         ]);
     }
     for (k, svc) in SERVICES.iter().enumerate() {
         let s = 100 + k as u64 * 16;
         let l = ("service", *svc);
-        let mem = if *svc == "api-gateway" && (35..41).contains(&minute) { 91.0 } else { 55.0 + 3.0 * noise(i, s) };
+        let mem = if *svc == "api-gateway" && (35..41).contains(&minute) {
+            91.0
+        } else {
+            55.0 + 3.0 * noise(i, s)
+        };
         // The storage disk fills steadily from minute 60 and is cleaned up at minute 80.
         let filling = *svc == "storage" && (60..80).contains(&minute);
         let disk = if filling {
@@ -82,16 +107,30 @@ pub fn tick(i: i64, ts: i64) -> Vec<Vec<MetricPoint>> {
         } else {
             60.0 + 0.5 * noise(i, s + 1)
         };
-        let cpu = if *svc == "collector" && (85..100).contains(&minute) { 90.0 } else { 35.0 + 5.0 * noise(i, s + 2) };
+        let cpu = if *svc == "collector" && (85..100).contains(&minute) {
+            90.0
+        } else {
+            35.0 + 5.0 * noise(i, s + 2)
+        };
         out.push(vec![
             point("cpu_usage_percent", l, cpu, ts),
             point("memory_usage_percent", l, mem, ts),
             point("disk_usage_percent", l, disk, ts),
             point("api_error_rate_percent", l, 0.5 + 0.2 * noise(i, s + 3), ts),
-            point("api_response_time_ms", l, 120.0 + 20.0 * noise(i, s + 4), ts),
+            point(
+                "api_response_time_ms",
+                l,
+                120.0 + 20.0 * noise(i, s + 4),
+                ts,
+            ),
         ]);
     }
-    out.push(vec![point("nats_consumer_pending_messages", ("consumer", "storage-writer"), (50.0 + 40.0 * noise(i, 999)).max(0.0), ts)]);
+    out.push(vec![point(
+        "nats_consumer_pending_messages",
+        ("consumer", "storage-writer"),
+        (50.0 + 40.0 * noise(i, 999)).max(0.0),
+        ts,
+    )]);
     out
 }
 
@@ -104,7 +143,10 @@ pub async fn run(mut cfg: Config, rules: RuleSet, speed: f64) -> anyhow::Result<
             _local = None;
         }
         Err(e) => {
-            println!("no usable NATS server at {} ({e}); starting a local one", cfg.nats.url);
+            println!(
+                "no usable NATS server at {} ({e}); starting a local one",
+                cfg.nats.url
+            );
             let server = LocalNatsServer::start()?;
             cfg.nats.url = server.url();
             println!("local nats-server with JetStream at {}", cfg.nats.url);
@@ -172,4 +214,3 @@ pub async fn run(mut cfg: Config, rules: RuleSet, speed: f64) -> anyhow::Result<
     println!("\ndemo done: {firing} alerts fired, {resolved} resolved");
     Ok((firing, resolved))
 }
-

@@ -22,7 +22,11 @@ const SERIES: &str = "value";
 /// applied to every series; else `anomaly == 1` with no delay.
 fn anomaly_rule(rules: &RuleSet) -> anyhow::Result<Rule> {
     let mut set = RuleSet::default();
-    let rule = match rules.rules.iter().find(|r| r.condition.field == Field::Anomaly) {
+    let rule = match rules
+        .rules
+        .iter()
+        .find(|r| r.condition.field == Field::Anomaly)
+    {
         Some(r) => r.clone(),
         None => {
             set.add_file(
@@ -49,23 +53,44 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
         .filter(|p| !p.is_empty())
         .map(|p| p.parse().ok())
         .collect::<Option<_>>()?;
-    let [y, mo, d, h, mi, sec] = nums[..] else { return None };
+    let [y, mo, d, h, mi, sec] = nums[..] else {
+        return None;
+    };
     let month = time::Month::try_from(u8::try_from(mo).ok()?).ok()?;
-    let date = time::Date::from_calendar_date(i32::try_from(y).ok()?, month, u8::try_from(d).ok()?).ok()?;
-    let t = time::Time::from_hms(u8::try_from(h).ok()?, u8::try_from(mi).ok()?, u8::try_from(sec).ok()?).ok()?;
-    Some((time::PrimitiveDateTime::new(date, t).assume_utc().unix_timestamp_nanos() / 1_000_000) as i64)
+    let date = time::Date::from_calendar_date(i32::try_from(y).ok()?, month, u8::try_from(d).ok()?)
+        .ok()?;
+    let t = time::Time::from_hms(
+        u8::try_from(h).ok()?,
+        u8::try_from(mi).ok()?,
+        u8::try_from(sec).ok()?,
+    )
+    .ok()?;
+    Some(
+        (time::PrimitiveDateTime::new(date, t)
+            .assume_utc()
+            .unix_timestamp_nanos()
+            / 1_000_000) as i64,
+    )
 }
 
 /// Scores one CSV: writes `timestamp,value,anomaly_score,alert,<detector columns>` to `out`.
-pub fn score_file(cfg: &Config, rule: &Rule, input: &Path, out: &mut dyn Write) -> anyhow::Result<usize> {
+pub fn score_file(
+    cfg: &Config,
+    rule: &Rule,
+    input: &Path,
+    out: &mut dyn Write,
+) -> anyhow::Result<usize> {
     let ctx = Arc::new(PipelineCtx {
         operators: cfg.pipeline.operators.clone(),
-        rules: RuleSet { rules: vec![rule.clone()] },
+        rules: RuleSet {
+            rules: vec![rule.clone()],
+        },
         staleness_ms: cfg.pipeline.staleness_secs as i64 * 1000,
         idle_ms: cfg.pipeline.idle_series_evict_secs as i64 * 1000,
     });
     let mut shard = Shard::new(ctx);
-    let mut rdr = csv::Reader::from_path(input).with_context(|| format!("reading {}", input.display()))?;
+    let mut rdr =
+        csv::Reader::from_path(input).with_context(|| format!("reading {}", input.display()))?;
     let headers = rdr.headers()?.clone();
     let col = |n: &str| headers.iter().position(|h| h.trim() == n);
     let (Some(tcol), Some(vcol)) = (col("timestamp"), col("value")) else {
@@ -80,10 +105,21 @@ pub fn score_file(cfg: &Config, rule: &Rule, input: &Path, out: &mut dyn Write) 
     for (i, rec) in rdr.records().enumerate() {
         let rec = rec?;
         let (ts_s, v_s) = (rec.get(tcol).unwrap_or(""), rec.get(vcol).unwrap_or(""));
-        let ts = parse_timestamp(ts_s).with_context(|| format!("{}: row {}: timestamp {ts_s:?}", input.display(), i + 2))?;
-        let value: f64 = v_s.trim().parse().with_context(|| format!("{}: row {}: value {v_s:?}", input.display(), i + 2))?;
+        let ts = parse_timestamp(ts_s)
+            .with_context(|| format!("{}: row {}: timestamp {ts_s:?}", input.display(), i + 2))?;
+        let value: f64 = v_s
+            .trim()
+            .parse()
+            .with_context(|| format!("{}: row {}: value {v_s:?}", input.display(), i + 2))?;
         events.clear();
-        let p = shard.on_point(KeyedPoint { key: SERIES.into(), ts, value }, &mut events);
+        let p = shard.on_point(
+            KeyedPoint {
+                key: SERIES.into(),
+                ts,
+                value,
+            },
+            &mut events,
+        );
         let alert = events.iter().any(|e| e.status == AlertStatus::Firing);
         let mut record = vec![ts_s.to_string(), v_s.to_string()];
         match p {
@@ -91,9 +127,15 @@ pub fn score_file(cfg: &Config, rule: &Rule, input: &Path, out: &mut dyn Write) 
                 record.push(format!("{:.6}", p.score));
                 record.push(u8::from(alert).to_string());
                 let detail = p.anomaly;
-                record.push(format!("{:.6}", detail.map(|d| d.raw_score).unwrap_or(p.score)));
+                record.push(format!(
+                    "{:.6}",
+                    detail.map(|d| d.raw_score).unwrap_or(p.score)
+                ));
                 for k in 0..DetectorKind::ALL.len() {
-                    record.push(format!("{:.6}", detail.map(|d| d.detector_scores[k]).unwrap_or(0.0)));
+                    record.push(format!(
+                        "{:.6}",
+                        detail.map(|d| d.detector_scores[k]).unwrap_or(0.0)
+                    ));
                 }
             }
             // A repeated timestamp, dropped by dedup: nothing new to say about it.
@@ -107,7 +149,9 @@ pub fn score_file(cfg: &Config, rule: &Rule, input: &Path, out: &mut dyn Write) 
 }
 
 fn csv_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     entries.sort();
     for p in entries {
         if p.is_dir() {
@@ -120,8 +164,18 @@ fn csv_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 /// Scores a file (to `output` or standard output) or a folder (mirrored under `output`).
-pub fn run(cfg: &Config, rules: &RuleSet, input: &Path, output: Option<&Path>) -> anyhow::Result<()> {
-    if !cfg.pipeline.operators.iter().any(|o| matches!(o, OperatorSpec::Anomaly(_))) {
+pub fn run(
+    cfg: &Config,
+    rules: &RuleSet,
+    input: &Path,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
+    if !cfg
+        .pipeline
+        .operators
+        .iter()
+        .any(|o| matches!(o, OperatorSpec::Anomaly(_)))
+    {
         bail!("detect needs the `anomaly` operator in pipeline.operators");
     }
     let rule = anomaly_rule(rules)?;
@@ -145,7 +199,9 @@ pub fn run(cfg: &Config, rules: &RuleSet, input: &Path, output: Option<&Path>) -
     }
     match output {
         Some(p) => {
-            let mut file = std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?);
+            let mut file = std::io::BufWriter::new(
+                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            );
             score_file(cfg, &rule, input, &mut file)?;
         }
         None => {
@@ -164,7 +220,10 @@ mod tests {
     #[test]
     fn parses_nab_timestamps() {
         assert_eq!(parse_timestamp("1970-01-01 00:00:01"), Some(1000));
-        assert_eq!(parse_timestamp("2014-04-10 07:15:00"), Some(1_397_114_100_000));
+        assert_eq!(
+            parse_timestamp("2014-04-10 07:15:00"),
+            Some(1_397_114_100_000)
+        );
         assert_eq!(parse_timestamp("1397114100000"), Some(1_397_114_100_000));
         assert_eq!(parse_timestamp("2014-13-10 07:15:00"), None);
         assert_eq!(parse_timestamp("yesterday"), None);

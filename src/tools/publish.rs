@@ -71,7 +71,10 @@ pub async fn publish_points(
                 Encoding::MsgPack => "application/msgpack",
             },
         );
-        acks.push(js.publish_with_headers(subj, headers, encode(chunk, encoding)?.into()).await?);
+        acks.push(
+            js.publish_with_headers(subj, headers, encode(chunk, encoding)?.into())
+                .await?,
+        );
         messages += 1;
         if acks.len() >= 1000 {
             for a in acks.drain(..) {
@@ -88,14 +91,19 @@ pub async fn publish_points(
 /// Reads points from `.csv` (`timestamp,name,value` plus one column per label) or `.jsonl`
 /// (one point object per line).
 pub fn read_points(path: &Path) -> anyhow::Result<Vec<MetricPoint>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     match path.extension().and_then(|e| e.to_str()) {
         Some("csv") => {
             let mut rdr = csv::Reader::from_reader(text.as_bytes());
             let headers = rdr.headers()?.clone();
             let col = |name: &str| headers.iter().position(|h| h == name);
-            let (Some(ts), Some(name), Some(value)) = (col("timestamp"), col("name"), col("value")) else {
-                bail!("{}: the CSV header needs timestamp, name and value columns", path.display());
+            let (Some(ts), Some(name), Some(value)) = (col("timestamp"), col("name"), col("value"))
+            else {
+                bail!(
+                    "{}: the CSV header needs timestamp, name and value columns",
+                    path.display()
+                );
             };
             let mut out = Vec::new();
             for (i, rec) in rdr.records().enumerate() {
@@ -113,9 +121,13 @@ pub fn read_points(path: &Path) -> anyhow::Result<Vec<MetricPoint>> {
                     value: field(value)
                         .parse()
                         .with_context(|| format!("{}: row {}: value", path.display(), i + 2))?,
-                    timestamp: field(ts)
-                        .parse()
-                        .with_context(|| format!("{}: row {}: timestamp (ms since the epoch)", path.display(), i + 2))?,
+                    timestamp: field(ts).parse().with_context(|| {
+                        format!(
+                            "{}: row {}: timestamp (ms since the epoch)",
+                            path.display(),
+                            i + 2
+                        )
+                    })?,
                 });
             }
             Ok(out)
@@ -124,7 +136,10 @@ pub fn read_points(path: &Path) -> anyhow::Result<Vec<MetricPoint>> {
             .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}: line {}", path.display(), i + 1)))
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .with_context(|| format!("{}: line {}", path.display(), i + 1))
+            })
             .collect(),
         _ => bail!("{}: expected a .csv or .jsonl file", path.display()),
     }
@@ -142,16 +157,26 @@ mod tests {
             value: 1.0,
             timestamp: 1,
         };
-        assert_eq!(subject_for(&p), "prism.metrics.custom.unknown.exchange_connection_status");
+        assert_eq!(
+            subject_for(&p),
+            "prism.metrics.custom.unknown.exchange_connection_status"
+        );
         p.labels.insert("exchange".into(), "binance".into());
-        assert_eq!(subject_for(&p), "prism.metrics.exchange.binance.exchange_connection_status");
+        assert_eq!(
+            subject_for(&p),
+            "prism.metrics.exchange.binance.exchange_connection_status"
+        );
     }
 
     #[test]
     fn reads_csv_and_jsonl() {
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join("p.csv");
-        std::fs::write(&csv, "timestamp,name,value,exchange\n1000,delay,1.5,okx\n2000,delay,2,\n").unwrap();
+        std::fs::write(
+            &csv,
+            "timestamp,name,value,exchange\n1000,delay,1.5,okx\n2000,delay,2,\n",
+        )
+        .unwrap();
         let pts = read_points(&csv).unwrap();
         assert_eq!(pts.len(), 2);
         assert_eq!(pts[0].labels["exchange"], "okx");

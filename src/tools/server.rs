@@ -17,7 +17,9 @@ pub struct LocalNatsServer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("nats-server not found on PATH (or $NATS_SERVER_BIN); install it with: {INSTALL_HINT}")]
+    #[error(
+        "nats-server not found on PATH (or $NATS_SERVER_BIN); install it with: {INSTALL_HINT}"
+    )]
     NotInstalled,
     #[error("cannot start nats-server: {0}")]
     Start(String),

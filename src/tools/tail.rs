@@ -23,7 +23,10 @@ pub fn format_event(e: &AlertEvent) -> String {
         AlertStatus::Cancelled => "cancelled",
     };
     let summary = e.annotations.get("summary").cloned().unwrap_or_default();
-    let duration = e.ends_at.map(|end| format!(" after {}", fmt_duration(end - e.starts_at))).unwrap_or_default();
+    let duration = e
+        .ends_at
+        .map(|end| format!(" after {}", fmt_duration(end - e.starts_at)))
+        .unwrap_or_default();
     format!(
         "{when} {status} {} {:<24} value={:<8} {{{}}} {summary}{duration}",
         e.priority,

@@ -76,11 +76,23 @@ pub fn scenario() -> Vec<MetricPoint> {
     for i in 0..720i64 {
         let ts = T0 + i * 10 * SEC;
         let noise = ((i * 7919) % 17) as f64 * 0.01;
-        let b = if (200..242).contains(&i) { 9.0 } else { 0.3 + noise };
-        let o = if (400..424).contains(&i) { 9.0 } else { 0.3 + noise };
+        let b = if (200..242).contains(&i) {
+            9.0
+        } else {
+            0.3 + noise
+        };
+        let o = if (400..424).contains(&i) {
+            9.0
+        } else {
+            0.3 + noise
+        };
         out.push(point("market_data_delay_seconds", "binance", ts, b));
         out.push(point("market_data_delay_seconds", "okx", ts, o));
-        let rate = if i == 500 { 4000.0 } else { 1000.0 + ((i * 31) % 23) as f64 };
+        let rate = if i == 500 {
+            4000.0
+        } else {
+            1000.0 + ((i * 31) % 23) as f64
+        };
         out.push(point("exchange_message_rate", "deribit", ts, rate));
     }
     out
@@ -91,7 +103,9 @@ pub async fn js(server: &LocalNatsServer) -> jetstream::Context {
 }
 
 pub async fn publish(js: &jetstream::Context, points: &[MetricPoint], batch: usize) {
-    publish::publish_points(js, points, batch, Encoding::MsgPack, None).await.unwrap();
+    publish::publish_points(js, points, batch, Encoding::MsgPack, None)
+        .await
+        .unwrap();
 }
 
 /// Every message in a stream, in order: (subject, headers, payload).
@@ -135,13 +149,19 @@ pub async fn wait_consumed(js: &jetstream::Context, consumer_name: &str, timeout
     loop {
         let mut stream = js.get_stream("PRISM_METRICS").await.unwrap();
         let last = stream.info().await.unwrap().state.last_sequence;
-        if let Ok(mut c) = stream.get_consumer::<consumer::pull::Config>(consumer_name).await {
+        if let Ok(mut c) = stream
+            .get_consumer::<consumer::pull::Config>(consumer_name)
+            .await
+        {
             let info = c.info().await.unwrap();
             if info.ack_floor.stream_sequence >= last && info.num_pending == 0 {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "processor did not consume the stream in time");
+        assert!(
+            Instant::now() < deadline,
+            "processor did not consume the stream in time"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
