@@ -90,7 +90,11 @@ enum Command {
         count: Option<usize>,
     },
     /// Validate the config and rule files, and print a summary.
-    CheckConfig,
+    CheckConfig {
+        /// Also print the effective configuration (defaults, file and environment) as YAML.
+        #[arg(long)]
+        print: bool,
+    },
     /// Demo: find or start nats-server, generate market-data metrics with incidents, show alerts.
     Demo {
         /// How many times faster than real time the scenario runs.
@@ -115,6 +119,9 @@ enum Command {
         /// Output CSV (default: standard output), or the output folder for a folder input.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Metric name the rows are scored as (selects `pipeline.metric_operators`).
+        #[arg(long, default_value = "value")]
+        metric: String,
     },
     /// Benchmark the processor against a local nats-server and print a report.
     Bench(bench::BenchArgs),
@@ -170,7 +177,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     telemetry::init_logs(&cfg.telemetry);
     match cli.command {
-        Command::CheckConfig => {
+        Command::CheckConfig { print } => {
+            if print {
+                // Through JSON so operators print in the `- dedup: {...}` form the loader reads.
+                println!("{}", serde_norway::to_string(&serde_json::to_value(&cfg)?)?);
+                return Ok(());
+            }
             println!(
                 "{}: OK ({} rules from {})",
                 loaded
@@ -300,7 +312,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("replayed: {n} alert events");
             Ok(())
         }
-        Command::Detect { input, output } => detect::run(&cfg, &rules, &input, output.as_deref()),
+        Command::Detect {
+            input,
+            output,
+            metric,
+        } => detect::run(&cfg, &rules, &metric, &input, output.as_deref()),
         Command::Bench(args) => bench::run(cfg, args).await,
     }
 }

@@ -278,6 +278,11 @@ mod tests {
     #[test]
     fn shipped_config_loads() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/prismwatch.yaml");
-        load_with_env(Some(&p), &[]).unwrap();
+        let shipped = load_with_env(Some(&p), &[]).unwrap().config;
+        // The shipped file documents the defaults: it must not drift from them.
+        assert_eq!(
+            serde_json::to_value(&shipped).unwrap(),
+            serde_json::to_value(Config::default()).unwrap()
+        );
     }
 }

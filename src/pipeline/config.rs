@@ -2,6 +2,17 @@ use serde::{Deserialize, Serialize};
 
 use super::dedup::DedupConfig;
 use super::operator::OperatorSpec;
+use crate::rules::Matcher;
+
+/// An operator list for the series of some metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricOperators {
+    /// Metric name: exact, or `=~regex`, `!=name`, `!~regex`.
+    pub metric: String,
+    /// Operators for the matching series, in order.
+    pub operators: Vec<OperatorSpec>,
+}
 use crate::detect::zscore::ZScoreConfig;
 
 /// Per-series operators, sharding, eviction and checkpoints.
@@ -12,6 +23,9 @@ pub struct PipelineConfig {
     pub shards: usize,
     /// Operators run on every point of every series, in this order.
     pub operators: Vec<OperatorSpec>,
+    /// Other operator lists (detectors, weights, sensitivity) for particular metrics; the first
+    /// entry whose `metric` matches a series wins, other series use `operators`.
+    pub metric_operators: Vec<MetricOperators>,
     /// A series with no point for this long (event time) and no active alert is evicted, in s.
     pub idle_series_evict_secs: u64,
     /// A series' last value counts as current for this long (event time), in seconds: a pending
@@ -36,6 +50,7 @@ impl Default for PipelineConfig {
                 OperatorSpec::Zscore(ZScoreConfig::default()),
                 OperatorSpec::Anomaly(Box::default()),
             ],
+            metric_operators: Vec::new(),
             idle_series_evict_secs: 3600,
             staleness_secs: 300,
             watermark_step_ms: 1000,
@@ -66,6 +81,18 @@ impl PipelineConfig {
                     .map(|(k, m)| (format!("operators[{i}].{k}"), m)),
             );
         }
+        for (j, mo) in self.metric_operators.iter().enumerate() {
+            if let Err(m) = Matcher::parse(&mo.metric) {
+                out.push((format!("metric_operators[{j}].metric"), m));
+            }
+            for (i, op) in mo.operators.iter().enumerate() {
+                out.extend(
+                    op.problems()
+                        .into_iter()
+                        .map(|(k, m)| (format!("metric_operators[{j}].operators[{i}].{k}"), m)),
+                );
+            }
+        }
         out
     }
 }
@@ -73,9 +100,9 @@ impl PipelineConfig {
 impl PipelineConfig {
     /// Rules that need an operator this pipeline does not run, as `(rule file, rule, problem)`.
     pub fn rule_problems(&self, rules: &crate::rules::RuleSet) -> Vec<(String, String, String)> {
-        let has_anomaly = self
-            .operators
-            .iter()
+        let has_anomaly = std::iter::once(&self.operators)
+            .chain(self.metric_operators.iter().map(|m| &m.operators))
+            .flatten()
             .any(|o| matches!(o, OperatorSpec::Anomaly(_)));
         rules
             .rules

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use config::PipelineConfig;
+pub use config::{MetricOperators, PipelineConfig};
 pub use shard::{fingerprint, Item, PipelineCtx, SeriesSnapshot, Shard, ShardStats};
 
 use crate::ingest::KeyedPoint;
@@ -81,12 +81,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(config: &PipelineConfig, lateness_ms: i64, rules: RuleSet) -> Self {
-        let ctx = Arc::new(PipelineCtx {
-            operators: config.operators.clone(),
-            rules,
-            staleness_ms: config.staleness_secs as i64 * 1000,
-            idle_ms: config.idle_series_evict_secs as i64 * 1000,
-        });
+        let ctx = Arc::new(PipelineCtx::new(config, rules));
         let n = config.shards.max(1);
         Self {
             shards: (0..n).map(|_| Shard::new(ctx.clone())).collect(),

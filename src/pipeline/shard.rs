@@ -13,15 +13,50 @@ use super::operator::{DropReason, Flow, OperatorSpec, OperatorState, PointCtx};
 use crate::detect::trend::CrossingDirection;
 use crate::ingest::KeyedPoint;
 use crate::model::{AlertEvent, AlertStatus, SeriesKey};
-use crate::rules::{Op, Rule, RuleSet, RuleState, TemplateCtx, Transition, TransitionKind};
+use crate::rules::{
+    Matcher, Op, Rule, RuleSet, RuleState, TemplateCtx, Transition, TransitionKind,
+};
 
-/// What every shard shares: operator specs, rules, time settings.
+use super::PipelineConfig;
+
+/// What every shard shares: operator lists, rules, time settings.
 #[derive(Debug)]
 pub struct PipelineCtx {
-    pub operators: Vec<OperatorSpec>,
+    /// Operator lists: `[0]` is the default; `[i + 1]` serves metrics matching `chain_matchers[i]`.
+    pub chains: Vec<Vec<OperatorSpec>>,
+    pub chain_matchers: Vec<Matcher>,
     pub rules: RuleSet,
     pub staleness_ms: i64,
     pub idle_ms: i64,
+}
+
+impl PipelineCtx {
+    pub fn new(config: &PipelineConfig, rules: RuleSet) -> Self {
+        let mut chains = vec![config.operators.clone()];
+        let mut chain_matchers = Vec::new();
+        for mo in &config.metric_operators {
+            // Invalid matchers are rejected by `PipelineConfig::problems` before this.
+            if let Ok(m) = Matcher::parse(&mo.metric) {
+                chain_matchers.push(m);
+                chains.push(mo.operators.clone());
+            }
+        }
+        Self {
+            chains,
+            chain_matchers,
+            rules,
+            staleness_ms: config.staleness_secs as i64 * 1000,
+            idle_ms: config.idle_series_evict_secs as i64 * 1000,
+        }
+    }
+
+    /// Index of the operator list that serves a metric.
+    pub fn chain_for(&self, metric: &str) -> usize {
+        self.chain_matchers
+            .iter()
+            .position(|m| m.matches(Some(metric)))
+            .map_or(0, |i| i + 1)
+    }
 }
 
 /// Input of a shard, in stream order.
@@ -46,6 +81,8 @@ struct RuleSlot {
 #[derive(Debug, Clone)]
 struct SeriesState {
     key: Arc<str>,
+    /// Which operator list of the context serves this series.
+    chain: u16,
     /// The latest accepted point, as the operators left it (its ts is the series' last).
     last: PointCtx,
     ops: Vec<OperatorState>,
@@ -149,7 +186,8 @@ impl Shard {
             }
         };
         let mut p = PointCtx::new(kp.ts, kp.value);
-        for (spec, op) in ctx.operators.iter().zip(st.ops.iter_mut()) {
+        let specs = &ctx.chains[st.chain as usize];
+        for (spec, op) in specs.iter().zip(st.ops.iter_mut()) {
             if let Flow::Drop(reason) = spec.on_point(op, &mut p) {
                 match reason {
                     DropReason::Duplicate => stats.duplicates += 1,
@@ -162,11 +200,11 @@ impl Shard {
         for slot in st.rules.iter_mut() {
             let rule = &ctx.rules.rules[slot.rule as usize];
             // Transitions the previous value was due to cause before this point arrived.
-            let eta_before = eta(ctx, &st.ops, rule);
+            let eta_before = eta(specs, &st.ops, rule);
             while let Some(t) = slot.state.advance_to(rule, p.ts, st.last.ts, staleness) {
                 out.push(make_event(rule, &st.key, t, &st.last, eta_before));
             }
-            let eta_now = eta(ctx, &st.ops, rule);
+            let eta_now = eta(specs, &st.ops, rule);
             let holds = holds(rule, &p, eta_now);
             if let Some(t) = slot.state.on_point(rule, p.ts, holds) {
                 out.push(make_event(rule, &st.key, t, &p, eta_now));
@@ -200,7 +238,7 @@ impl Shard {
             };
             slot.timer = NO_TIMER;
             let rule = &self.ctx.rules.rules[idx as usize];
-            let eta = eta(&self.ctx, &st.ops, rule);
+            let eta = eta(&self.ctx.chains[st.chain as usize], &st.ops, rule);
             while let Some(t) = slot.state.advance_to(rule, w, st.last.ts, staleness) {
                 out.push(make_event(rule, &st.key, t, &st.last, eta));
             }
@@ -310,6 +348,7 @@ fn series_state_bytes(st: &SeriesState) -> usize {
 }
 
 fn new_series(ctx: &PipelineCtx, key: Arc<str>) -> SeriesState {
+    let chain = ctx.chain_for(SeriesKey(key.clone()).name());
     let rules = ctx
         .rules
         .matching(&SeriesKey(key.clone()))
@@ -322,8 +361,12 @@ fn new_series(ctx: &PipelineCtx, key: Arc<str>) -> SeriesState {
         .collect();
     SeriesState {
         key,
+        chain: chain as u16,
         last: PointCtx::new(i64::MIN / 2, 0.0),
-        ops: ctx.operators.iter().map(OperatorSpec::new_state).collect(),
+        ops: ctx.chains[chain]
+            .iter()
+            .map(OperatorSpec::new_state)
+            .collect(),
         rules,
     }
 }
@@ -364,14 +407,14 @@ pub fn fingerprint(rule: &str, series_key: &str) -> String {
 
 /// Predicted (mean, ±) ms until a predictive rule's threshold is crossed, from the series'
 /// trend state; `None` for other rules or without the `anomaly` operator.
-fn eta(ctx: &PipelineCtx, ops: &[OperatorState], rule: &Rule) -> Option<(i64, i64)> {
+fn eta(specs: &[OperatorSpec], ops: &[OperatorState], rule: &Rule) -> Option<(i64, i64)> {
     rule.predict_within_ms?;
     let direction = match rule.condition.op {
         Op::Gt | Op::Ge => CrossingDirection::Up,
         Op::Lt | Op::Le => CrossingDirection::Down,
         _ => return None,
     };
-    ctx.operators
+    specs
         .iter()
         .zip(ops)
         .find_map(|(spec, state)| match (spec, state) {

@@ -249,3 +249,39 @@ fn idle_series_are_evicted() {
     assert_eq!(p.series_count(), 1);
     assert_eq!(out.stats.series_evicted, 1);
 }
+
+#[test]
+fn metric_operators_override_the_default_list() {
+    let mut cfg = config(1);
+    // delay_seconds gets a z-score so insensitive that the spike no longer scores.
+    let yaml = r#"
+pipeline:
+  metric_operators:
+    - metric: "=~delay_.*"
+      operators:
+        - dedup: {}
+        - zscore: { half_score_at_z: 100000.0 }
+"#;
+    let tree = crate::config::parse_yaml("t.yaml", yaml).unwrap();
+    let parsed: crate::config::Config = crate::config::from_tree("t.yaml", tree).unwrap();
+    cfg.metric_operators = parsed.pipeline.metric_operators;
+    assert!(cfg.problems().is_empty());
+    let mut p = Pipeline::new(&cfg, 30 * SEC, rules(RULES));
+    let mut events = Vec::new();
+    for m in messages() {
+        p.push_message(m);
+        events.extend(p.run().events);
+    }
+    assert!(
+        !events.iter().any(|e| e.rule == "anomaly"),
+        "{:?}",
+        summary(&events)
+    );
+    // The threshold rule still works on the overridden series.
+    assert!(events
+        .iter()
+        .any(|e| e.rule == "md_delay" && e.status == AlertStatus::Firing));
+
+    cfg.metric_operators[0].metric = "=~(".into();
+    assert_eq!(cfg.problems()[0].0, "metric_operators[0].metric");
+}

@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// history until its bounds).
     #[arg(long, default_value_t = 3_000)]
     pub detector_points: usize,
+    /// Internal: measure memory of one operator set (`backbone` or `all`) in this fresh process
+    /// and print one JSON line (the bench runs itself this way, so each heap starts empty).
+    #[arg(long, hide = true)]
+    pub memory_only: Option<String>,
     /// Only measure latency, at this many messages/s (skips the throughput runs).
     #[arg(long)]
     pub latency_rate: Option<f64>,
@@ -115,7 +119,47 @@ fn with_operators(cfg: &Config, all_detectors: bool) -> Config {
     c
 }
 
+/// Runs the memory measurement of one operator set in a child process (a fresh heap).
+fn memory_in_child(which: &str, args: &BenchArgs) -> anyhow::Result<Memory> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "--memory-only", which])
+        .args(["--memory-series", &args.memory_series.to_string()])
+        .args(["--detector-series", &args.detector_series.to_string()])
+        .args(["--detector-points", &args.detector_points.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "memory measurement failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(Memory {
+        rss_per_series: v["rss_per_series"].as_f64().unwrap_or(0.0),
+        state_per_series: v["state_per_series"].as_f64().unwrap_or(0.0),
+        max_state: v["max_state"].as_u64().unwrap_or(0) as usize,
+        ns_per_point: v["ns_per_point"].as_f64().unwrap_or(0.0),
+    })
+}
+
 pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(which) = &args.memory_only {
+        let mut rules = load_rules(&cfg.rules.paths)?;
+        rules.rules.retain(|r| r.name != "bench_trigger");
+        let m = match which.as_str() {
+            "backbone" => {
+                memory_and_cpu(&with_operators(&cfg, false), &rules, args.memory_series, 3)
+            }
+            _ => memory_and_cpu(
+                &with_operators(&cfg, true),
+                &rules,
+                args.detector_series,
+                args.detector_points,
+            ),
+        };
+        println!(
+            "{}",
+            serde_json::json!({"rss_per_series": m.rss_per_series, "state_per_series": m.state_per_series,
+                "max_state": m.max_state, "ns_per_point": m.ns_per_point})
+        );
+        return Ok(());
+    }
     let server = LocalNatsServer::start()?;
     cfg.nats.url = server.url();
     cfg.telemetry.metrics_listen = String::new();
@@ -137,15 +181,15 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     let backbone = with_operators(&cfg, false);
     let all = with_operators(&cfg, true);
 
-    // Memory first, in a fresh process heap, so the RSS growth is the pipeline's own.
+    // Memory in child processes, each with a fresh heap, so RSS growth is the pipeline's own.
     println!();
     println!("## State per series");
-    let m = memory_and_cpu(&backbone, &rules, args.memory_series, 3);
+    let m = memory_in_child("backbone", &args)?;
     println!(
         "- backbone operators (dedup, z-score) + default rules, {} series: {:.0} bytes RSS growth/series, {:.0} bytes counted/series; decode+pipeline {:.0} ns/point (one thread, 100-point msgpack messages)",
         args.memory_series, m.rss_per_series, m.state_per_series, m.ns_per_point
     );
-    let m = memory_and_cpu(&all, &rules, args.detector_series, args.detector_points);
+    let m = memory_in_child("all", &args)?;
     println!(
         "- every detector on, {} series x {} points: {:.0} bytes RSS growth/series, {:.0} bytes counted/series (max {}); decode+pipeline {:.0} ns/point",
         args.detector_series, args.detector_points, m.rss_per_series, m.state_per_series, m.max_state, m.ns_per_point
@@ -425,7 +469,8 @@ async fn latency(
     stream.purge().await?;
     let client = bus::connect(&cfg.nats).await?;
     let mut pcfg = cfg.clone();
-    pcfg.ingest.consumer_name = "bench-latency".into();
+    // A consumer (and so a checkpoint) of its own per run, and trigger series of its own.
+    pcfg.ingest.consumer_name = format!("bench-latency-{batch}");
     // Series state from the throughput runs is not needed: start fresh.
     let (tx, rx) = watch::channel(false);
     let consumer_name = pcfg.ingest.consumer_name.clone();
@@ -484,6 +529,7 @@ async fn latency(
             if b == 0 && m % trigger_every == 0 && m as f64 >= rate {
                 triggers += 1;
                 let mut labels = BTreeMap::new();
+                labels.insert("run".to_string(), format!("b{batch}"));
                 labels.insert("trigger".to_string(), triggers.to_string());
                 points.push(MetricPoint {
                     name: "bench_trigger".into(),

@@ -15,9 +15,6 @@ use crate::pipeline::operator::OperatorSpec;
 use crate::pipeline::{PipelineCtx, Shard};
 use crate::rules::{Field, Matcher, Rule, RuleSet};
 
-/// Series key the rows are scored under.
-const SERIES: &str = "value";
-
 /// The rule behind the `alert` column: the first configured rule on the `anomaly` field,
 /// applied to every series; else `anomaly == 1` with no delay.
 fn anomaly_rule(rules: &RuleSet) -> anyhow::Result<Rule> {
@@ -77,17 +74,14 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
 pub fn score_file(
     cfg: &Config,
     rule: &Rule,
+    metric: &str,
     input: &Path,
     out: &mut dyn Write,
 ) -> anyhow::Result<usize> {
-    let ctx = Arc::new(PipelineCtx {
-        operators: cfg.pipeline.operators.clone(),
-        rules: RuleSet {
-            rules: vec![rule.clone()],
-        },
-        staleness_ms: cfg.pipeline.staleness_secs as i64 * 1000,
-        idle_ms: cfg.pipeline.idle_series_evict_secs as i64 * 1000,
-    });
+    let rules = RuleSet {
+        rules: vec![rule.clone()],
+    };
+    let ctx = Arc::new(PipelineCtx::new(&cfg.pipeline, rules));
     let mut shard = Shard::new(ctx);
     let mut rdr =
         csv::Reader::from_path(input).with_context(|| format!("reading {}", input.display()))?;
@@ -114,7 +108,7 @@ pub fn score_file(
         events.clear();
         let p = shard.on_point(
             KeyedPoint {
-                key: SERIES.into(),
+                key: metric.into(),
                 ts,
                 value,
             },
@@ -164,19 +158,19 @@ fn csv_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 /// Scores a file (to `output` or standard output) or a folder (mirrored under `output`).
+/// Rows are scored as a series named `metric`, which picks its operator list (see
+/// `pipeline.metric_operators`).
 pub fn run(
     cfg: &Config,
     rules: &RuleSet,
+    metric: &str,
     input: &Path,
     output: Option<&Path>,
 ) -> anyhow::Result<()> {
-    if !cfg
-        .pipeline
-        .operators
-        .iter()
-        .any(|o| matches!(o, OperatorSpec::Anomaly(_)))
-    {
-        bail!("detect needs the `anomaly` operator in pipeline.operators");
+    let ctx = PipelineCtx::new(&cfg.pipeline, RuleSet::default());
+    let specs = &ctx.chains[ctx.chain_for(metric)];
+    if !specs.iter().any(|o| matches!(o, OperatorSpec::Anomaly(_))) {
+        bail!("detect needs the `anomaly` operator in the operators that serve metric {metric:?}");
     }
     let rule = anomaly_rule(rules)?;
     if input.is_dir() {
@@ -192,7 +186,7 @@ pub fn run(
                 std::fs::create_dir_all(parent)?;
             }
             let mut file = std::io::BufWriter::new(std::fs::File::create(&dest)?);
-            let rows = score_file(cfg, &rule, &f, &mut file)?;
+            let rows = score_file(cfg, &rule, metric, &f, &mut file)?;
             eprintln!("{} -> {} ({rows} rows)", f.display(), dest.display());
         }
         return Ok(());
@@ -202,12 +196,12 @@ pub fn run(
             let mut file = std::io::BufWriter::new(
                 std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
             );
-            score_file(cfg, &rule, input, &mut file)?;
+            score_file(cfg, &rule, metric, input, &mut file)?;
         }
         None => {
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
-            score_file(cfg, &rule, input, &mut lock)?;
+            score_file(cfg, &rule, metric, input, &mut lock)?;
         }
     }
     Ok(())
