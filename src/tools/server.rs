@@ -38,10 +38,14 @@ pub fn binary() -> Option<PathBuf> {
 
 impl LocalNatsServer {
     pub fn start() -> Result<Self, ServerError> {
-        let bin = binary().ok_or(ServerError::NotInstalled)?;
+        Self::start_with(&binary().ok_or(ServerError::NotInstalled)?)
+    }
+
+    /// Starts a given `nats-server` binary.
+    pub fn start_with(bin: &std::path::Path) -> Result<Self, ServerError> {
         let store = tempfile::tempdir().map_err(|e| ServerError::Start(e.to_string()))?;
         let port = free_port().map_err(|e| ServerError::Start(e.to_string()))?;
-        let child = Command::new(&bin)
+        let child = Command::new(bin)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store.path())
             .stdout(Stdio::null())
