@@ -21,16 +21,7 @@ fn write_series(path: &Path, spike_at: usize) {
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) of a time in seconds since the epoch.
 fn nab_time(secs: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(secs).unwrap();
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    prismwatch::tools::tail::format_ms(secs * 1000)
 }
 
 fn detect(args: &[&str]) -> std::process::Output {

@@ -54,6 +54,17 @@ fn big_scenario() -> Vec<MetricPoint> {
     out
 }
 
+/// A fresh server whose metrics stream holds `points`, one per message.
+async fn server_with(points: &[MetricPoint]) -> (LocalNatsServer, async_nats::jetstream::Context) {
+    let srv = server();
+    let js = js(&srv).await;
+    prismwatch::bus::ensure_streams(&js, &config(&srv).streams)
+        .await
+        .unwrap();
+    publish(&js, points, 1).await;
+    (srv, js)
+}
+
 async fn ack_floor(js: &async_nats::jetstream::Context) -> Option<u64> {
     let stream = js.get_stream("PRISM_METRICS").await.ok()?;
     let mut c = stream
@@ -71,12 +82,7 @@ async fn kill_and_restart_loses_nothing_and_duplicates_nothing() {
 
     // Reference: one uninterrupted run.
     let reference = {
-        let srv = server();
-        let js = js(&srv).await;
-        prismwatch::bus::ensure_streams(&js, &config(&srv).streams)
-            .await
-            .unwrap();
-        publish(&js, &points, 1).await;
+        let (srv, js) = server_with(&points).await;
         let mut p = start_processor(&srv, &rules);
         wait_consumed(&js, "prismwatch-processor", Duration::from_secs(120)).await;
         p.kill().unwrap();
@@ -89,12 +95,7 @@ async fn kill_and_restart_loses_nothing_and_duplicates_nothing() {
         reference.len()
     );
 
-    let srv = server();
-    let js = js(&srv).await;
-    prismwatch::bus::ensure_streams(&js, &config(&srv).streams)
-        .await
-        .unwrap();
-    publish(&js, &points, 1).await;
+    let (srv, js) = server_with(&points).await;
     let total = points.len() as u64;
     let mut p = start_processor(&srv, &rules);
     // Kill it with SIGKILL once it is a quarter through.

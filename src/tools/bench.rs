@@ -405,13 +405,17 @@ async fn scenario(
     // The processor, in-process, on its own durable consumer.
     let mut pcfg = cfg.clone();
     pcfg.ingest.consumer_name = format!("bench-proc-{tag}-{}", cfg.pipeline.operators.len());
-    let alerts_before = js
-        .get_stream(&cfg.streams.alerts.name)
-        .await?
-        .info()
-        .await?
-        .state
-        .messages;
+    let alert_count = || async {
+        anyhow::Ok(
+            js.get_stream(&cfg.streams.alerts.name)
+                .await?
+                .info()
+                .await?
+                .state
+                .messages,
+        )
+    };
+    let alerts_before = alert_count().await?;
     let (tx, rx) = watch::channel(false);
     let t = Instant::now();
     let task = tokio::spawn(runner::run(pcfg.clone(), rules.clone(), rx));
@@ -432,13 +436,7 @@ async fn scenario(
     let proc_secs = t.elapsed().as_secs_f64();
     let _ = tx.send(true);
     task.await??;
-    let alerts_after = js
-        .get_stream(&cfg.streams.alerts.name)
-        .await?
-        .info()
-        .await?
-        .state
-        .messages;
+    let alerts_after = alert_count().await?;
     let n_points = points.len() as f64;
     let r = Rates {
         raw_msgs_per_s: msgs as f64 / raw_secs,
