@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer, AckKind};
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::watch;
+use std::collections::VecDeque;
+
+use tokio::sync::{oneshot, watch};
 
 pub use checkpoint::{Checkpoint, CheckpointStore};
 pub use publish::Publisher;
@@ -199,7 +201,7 @@ pub async fn run(
         .messages()
         .await?
         .ready_chunks(cfg.ingest.max_batch);
-    let mut worker = PipelineWorker::start(pipeline, cfg.clone());
+    let mut worker = PipelineWorker::start(pipeline, cfg.clone(), last_seq);
     let mut last_checkpoint = Instant::now();
     let checkpoints = std::sync::Arc::new(checkpoints);
     let mut checkpoint_upload: Option<tokio::task::JoinHandle<()>> = None;
@@ -210,66 +212,77 @@ pub async fn run(
         cfg.ingest.pending_poll_secs,
     ));
     let checkpoint_every = Duration::from_millis(cfg.pipeline.checkpoint_interval_ms);
-    let latency = metrics::histogram!(telemetry::PROCESSING_LATENCY);
-    let batch_duration = metrics::histogram!(telemetry::BATCH_DURATION);
+    let mut done_sink = DoneSink {
+        publisher: &publisher,
+        latency: metrics::histogram!(telemetry::PROCESSING_LATENCY),
+        batch_duration: metrics::histogram!(telemetry::BATCH_DURATION),
+        last_seq,
+    };
+    // Batches in the pipeline thread; the next is pulled while one is processed, and results are
+    // published and acked strictly in order.
+    let mut in_flight: VecDeque<(Instant, oneshot::Receiver<BatchDone>)> = VecDeque::new();
+    // Before a checkpoint no new batch is started, so the snapshot covers exactly what is acked.
+    let mut draining = false;
     tracing::info!(consumer = %cfg.ingest.consumer_name, subject = %cfg.ingest.filter_subject, "processor running");
     loop {
-        let chunk = tokio::select! {
-            _ = shutdown.changed() => break,
-            chunk = messages.next() => match chunk {
-                Some(chunk) => chunk,
-                None => anyhow::bail!("consumer stream ended"),
-            },
-        };
-        let started = Instant::now();
-        let mut msgs = Vec::with_capacity(chunk.len());
-        for m in chunk {
-            match m {
-                Ok(m) => msgs.push(m),
-                Err(e) => tracing::warn!(error = %e, "consumer error"),
-            }
-        }
-        let Some(done) = worker.process(msgs, last_seq).await else {
-            anyhow::bail!("pipeline worker stopped");
-        };
-        publisher.publish_dead_letters(&done.dead).await;
-        publisher.publish_events(&done.output.events).await;
-        // Cumulative ack: the batch's last message acks all of it, now that all it caused is stored.
-        if let Some(last) = done.messages.last() {
-            if let Err(e) = last.ack_with(AckKind::Ack).await {
-                tracing::warn!(error = %e, "ack failed");
-            }
-        }
-        last_seq = last_seq.max(done.max_seq);
-        let now_ms = crate::tools::clock::now_ms();
-        for published_ms in done.published_ms {
-            latency.record((now_ms - published_ms).max(0) as f64 / 1000.0);
-        }
-        batch_duration.record(started.elapsed().as_secs_f64());
         let upload_idle = checkpoint_upload.as_ref().is_none_or(|h| h.is_finished());
         if !checkpoint_every.is_zero()
             && last_checkpoint.elapsed() >= checkpoint_every
             && upload_idle
         {
-            // The snapshot is taken between batches; the upload runs beside the next batches.
+            draining = true;
+        }
+        if draining && in_flight.is_empty() {
             if let Some(snapshot) = worker.snapshot().await {
                 let store = checkpoints.clone();
-                checkpoint_upload = Some(tokio::spawn(async move {
-                    store
-                        .save(&Checkpoint {
-                            last_seq,
-                            pipeline: snapshot,
-                        })
-                        .await;
-                }));
+                let cp = Checkpoint {
+                    last_seq: done_sink.last_seq,
+                    pipeline: snapshot,
+                };
+                checkpoint_upload = Some(tokio::spawn(async move { store.save(&cp).await }));
             }
             last_checkpoint = Instant::now();
+            draining = false;
+        }
+        let can_pull = !draining && in_flight.len() < MAX_IN_FLIGHT;
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            done = async {
+                match in_flight.front_mut() {
+                    Some((_, rx)) => rx.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let (started, _) = in_flight.pop_front().expect("a batch in flight");
+                let done = done.map_err(|_| anyhow::anyhow!("pipeline worker stopped"))?;
+                done_sink.finish(done, started).await;
+            }
+            chunk = messages.next(), if can_pull => {
+                let Some(chunk) = chunk else { anyhow::bail!("consumer stream ended") };
+                let mut msgs = Vec::with_capacity(chunk.len());
+                for m in chunk {
+                    match m {
+                        Ok(m) => msgs.push(m),
+                        Err(e) => tracing::warn!(error = %e, "consumer error"),
+                    }
+                }
+                let Some(rx) = worker.submit(msgs) else { anyhow::bail!("pipeline worker stopped") };
+                in_flight.push_back((Instant::now(), rx));
+            }
         }
     }
     pending_poll.abort();
+    // Finish what was started: publish and ack it before the final checkpoint.
+    while let Some((started, rx)) = in_flight.pop_front() {
+        if let Ok(done) = rx.await {
+            done_sink.finish(done, started).await;
+        }
+    }
     if let Some(upload) = checkpoint_upload {
         let _ = upload.await;
     }
+    let last_seq = done_sink.last_seq;
     if let Some(snapshot) = worker.snapshot().await {
         checkpoints
             .save(&Checkpoint {
@@ -280,6 +293,38 @@ pub async fn run(
     }
     tracing::info!(last_seq, "processor stopped, checkpoint written");
     Ok(())
+}
+
+/// Batches the pipeline thread may hold at once.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// Publishes what a batch caused, then acks it.
+struct DoneSink<'a> {
+    publisher: &'a Publisher,
+    latency: metrics::Histogram,
+    batch_duration: metrics::Histogram,
+    /// Every message up to here is processed, its effects stored and acked.
+    last_seq: u64,
+}
+
+impl DoneSink<'_> {
+    async fn finish(&mut self, done: BatchDone, started: Instant) {
+        self.publisher.publish_dead_letters(&done.dead).await;
+        self.publisher.publish_events(&done.output.events).await;
+        // Cumulative ack: the batch's last message acks all of it, now that all it caused is stored.
+        if let Some(last) = done.messages.last() {
+            if let Err(e) = last.ack_with(AckKind::Ack).await {
+                tracing::warn!(error = %e, "ack failed");
+            }
+        }
+        self.last_seq = self.last_seq.max(done.max_seq);
+        let now_ms = crate::tools::clock::now_ms();
+        for published_ms in done.published_ms {
+            self.latency
+                .record((now_ms - published_ms).max(0) as f64 / 1000.0);
+        }
+        self.batch_duration.record(started.elapsed().as_secs_f64());
+    }
 }
 
 /// Refreshes the consumer-pending gauge every `every_secs`.
@@ -312,10 +357,9 @@ struct BatchDone {
 enum Job {
     Process {
         messages: Vec<jetstream::Message>,
-        skip_through_seq: u64,
-        reply: tokio::sync::oneshot::Sender<BatchDone>,
+        reply: oneshot::Sender<BatchDone>,
     },
-    Snapshot(tokio::sync::oneshot::Sender<crate::pipeline::PipelineSnapshot>),
+    Snapshot(oneshot::Sender<crate::pipeline::PipelineSnapshot>),
 }
 
 /// The pipeline on a thread of its own: CPU work never blocks the tasks that move bytes to and
@@ -325,25 +369,26 @@ struct PipelineWorker {
 }
 
 impl PipelineWorker {
-    fn start(mut pipeline: Pipeline, cfg: Config) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
+    /// `processed_through`: the stream sequence the pipeline's state already covers.
+    fn start(mut pipeline: Pipeline, cfg: Config, mut processed_through: u64) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(MAX_IN_FLIGHT + 1);
         std::thread::Builder::new()
             .name("prismwatch-pipeline".into())
             .spawn(move || {
                 for job in rx {
                     match job {
-                        Job::Process {
-                            messages,
-                            skip_through_seq,
-                            reply,
-                        } => {
-                            // Redeliveries of messages the restored state already covers are
-                            // acked without processing.
+                        Job::Process { messages, reply } => {
+                            // Redeliveries of messages the state already covers (recovered
+                            // ones) are acked without processing.
                             let batch: Vec<Incoming> = messages
                                 .iter()
                                 .filter_map(Incoming::from_js)
-                                .filter(|m| m.stream_seq > skip_through_seq)
+                                .filter(|m| m.stream_seq > processed_through)
                                 .collect();
+                            processed_through = batch
+                                .iter()
+                                .map(|m| m.stream_seq)
+                                .fold(processed_through, u64::max);
                             let (output, dead) = process_batch(&mut pipeline, &cfg, &batch);
                             let _ = reply.send(BatchDone {
                                 output,
@@ -363,24 +408,18 @@ impl PipelineWorker {
         Self { jobs: tx }
     }
 
-    async fn process(
+    /// Queues a batch; its result arrives on the returned receiver.
+    fn submit(
         &mut self,
         messages: Vec<jetstream::Message>,
-        skip_through_seq: u64,
-    ) -> Option<BatchDone> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(Job::Process {
-                messages,
-                skip_through_seq,
-                reply,
-            })
-            .ok()?;
-        rx.await.ok()
+    ) -> Option<oneshot::Receiver<BatchDone>> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs.send(Job::Process { messages, reply }).ok()?;
+        Some(rx)
     }
 
     async fn snapshot(&mut self) -> Option<crate::pipeline::PipelineSnapshot> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
+        let (reply, rx) = oneshot::channel();
         self.jobs.send(Job::Snapshot(reply)).ok()?;
         rx.await.ok()
     }
