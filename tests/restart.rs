@@ -17,8 +17,24 @@ fn rules_file(dir: &tempfile::TempDir) -> String {
     p.display().to_string()
 }
 
-fn start_processor(srv: &LocalNatsServer, rules: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_prismwatch"))
+/// The processor as a child process, killed (SIGKILL) when dropped, even by a failing test.
+struct Processor(Child);
+
+impl Processor {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Processor {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn start_processor(srv: &LocalNatsServer, rules: &str) -> Processor {
+    let child = Command::new(env!("CARGO_BIN_EXE_prismwatch"))
         .arg("run")
         .env("PRISMWATCH__NATS__URL", srv.url())
         .env("PRISMWATCH__TELEMETRY__METRICS_LISTEN", "")
@@ -34,7 +50,8 @@ fn start_processor(srv: &LocalNatsServer, rules: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Processor(child)
 }
 
 /// The scenario on many exchanges, so processing takes long enough to be interrupted.
@@ -85,8 +102,7 @@ async fn kill_and_restart_loses_nothing_and_duplicates_nothing() {
         let (srv, js) = server_with(&points).await;
         let mut p = start_processor(&srv, &rules);
         wait_consumed(&js, "prismwatch-processor", Duration::from_secs(120)).await;
-        p.kill().unwrap();
-        p.wait().unwrap();
+        p.kill();
         alert_events(&js).await
     };
     assert!(
@@ -107,8 +123,7 @@ async fn kill_and_restart_loses_nothing_and_duplicates_nothing() {
             _ => tokio::time::sleep(Duration::from_millis(2)).await,
         }
     };
-    p.kill().unwrap();
-    p.wait().unwrap();
+    p.kill();
     assert!(killed_at > 0, "processor made no progress");
     assert!(
         killed_at < total,
@@ -122,8 +137,7 @@ async fn kill_and_restart_loses_nothing_and_duplicates_nothing() {
 
     let mut p = start_processor(&srv, &rules);
     wait_consumed(&js, "prismwatch-processor", Duration::from_secs(120)).await;
-    p.kill().unwrap();
-    p.wait().unwrap();
+    p.kill();
 
     let after = alert_events(&js).await;
     let ids: Vec<String> = after.iter().map(|e| e.msg_id()).collect();
