@@ -27,7 +27,7 @@ pub const SCRIPT: &[&str] = &[
     "min 20-26  binance connection down          -> exchange_disconnected P1 fires after 1m, resolves",
     "min 35-41  api-gateway memory 91%           -> memory_high P2 fires after 5m, resolves",
     "min 50-54  okx market data 8 s behind       -> pending only: 4m < for 5m, cancelled, no page",
-    "min 60     deribit message-rate burst       -> message_rate_anomaly P3 (z-score), resolves",
+    "min 60     deribit message-rate burst       -> message_rate_anomaly P3 (fused detectors), resolves",
     "min 60-80  storage disk fills 60% -> 96%    -> disk_full_predicted P3 warns ahead, then disk_full P1",
     "min 85-100 collector CPU 90%                -> cpu_high P2 fires after 10m, resolves",
 ];
