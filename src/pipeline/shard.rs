@@ -324,34 +324,33 @@ impl Shard {
     }
 }
 
+/// Approximate bytes of one series' state: the struct, its map entry and key, operator states
+/// (the dedup ring's 8 timestamps, the detectors' own count) and rule slots.
 fn series_state_bytes(st: &SeriesState) -> usize {
-    {
-        {
-            {
-                std::mem::size_of::<SeriesState>()
-                    + 2 * std::mem::size_of::<Arc<str>>()
-                    + st.key.len()
-                    + 16
-                    + st.ops.capacity() * std::mem::size_of::<OperatorState>()
-                    + st.ops
-                        .iter()
-                        .map(|o| match o {
-                            OperatorState::Dedup(_) => 8 * 8,
-                            OperatorState::Anomaly(a) => a.state_bytes(),
-                            OperatorState::Zscore(_) => 0,
-                        })
-                        .sum::<usize>()
-                    + st.rules.capacity() * std::mem::size_of::<RuleSlot>()
-            }
-        }
-    }
+    let ops: usize = st
+        .ops
+        .iter()
+        .map(|o| match o {
+            OperatorState::Dedup(_) => 8 * 8,
+            OperatorState::Anomaly(a) => a.state_bytes(),
+            OperatorState::Zscore(_) => 0,
+        })
+        .sum();
+    std::mem::size_of::<SeriesState>()
+        + 2 * std::mem::size_of::<Arc<str>>()
+        + st.key.len()
+        + 16
+        + st.ops.capacity() * std::mem::size_of::<OperatorState>()
+        + ops
+        + st.rules.capacity() * std::mem::size_of::<RuleSlot>()
 }
 
 fn new_series(ctx: &PipelineCtx, key: Arc<str>) -> SeriesState {
-    let chain = ctx.chain_for(SeriesKey(key.clone()).name());
+    let series = SeriesKey(key.clone());
+    let chain = ctx.chain_for(series.name());
     let rules = ctx
         .rules
-        .matching(&SeriesKey(key.clone()))
+        .matching(&series)
         .into_iter()
         .map(|rule| RuleSlot {
             rule,

@@ -123,7 +123,7 @@ pub async fn run(
     let client = bus::connect(&cfg.nats).await?;
     let js = jetstream::new(client.clone());
     bus::ensure_streams(&js, &cfg.streams).await?;
-    let publisher = Publisher::new(js.clone(), &cfg);
+    let publisher = Publisher::new(js.clone());
     let checkpoints = CheckpointStore::open(&js, &cfg.ingest.consumer_name).await?;
     let mut pipeline = Pipeline::new(&cfg.pipeline, cfg.ingest.allowed_lateness_ms, rules);
 

@@ -9,7 +9,6 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 
 use super::DeadLetter;
-use crate::config::Config;
 use crate::model::AlertEvent;
 use crate::{subjects, telemetry};
 
@@ -25,7 +24,7 @@ struct Outgoing {
 }
 
 impl Publisher {
-    pub fn new(js: jetstream::Context, _cfg: &Config) -> Self {
+    pub fn new(js: jetstream::Context) -> Self {
         Self { js }
     }
 
