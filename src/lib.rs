@@ -17,7 +17,7 @@
 //! | [`rules`] | rule files, matchers, conditions, templates, lifecycle state machine |
 //! | [`runner`] | the async processor loop: consume, process, publish, ack, checkpoint, replay |
 //! | [`telemetry`] | logs and every Prometheus metric |
-//! | [`tools`] | CLI tools: publish, tail, demo, bench, local nats-server |
+//! | [`tools`] | CLI tools: publish, tail, demo, detect (offline scoring), bench, local nats-server |
 
 pub mod bus;
 pub mod config;
