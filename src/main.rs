@@ -266,7 +266,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let js = jetstream::new(bus::connect(&cfg.nats).await?);
             bus::ensure_streams(&js, &cfg.streams).await?;
-            let filter = tail::filter(priority.as_deref(), status.as_deref(), rule.as_deref());
+            let filter = prismwatch::subjects::alert_filter(
+                priority.as_deref(),
+                status.as_deref(),
+                rule.as_deref(),
+            );
             let mut seen = 0;
             tail::follow(&js, &cfg.streams.alerts.name, &filter, history, |e| {
                 if json {

@@ -32,22 +32,6 @@ pub struct WirePoint<'a> {
     pub timestamp: i64,
 }
 
-impl WirePoint<'_> {
-    pub fn to_owned_point(&self) -> MetricPoint {
-        MetricPoint {
-            name: self.name.to_string(),
-            labels: self
-                .labels
-                .0
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            value: self.value,
-            timestamp: self.timestamp,
-        }
-    }
-}
-
 /// Labels as decoded: a flat list of pairs (a map on the wire), so decoding allocates one vector
 /// instead of a tree node per label.
 #[derive(Debug, Clone, PartialEq, Default)]

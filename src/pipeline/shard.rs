@@ -199,15 +199,14 @@ impl Shard {
         let staleness = ctx.staleness_ms;
         for slot in st.rules.iter_mut() {
             let rule = &ctx.rules.rules[slot.rule as usize];
+            // The operators have already seen this point, so one forecast serves both steps.
+            let eta = eta(specs, &st.ops, rule);
             // Transitions the previous value was due to cause before this point arrived.
-            let eta_before = eta(specs, &st.ops, rule);
             while let Some(t) = slot.state.advance_to(rule, p.ts, st.last.ts, staleness) {
-                out.push(make_event(rule, &st.key, t, &st.last, eta_before));
+                out.push(make_event(rule, &st.key, t, &st.last, eta));
             }
-            let eta_now = eta(specs, &st.ops, rule);
-            let holds = holds(rule, &p, eta_now);
-            if let Some(t) = slot.state.on_point(rule, p.ts, holds) {
-                out.push(make_event(rule, &st.key, t, &p, eta_now));
+            if let Some(t) = slot.state.on_point(rule, p.ts, holds(rule, &p, eta)) {
+                out.push(make_event(rule, &st.key, t, &p, eta));
             }
             reschedule(timers, &st.key, slot, rule, p.ts, staleness);
         }
@@ -278,10 +277,6 @@ impl Shard {
                     .collect(),
             })
             .collect()
-    }
-
-    pub fn watermark(&self) -> i64 {
-        self.watermark
     }
 
     /// Adds a series from a checkpoint (rules matched afresh; states kept by rule name).

@@ -173,7 +173,7 @@ pub async fn run(mut cfg: Config, rules: RuleSet, speed: f64) -> anyhow::Result<
     let (seen_tx, mut seen_rx) = watch::channel((0usize, 0usize));
     let tail_js = js.clone();
     let alerts_stream = cfg.streams.alerts.name.clone();
-    let filter = tail::filter(None, None, None);
+    let filter = crate::subjects::alert_filter(None, None, None);
     let printer = tokio::spawn(async move {
         let (mut firing, mut resolved) = (0, 0);
         let _ = tail::follow(&tail_js, &alerts_stream, &filter, false, |e| {

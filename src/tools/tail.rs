@@ -5,7 +5,6 @@ use futures::StreamExt;
 
 use crate::model::{AlertEvent, AlertStatus};
 use crate::rules::fmt_value;
-use crate::subjects;
 
 /// One line per event: time, status, priority, rule, series labels, value, summary.
 pub fn format_event(e: &AlertEvent) -> String {
@@ -96,9 +95,4 @@ pub async fn follow(
         }
     }
     Ok(())
-}
-
-/// The subject filter for `tail` options.
-pub fn filter(priority: Option<&str>, status: Option<&str>, rule: Option<&str>) -> String {
-    subjects::alert_filter(priority, status, rule)
 }
