@@ -128,6 +128,10 @@ pub async fn run(
     let mut pipeline = Pipeline::new(&cfg.pipeline, cfg.ingest.allowed_lateness_ms, rules);
 
     let stream = js.get_stream(&cfg.streams.metrics.name).await?;
+    let filter_subject = effective_filter(
+        &stream.cached_info().config.subjects,
+        &cfg.ingest.filter_subject,
+    );
     let mut consumer: consumer::PullConsumer = stream
         .get_or_create_consumer(
             &cfg.ingest.consumer_name,
@@ -139,7 +143,7 @@ pub async fn run(
                 ack_policy: consumer::AckPolicy::All,
                 ack_wait: Duration::from_secs(cfg.ingest.ack_wait_secs),
                 max_ack_pending: cfg.ingest.max_ack_pending,
-                filter_subject: cfg.ingest.filter_subject.clone(),
+                filter_subject,
                 ..Default::default()
             },
         )
@@ -219,8 +223,9 @@ pub async fn run(
         last_seq,
     };
     // Batches in the pipeline thread; the next is pulled while one is processed, and results are
-    // published and acked strictly in order.
-    let mut in_flight: VecDeque<(Instant, oneshot::Receiver<BatchDone>)> = VecDeque::new();
+    // published and acked strictly in order. Only each batch's last message is kept, for the
+    // cumulative ack; the others travel as compact `Incoming`s.
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     // Before a checkpoint no new batch is started, so the snapshot covers exactly what is acked.
     let mut draining = false;
     tracing::info!(consumer = %cfg.ingest.consumer_name, subject = %cfg.ingest.filter_subject, "processor running");
@@ -250,33 +255,37 @@ pub async fn run(
             _ = shutdown.changed() => break,
             done = async {
                 match in_flight.front_mut() {
-                    Some((_, rx)) => rx.await,
+                    Some(batch) => (&mut batch.done).await,
                     None => std::future::pending().await,
                 }
             } => {
-                let (started, _) = in_flight.pop_front().expect("a batch in flight");
+                let batch = in_flight.pop_front().expect("a batch in flight");
                 let done = done.map_err(|_| anyhow::anyhow!("pipeline worker stopped"))?;
-                done_sink.finish(done, started).await;
+                done_sink.finish(done, batch).await;
             }
             chunk = messages.next(), if can_pull => {
                 let Some(chunk) = chunk else { anyhow::bail!("consumer stream ended") };
-                let mut msgs = Vec::with_capacity(chunk.len());
+                let mut batch = Vec::with_capacity(chunk.len());
+                let mut last = None;
                 for m in chunk {
                     match m {
-                        Ok(m) => msgs.push(m),
+                        Ok(m) => {
+                            batch.extend(Incoming::from_js(&m));
+                            last = Some(m);
+                        }
                         Err(e) => tracing::warn!(error = %e, "consumer error"),
                     }
                 }
-                let Some(rx) = worker.submit(msgs) else { anyhow::bail!("pipeline worker stopped") };
-                in_flight.push_back((Instant::now(), rx));
+                let Some(done) = worker.submit(batch) else { anyhow::bail!("pipeline worker stopped") };
+                in_flight.push_back(InFlight { started: Instant::now(), ack: last, done });
             }
         }
     }
     pending_poll.abort();
     // Finish what was started: publish and ack it before the final checkpoint.
-    while let Some((started, rx)) = in_flight.pop_front() {
-        if let Ok(done) = rx.await {
-            done_sink.finish(done, started).await;
+    while let Some(mut batch) = in_flight.pop_front() {
+        if let Ok(done) = (&mut batch.done).await {
+            done_sink.finish(done, batch).await;
         }
     }
     if let Some(upload) = checkpoint_upload {
@@ -295,8 +304,26 @@ pub async fn run(
     Ok(())
 }
 
+/// The consumer's filter: none when `filter` selects the whole stream (its only subject), so
+/// the server does not match every message against it.
+fn effective_filter(stream_subjects: &[String], filter: &str) -> String {
+    if stream_subjects.len() == 1 && stream_subjects[0] == filter {
+        String::new()
+    } else {
+        filter.to_string()
+    }
+}
+
 /// Batches the pipeline thread may hold at once.
 const MAX_IN_FLIGHT: usize = 2;
+
+/// A batch handed to the pipeline thread.
+struct InFlight {
+    started: Instant,
+    /// The batch's last message: acking it acks the whole batch (AckPolicy::All).
+    ack: Option<jetstream::Message>,
+    done: oneshot::Receiver<BatchDone>,
+}
 
 /// Publishes what a batch caused, then acks it.
 struct DoneSink<'a> {
@@ -308,11 +335,11 @@ struct DoneSink<'a> {
 }
 
 impl DoneSink<'_> {
-    async fn finish(&mut self, done: BatchDone, started: Instant) {
+    async fn finish(&mut self, done: BatchDone, batch: InFlight) {
         self.publisher.publish_dead_letters(&done.dead).await;
         self.publisher.publish_events(&done.output.events).await;
         // Cumulative ack: the batch's last message acks all of it, now that all it caused is stored.
-        if let Some(last) = done.messages.last() {
+        if let Some(last) = batch.ack {
             if let Err(e) = last.ack_with(AckKind::Ack).await {
                 tracing::warn!(error = %e, "ack failed");
             }
@@ -323,7 +350,8 @@ impl DoneSink<'_> {
             self.latency
                 .record((now_ms - published_ms).max(0) as f64 / 1000.0);
         }
-        self.batch_duration.record(started.elapsed().as_secs_f64());
+        self.batch_duration
+            .record(batch.started.elapsed().as_secs_f64());
     }
 }
 
@@ -348,15 +376,13 @@ async fn poll_pending(stream: jetstream::stream::Stream, consumer_name: String, 
 struct BatchDone {
     output: BatchOutput,
     dead: Vec<DeadLetter>,
-    /// The messages, handed back for acking.
-    messages: Vec<jetstream::Message>,
     max_seq: u64,
     published_ms: Vec<i64>,
 }
 
 enum Job {
     Process {
-        messages: Vec<jetstream::Message>,
+        batch: Vec<Incoming>,
         reply: oneshot::Sender<BatchDone>,
     },
     Snapshot(oneshot::Sender<crate::pipeline::PipelineSnapshot>),
@@ -377,14 +403,10 @@ impl PipelineWorker {
             .spawn(move || {
                 for job in rx {
                     match job {
-                        Job::Process { messages, reply } => {
+                        Job::Process { mut batch, reply } => {
                             // Redeliveries of messages the state already covers (recovered
                             // ones) are acked without processing.
-                            let batch: Vec<Incoming> = messages
-                                .iter()
-                                .filter_map(Incoming::from_js)
-                                .filter(|m| m.stream_seq > processed_through)
-                                .collect();
+                            batch.retain(|m| m.stream_seq > processed_through);
                             processed_through = batch
                                 .iter()
                                 .map(|m| m.stream_seq)
@@ -395,7 +417,6 @@ impl PipelineWorker {
                                 dead,
                                 max_seq: batch.iter().map(|m| m.stream_seq).max().unwrap_or(0),
                                 published_ms: batch.iter().map(|m| m.published_ms).collect(),
-                                messages,
                             });
                         }
                         Job::Snapshot(reply) => {
@@ -409,12 +430,9 @@ impl PipelineWorker {
     }
 
     /// Queues a batch; its result arrives on the returned receiver.
-    fn submit(
-        &mut self,
-        messages: Vec<jetstream::Message>,
-    ) -> Option<oneshot::Receiver<BatchDone>> {
+    fn submit(&mut self, batch: Vec<Incoming>) -> Option<oneshot::Receiver<BatchDone>> {
         let (reply, rx) = oneshot::channel();
-        self.jobs.send(Job::Process { messages, reply }).ok()?;
+        self.jobs.send(Job::Process { batch, reply }).ok()?;
         Some(rx)
     }
 
@@ -494,4 +512,21 @@ where
         sink(out.events, dead).await;
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::effective_filter;
+
+    #[test]
+    fn a_filter_selecting_the_whole_stream_is_dropped() {
+        let stream = vec!["prism.metrics.>".to_string()];
+        assert_eq!(effective_filter(&stream, "prism.metrics.>"), "");
+        assert_eq!(
+            effective_filter(&stream, "prism.metrics.exchange.>"),
+            "prism.metrics.exchange.>"
+        );
+        let two = vec!["prism.metrics.>".to_string(), "other.>".to_string()];
+        assert_eq!(effective_filter(&two, "prism.metrics.>"), "prism.metrics.>");
+    }
 }

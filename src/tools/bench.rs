@@ -24,7 +24,7 @@ use crate::{bus, runner, subjects};
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Messages in the single-point scenario.
-    #[arg(long, default_value_t = 300_000)]
+    #[arg(long, default_value_t = 400_000)]
     pub single_messages: usize,
     /// Points in the batched scenario (messages of 100 points).
     #[arg(long, default_value_t = 3_000_000)]
@@ -55,6 +55,13 @@ pub struct BenchArgs {
     /// Points per message with --latency-rate.
     #[arg(long, default_value_t = 1)]
     pub latency_batch: usize,
+    /// Consume passes per throughput scenario, alternating raw and processor; the report gives
+    /// the medians (single runs on two shared cores vary by ±10 %).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Only the single-point runs of the backbone (throughput, live maximum, latency).
+    #[arg(long)]
+    pub single_only: bool,
 }
 
 const STEP_MS: i64 = 10_000;
@@ -96,13 +103,50 @@ fn workload(points: usize, series: usize, base: i64) -> Vec<MetricPoint> {
         .collect()
 }
 
+/// Medians over the passes of one scenario.
 struct Rates {
+    points_per_msg: f64,
     raw_msgs_per_s: f64,
-    raw_points_per_s: f64,
     proc_msgs_per_s: f64,
-    proc_points_per_s: f64,
+    /// processor / raw of each pair of passes.
+    pass_ratios: Vec<f64>,
+    /// Alert events of one processor pass.
     alerts: u64,
 }
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// What reads the metric stream in a latency or live run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LatencyConsumer {
+    /// The processor (`runner::run`): alerts are JetStream-published events.
+    Processor,
+    /// A bare pull consumer with the processor's batching and acking that republishes each
+    /// trigger's id on core NATS: what JetStream alone costs, the floor for any processor.
+    RawEcho,
+}
+
+impl LatencyConsumer {
+    fn name(self) -> &'static str {
+        match self {
+            LatencyConsumer::Processor => "processor",
+            LatencyConsumer::RawEcho => "raw JetStream echo",
+        }
+    }
+}
+
+/// Subject the raw echo consumer republishes trigger ids on.
+const ECHO_SUBJECT: &str = "bench.echo";
 
 /// The pipeline with only the backbone operators (dedup, z-score), or with every detector too.
 fn with_operators(cfg: &Config, all_detectors: bool) -> Config {
@@ -204,23 +248,31 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     }
 
     if let Some(rate) = args.latency_rate {
-        let hist = latency(
-            &js,
-            &backbone,
-            &rules,
-            rate,
-            args.latency_secs,
-            args.series,
-            args.latency_batch,
-        )
-        .await?;
-        print_latency(rate, args.latency_batch, &hist);
+        for consumer in [LatencyConsumer::Processor, LatencyConsumer::RawEcho] {
+            let hist = latency(
+                &js,
+                &backbone,
+                &rules,
+                consumer,
+                rate,
+                args.latency_secs,
+                args.series,
+                args.latency_batch,
+            )
+            .await?;
+            print_latency(consumer, rate, args.latency_batch, &hist);
+        }
         return Ok(());
     }
-    for (title, c) in [
-        ("backbone operators: dedup, z-score", &backbone),
-        ("every detector on: dedup, z-score, anomaly", &all),
-    ] {
+    let sets: &[(&str, &Config)] = if args.single_only {
+        &[("backbone operators: dedup, z-score", &backbone)]
+    } else {
+        &[
+            ("backbone operators: dedup, z-score", &backbone),
+            ("every detector on: dedup, z-score, anomaly", &all),
+        ]
+    };
+    for &(title, c) in sets {
         let base = clock::now_ms() - 3_600_000 * 24;
         let single = scenario(
             &js,
@@ -228,42 +280,90 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
             &rules,
             &workload(args.single_messages, args.series, base),
             1,
-            "single",
+            args.repeats,
         )
         .await?;
         let batched_base = base + (args.single_messages / args.series) as i64 * STEP_MS + STEP_MS;
-        let batched = scenario(
-            &js,
-            c,
-            &rules,
-            &workload(args.batched_points, args.series, batched_base),
-            100,
-            "batched",
-        )
-        .await?;
+        let batched = if args.single_only {
+            None
+        } else {
+            Some(
+                scenario(
+                    &js,
+                    c,
+                    &rules,
+                    &workload(args.batched_points, args.series, batched_base),
+                    100,
+                    args.repeats,
+                )
+                .await?,
+            )
+        };
         println!();
-        println!("## Throughput, {title}");
-        println!("| messages | raw JetStream consume (same acking) | processor: ingest, operators, rules, alert publish, ack | ratio | alert events |");
+        println!(
+            "## Throughput, {title} (draining a stored backlog; medians of {} alternating passes)",
+            args.repeats
+        );
+        println!("| messages | raw JetStream consume (same acking) | processor: ingest, operators, rules, alert publish, ack | ratio of medians (each pass) | alert events |");
         println!("|---|---|---|---|---|");
-        for (name, r) in [("1 point each", &single), ("100 points each", &batched)] {
+        for (name, r) in [
+            ("1 point each", Some(&single)),
+            ("100 points each", batched.as_ref()),
+        ] {
+            let Some(r) = r else { continue };
             println!(
-                "| {name} | {:.0} msgs/s = {:.0} points/s | {:.0} msgs/s = {:.0} points/s | {:.0} % | {} |",
+                "| {name} | {:.0} msgs/s = {:.0} points/s | {:.0} msgs/s = {:.0} points/s | {:.0} % ({}) | {} |",
                 r.raw_msgs_per_s,
-                r.raw_points_per_s,
+                r.raw_msgs_per_s * r.points_per_msg,
                 r.proc_msgs_per_s,
-                r.proc_points_per_s,
-                100.0 * r.proc_points_per_s / r.raw_points_per_s,
+                r.proc_msgs_per_s * r.points_per_msg,
+                100.0 * r.proc_msgs_per_s / r.raw_msgs_per_s,
+                r.pass_ratios
+                    .iter()
+                    .map(|x| format!("{:.0}", 100.0 * x))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 r.alerts
             );
         }
-        if std::ptr::eq(c, &backbone) {
-            println!();
-            println!("## Metric-to-alert latency, {title}");
-            for (r, batch) in [(&single, 1), (&batched, 100)] {
-                let rate = r.proc_msgs_per_s / 2.0;
-                let hist =
-                    latency(&js, c, &rules, rate, args.latency_secs, args.series, batch).await?;
-                print_latency(rate, batch, &hist);
+        if !std::ptr::eq(c, &backbone) {
+            continue;
+        }
+        // Live: producers publish while the processor consumes, so the server stores and
+        // delivers at once on the same two cores.
+        let live_points = workload(args.single_messages, args.series, batched_base + 3_600_000);
+        let live_proc = live_rate(&js, c, &rules, &live_points, LatencyConsumer::Processor).await?;
+        let live_raw = live_rate(&js, c, &rules, &live_points, LatencyConsumer::RawEcho).await?;
+        println!();
+        println!("## Live maximum, single-point messages published (JetStream publish, acks pipelined) while consumed");
+        println!(
+            "- raw JetStream consume: {live_raw:.0} msgs/s; processor: {live_proc:.0} msgs/s ({:.0} %)",
+            100.0 * live_proc / live_raw
+        );
+        println!();
+        println!("## Metric-to-alert latency, {title}");
+        let mut runs = vec![
+            (1, single.proc_msgs_per_s / 2.0, "half the drain maximum"),
+            (1, live_proc / 2.0, "half the live maximum"),
+        ];
+        if let Some(b) = &batched {
+            runs.push((100, b.proc_msgs_per_s / 2.0, "half the drain maximum"));
+        }
+        for (batch, rate, what) in runs {
+            println!("{what}:");
+            for consumer in [LatencyConsumer::Processor, LatencyConsumer::RawEcho] {
+                let hist = latency(
+                    &js,
+                    c,
+                    &rules,
+                    consumer,
+                    rate,
+                    args.latency_secs,
+                    args.series,
+                    batch,
+                )
+                .await?;
+                print_latency(consumer, rate, batch, &hist);
             }
         }
     }
@@ -336,9 +436,10 @@ fn detector_costs(points: usize) -> Vec<(String, f64)> {
     out
 }
 
-fn print_latency(rate: f64, batch: usize, hist: &Histogram<u64>) {
+fn print_latency(consumer: LatencyConsumer, rate: f64, batch: usize, hist: &Histogram<u64>) {
     println!(
-        "metric-to-alert latency at {:.0} msgs/s x {batch} points (half the maximum), {} alerts: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        "- {}: {:.0} msgs/s x {batch} points, {} alerts: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        consumer.name(),
         rate,
         hist.len(),
         hist.value_at_quantile(0.5) as f64 / 1000.0,
@@ -348,15 +449,17 @@ fn print_latency(rate: f64, batch: usize, hist: &Histogram<u64>) {
     );
 }
 
-/// Publishes the workload, consumes it raw, then with the processor; returns the rates.
+/// Publishes the workload once, then drains it `repeats` times with a raw consumer and with the
+/// processor, alternating; returns the medians.
 async fn scenario(
     js: &jetstream::Context,
     cfg: &Config,
     rules: &RuleSet,
     points: &[MetricPoint],
     batch: usize,
-    tag: &str,
+    repeats: usize,
 ) -> anyhow::Result<Rates> {
+    let tag = format!("b{batch}-o{}", cfg.pipeline.operators.len());
     let mut stream = js.get_stream(&cfg.streams.metrics.name).await?;
     stream.purge().await?;
     let t = Instant::now();
@@ -368,28 +471,87 @@ async fn scenario(
     );
     let first = stream.info().await?.state.first_sequence;
     let last = stream.info().await?.state.last_sequence;
-
-    // Raw: a durable pull consumer, same batching, ack each message.
-    let raw_consumer: consumer::PullConsumer = stream
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some(format!("bench-raw-{tag}-{}", cfg.pipeline.operators.len())),
-            ack_policy: consumer::AckPolicy::All,
-            max_ack_pending: cfg.ingest.max_ack_pending,
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: first,
-            },
-            ..Default::default()
-        })
+    let (mut raw, mut processed, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut alerts = None;
+    for pass in 0..repeats.max(1) {
+        let raw_secs = raw_pass(
+            &stream,
+            cfg,
+            first,
+            msgs,
+            &format!("bench-raw-{tag}-{pass}"),
+        )
         .await?;
-    let mut messages = raw_consumer
+        let before = alert_count(js, cfg).await?;
+        let proc_secs = processor_pass(
+            &stream,
+            cfg,
+            rules,
+            &format!("bench-proc-{tag}-{pass}"),
+            last,
+        )
+        .await?;
+        // Later passes publish the same event ids, which JetStream drops as duplicates.
+        alerts.get_or_insert(alert_count(js, cfg).await? - before);
+        eprintln!("[{tag}] pass {pass}: raw {raw_secs:.2} s, processor {proc_secs:.2} s");
+        raw.push(msgs as f64 / raw_secs);
+        processed.push(msgs as f64 / proc_secs);
+        ratios.push(raw_secs / proc_secs);
+    }
+    Ok(Rates {
+        points_per_msg: points.len() as f64 / msgs as f64,
+        raw_msgs_per_s: median(raw),
+        proc_msgs_per_s: median(processed),
+        pass_ratios: ratios,
+        alerts: alerts.unwrap_or(0),
+    })
+}
+
+async fn alert_count(js: &jetstream::Context, cfg: &Config) -> anyhow::Result<u64> {
+    Ok(js
+        .get_stream(&cfg.streams.alerts.name)
+        .await?
+        .info()
+        .await?
+        .state
+        .messages)
+}
+
+/// The raw consumer's configuration: the processor's acking and in-flight bound.
+fn raw_consumer_config(cfg: &Config, name: &str, first: Option<u64>) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(name.to_string()),
+        ack_policy: consumer::AckPolicy::All,
+        max_ack_pending: cfg.ingest.max_ack_pending,
+        deliver_policy: match first {
+            Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
+            None => consumer::DeliverPolicy::All,
+        },
+        ..Default::default()
+    }
+}
+
+/// Seconds a raw durable pull consumer takes to read `msgs` messages from `first`, with the
+/// processor's batching and acking (the last message of each ready chunk, AckPolicy::All).
+async fn raw_pass(
+    stream: &jetstream::stream::Stream,
+    cfg: &Config,
+    first: u64,
+    msgs: usize,
+    name: &str,
+) -> anyhow::Result<f64> {
+    // Timed from the consumer's creation, like the processor.
+    let t = Instant::now();
+    let raw: consumer::PullConsumer = stream
+        .create_consumer(raw_consumer_config(cfg, name, Some(first)))
+        .await?;
+    let mut messages = raw
         .stream()
         .max_messages_per_batch(cfg.ingest.max_batch)
         .messages()
         .await?
         .ready_chunks(cfg.ingest.max_batch);
-    let t = Instant::now();
     let mut n = 0usize;
-    // Same acking as the processor: the last message of each ready chunk (AckPolicy::All).
     while let Some(chunk) = messages.next().await {
         n += chunk.len();
         if let Some(Ok(m)) = chunk.last() {
@@ -399,117 +561,237 @@ async fn scenario(
             break;
         }
     }
-    let raw_secs = t.elapsed().as_secs_f64();
+    let secs = t.elapsed().as_secs_f64();
     drop(messages);
-
-    // The processor, in-process, on its own durable consumer.
-    let mut pcfg = cfg.clone();
-    pcfg.ingest.consumer_name = format!("bench-proc-{tag}-{}", cfg.pipeline.operators.len());
-    let alert_count = || async {
-        anyhow::Ok(
-            js.get_stream(&cfg.streams.alerts.name)
-                .await?
-                .info()
-                .await?
-                .state
-                .messages,
-        )
-    };
-    let alerts_before = alert_count().await?;
-    let (tx, rx) = watch::channel(false);
-    let t = Instant::now();
-    let task = tokio::spawn(runner::run(pcfg.clone(), rules.clone(), rx));
-    loop {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        if let Ok(mut c) = stream
-            .get_consumer::<consumer::pull::Config>(&pcfg.ingest.consumer_name)
-            .await
-        {
-            if c.info().await?.ack_floor.stream_sequence >= last {
-                break;
-            }
-        }
-        if task.is_finished() {
-            anyhow::bail!("processor stopped early: {:?}", task.await);
-        }
-    }
-    let proc_secs = t.elapsed().as_secs_f64();
-    let _ = tx.send(true);
-    task.await??;
-    let alerts_after = alert_count().await?;
-    let n_points = points.len() as f64;
-    let r = Rates {
-        raw_msgs_per_s: msgs as f64 / raw_secs,
-        raw_points_per_s: n_points / raw_secs,
-        proc_msgs_per_s: msgs as f64 / proc_secs,
-        proc_points_per_s: n_points / proc_secs,
-        alerts: alerts_after - alerts_before,
-    };
-    eprintln!(
-        "[{tag}] raw {:.2} s, processor {:.2} s",
-        raw_secs, proc_secs
-    );
-    Ok(r)
+    // Idle consumers still cost the server work per stored message: remove each after its pass.
+    stream.delete_consumer(name).await?;
+    Ok(secs)
 }
 
-/// Paces messages of `batch` points at `rate` messages/s for `secs` while the processor runs
-/// live; 100 times a second a message carries a trigger point whose rule fires an alert. Latency = alert event received − trigger published.
+/// Seconds the processor (in-process, on a new durable consumer) takes to process and ack the
+/// stream up to `last`, from the creation of its consumer (its start-up before that, connecting
+/// and opening the checkpoint store, is not consuming).
+async fn processor_pass(
+    stream: &jetstream::stream::Stream,
+    cfg: &Config,
+    rules: &RuleSet,
+    name: &str,
+    last: u64,
+) -> anyhow::Result<f64> {
+    let mut pcfg = cfg.clone();
+    pcfg.ingest.consumer_name = name.to_string();
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(runner::run(pcfg, rules.clone(), rx));
+    while stream
+        .get_consumer::<consumer::pull::Config>(name)
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(!task.is_finished(), "processor stopped early");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let t = Instant::now();
+    wait_acked(stream, name, last, &task).await?;
+    let secs = t.elapsed().as_secs_f64();
+    let _ = tx.send(true);
+    task.await??;
+    stream.delete_consumer(name).await?;
+    Ok(secs)
+}
+
+/// Polls until consumer `name` has acked everything up to `last`.
+async fn wait_acked<T>(
+    stream: &jetstream::stream::Stream,
+    name: &str,
+    last: u64,
+    task: &tokio::task::JoinHandle<T>,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if let Ok(mut c) = stream.get_consumer::<consumer::pull::Config>(name).await {
+            if c.info().await?.ack_floor.stream_sequence >= last {
+                return Ok(());
+            }
+        }
+        anyhow::ensure!(!task.is_finished(), "consumer {name} stopped early");
+    }
+}
+
+/// The consumer of a latency or live run, started on the (purged) metric stream under a new
+/// consumer name. Stop it with the returned sender, then await the task.
+async fn start_consumer(
+    js: &jetstream::Context,
+    cfg: &Config,
+    rules: &RuleSet,
+    which: LatencyConsumer,
+    name: &str,
+) -> anyhow::Result<(
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+)> {
+    let (tx, rx) = watch::channel(false);
+    let task = match which {
+        LatencyConsumer::Processor => {
+            let mut pcfg = cfg.clone();
+            pcfg.ingest.consumer_name = name.to_string();
+            tokio::spawn(runner::run(pcfg, rules.clone(), rx))
+        }
+        LatencyConsumer::RawEcho => {
+            let stream = js.get_stream(&cfg.streams.metrics.name).await?;
+            let c: consumer::PullConsumer = stream
+                .create_consumer(raw_consumer_config(cfg, name, None))
+                .await?;
+            tokio::spawn(raw_echo(js.client(), c, cfg.ingest.max_batch, rx))
+        }
+    };
+    let stream = js.get_stream(&cfg.streams.metrics.name).await?;
+    while stream
+        .get_consumer::<consumer::pull::Config>(name)
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(!task.is_finished(), "consumer {name} did not start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Give it a moment to issue its first pull.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok((tx, task))
+}
+
+/// The raw echo consumer (see [`LatencyConsumer::RawEcho`]).
+async fn raw_echo(
+    client: async_nats::Client,
+    consumer: consumer::PullConsumer,
+    max_batch: usize,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(max_batch)
+        .messages()
+        .await?
+        .ready_chunks(max_batch);
+    loop {
+        let chunk = tokio::select! {
+            _ = shutdown.changed() => return Ok(()),
+            chunk = messages.next() => chunk,
+        };
+        let Some(chunk) = chunk else { return Ok(()) };
+        for m in chunk.iter().flatten() {
+            if m.subject.contains("bench_trigger") {
+                let p: MetricPoint = rmp_serde::from_slice(&m.payload)?;
+                if let Some(id) = p.labels.get("trigger") {
+                    client
+                        .publish(ECHO_SUBJECT, id.clone().into_bytes().into())
+                        .await?;
+                }
+            }
+        }
+        if let Some(Ok(m)) = chunk.last() {
+            m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
+}
+
+/// Single-point messages, encoded up front so publishing costs only the publish.
+fn encode_single(points: &[MetricPoint]) -> anyhow::Result<Vec<(String, bytes::Bytes)>> {
+    points
+        .iter()
+        .map(|p| Ok((publish::subject_for(p), rmp_serde::to_vec_named(p)?.into())))
+        .collect()
+}
+
+/// The live maximum: messages/s from the first publish until `which` has acked the last
+/// message, while `points` are published as single-point messages with JetStream publish
+/// (1,000 acks in flight), so storing and delivering share the machine as in production.
+async fn live_rate(
+    js: &jetstream::Context,
+    cfg: &Config,
+    rules: &RuleSet,
+    points: &[MetricPoint],
+    which: LatencyConsumer,
+) -> anyhow::Result<f64> {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let stream = js.get_stream(&cfg.streams.metrics.name).await?;
+    stream.purge().await?;
+    let prepared = encode_single(points)?;
+    let name = format!("bench-live-{run}");
+    let (stop, task) = start_consumer(js, cfg, rules, which, &name).await?;
+    let t = Instant::now();
+    let mut acks = std::collections::VecDeque::new();
+    let mut last = 0;
+    for (subject, payload) in &prepared {
+        acks.push_back(js.publish(subject.clone(), payload.clone()).await?);
+        if acks.len() >= 1000 {
+            last = acks.pop_front().expect("an ack").await?.sequence;
+        }
+    }
+    for a in acks {
+        last = a.await?.sequence;
+    }
+    wait_acked(&stream, &name, last, &task).await?;
+    let rate = prepared.len() as f64 / t.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    task.await??;
+    stream.delete_consumer(&name).await?;
+    eprintln!("[live] {}: {rate:.0} msgs/s", which.name());
+    Ok(rate)
+}
+
+/// Paces messages of `batch` points at `rate` messages/s for `secs` while `which` consumes
+/// live; 100 times a second a message carries a trigger point whose rule fires an alert.
+/// Latency = alert event (or echo) received − trigger published.
+#[allow(clippy::too_many_arguments)]
 async fn latency(
     js: &jetstream::Context,
     cfg: &Config,
     rules: &RuleSet,
+    which: LatencyConsumer,
     rate: f64,
     secs: u64,
     series: usize,
     batch: usize,
 ) -> anyhow::Result<Histogram<u64>> {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let stream = js.get_stream(&cfg.streams.metrics.name).await?;
     stream.purge().await?;
     let client = bus::connect(&cfg.nats).await?;
-    let mut pcfg = cfg.clone();
-    // A consumer (and so a checkpoint) of its own per run, and trigger series of its own.
-    pcfg.ingest.consumer_name = format!("bench-latency-{batch}");
-    // Series state from the throughput runs is not needed: start fresh.
-    let (tx, rx) = watch::channel(false);
-    let consumer_name = pcfg.ingest.consumer_name.clone();
-    let task = tokio::spawn(runner::run(pcfg, rules.clone(), rx));
-    // Wait until the processor's consumer exists, then give it a moment to start pulling.
-    while stream
-        .get_consumer::<consumer::pull::Config>(&consumer_name)
-        .await
-        .is_err()
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A consumer (and so a checkpoint) of its own per run: series state starts fresh.
+    let name = format!("bench-latency-{batch}-{run}");
 
     let sent: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
     )?));
-    let mut alerts = client
-        .subscribe(subjects::alert_filter(
-            Some("p1"),
-            Some("firing"),
-            Some("bench_trigger"),
-        ))
-        .await?;
+    let mut alerts = match which {
+        LatencyConsumer::Processor => {
+            client
+                .subscribe(subjects::alert_filter(
+                    Some("p1"),
+                    Some("firing"),
+                    Some("bench_trigger"),
+                ))
+                .await?
+        }
+        LatencyConsumer::RawEcho => client.subscribe(ECHO_SUBJECT).await?,
+    };
     let (s2, h2) = (sent.clone(), hist.clone());
     let receiver = tokio::spawn(async move {
         while let Some(m) = alerts.next().await {
             let now = Instant::now();
-            if let Ok(e) = serde_json::from_slice::<AlertEvent>(&m.payload) {
-                if let Some(t0) = e
-                    .labels
-                    .get("trigger")
-                    .and_then(|id| s2.lock().unwrap().get(id).copied())
-                {
-                    let _ = h2.lock().unwrap().record((now - t0).as_micros() as u64);
-                }
+            let id = match which {
+                LatencyConsumer::Processor => serde_json::from_slice::<AlertEvent>(&m.payload)
+                    .ok()
+                    .and_then(|e| e.labels.get("trigger").cloned()),
+                LatencyConsumer::RawEcho => String::from_utf8(m.payload.to_vec()).ok(),
+            };
+            if let Some(t0) = id.and_then(|id| s2.lock().unwrap().get(&id).copied()) {
+                let _ = h2.lock().unwrap().record((now - t0).as_micros() as u64);
             }
         }
     });
-
     // Encode every message first: the pacing loop only publishes, so the generator does not
     // compete with the processor for the two cores.
     let base = clock::now_ms() - 600_000;
@@ -553,6 +835,7 @@ async fn latency(
             trigger_id,
         ));
     }
+    let (stop, task) = start_consumer(js, cfg, rules, which, &name).await?;
     let per_ms = rate / 1000.0;
     let start = Instant::now();
     let mut sent_count = 0usize;
@@ -576,8 +859,9 @@ async fn latency(
     while hist.lock().unwrap().len() < triggers as u64 && Instant::now() < wait_until {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let _ = tx.send(true);
-    let _ = task.await;
+    let _ = stop.send(true);
+    task.await??;
+    stream.delete_consumer(&name).await?;
     receiver.abort();
     let h = hist.lock().unwrap().clone();
     eprintln!(
