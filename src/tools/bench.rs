@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer};
 use clap::Args;
 use futures::StreamExt;
@@ -101,6 +102,30 @@ fn workload(points: usize, series: usize, base: i64) -> Vec<MetricPoint> {
     (0..points)
         .map(|i| bench_point(i % series, i / series, base))
         .collect()
+}
+
+/// A nats-server of its own for one run, so no run inherits another's stored data, consumers
+/// or server heap, and the streams the processor uses.
+struct Fresh {
+    _server: LocalNatsServer,
+    js: jetstream::Context,
+    /// The run's configuration, pointing at this server.
+    cfg: Config,
+}
+
+impl Fresh {
+    async fn start(cfg: &Config) -> anyhow::Result<Fresh> {
+        let server = LocalNatsServer::start()?;
+        let mut cfg = cfg.clone();
+        cfg.nats.url = server.url();
+        let js = jetstream::new(bus::connect(&cfg.nats).await?);
+        bus::ensure_streams(&js, &cfg.streams).await?;
+        Ok(Fresh {
+            _server: server,
+            js,
+            cfg,
+        })
+    }
 }
 
 /// Medians over the passes of one scenario.
@@ -204,8 +229,6 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let server = LocalNatsServer::start()?;
-    cfg.nats.url = server.url();
     cfg.telemetry.metrics_listen = String::new();
     let paths: Vec<_> = cfg.rules.paths.clone();
     let mut rules = load_rules(&paths)?;
@@ -213,11 +236,9 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
         "bench-trigger.yaml",
         "rules:\n  - name: bench_trigger\n    metric: bench_trigger\n    condition: value > 0\n    priority: P1\n",
     )?;
-    let js = jetstream::new(bus::connect(&cfg.nats).await?);
-    bus::ensure_streams(&js, &cfg.streams).await?;
+    let version = Fresh::start(&cfg).await?.js.client().server_info().version;
     println!(
-        "# prismwatch bench (nats-server {} on loopback, {} shards, {} series, release build: {})",
-        js.client().server_info().version,
+        "# prismwatch bench (nats-server {version} on loopback, a fresh server per run, {} shards, {} series, release build: {})",
         cfg.pipeline.shards,
         args.series,
         !cfg!(debug_assertions)
@@ -250,7 +271,6 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     if let Some(rate) = args.latency_rate {
         for consumer in [LatencyConsumer::Processor, LatencyConsumer::RawEcho] {
             let hist = latency(
-                &js,
                 &backbone,
                 &rules,
                 consumer,
@@ -275,7 +295,6 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     for &(title, c) in sets {
         let base = clock::now_ms() - 3_600_000 * 24;
         let single = scenario(
-            &js,
             c,
             &rules,
             &workload(args.single_messages, args.series, base),
@@ -289,7 +308,6 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
         } else {
             Some(
                 scenario(
-                    &js,
                     c,
                     &rules,
                     &workload(args.batched_points, args.series, batched_base),
@@ -301,10 +319,10 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
         };
         println!();
         println!(
-            "## Throughput, {title} (draining a stored backlog; medians of {} alternating passes)",
+            "## Throughput, {title} (draining a stored backlog; rates are medians of {} passes, raw and processor alternating)",
             args.repeats
         );
-        println!("| messages | raw JetStream consume (same acking) | processor: ingest, operators, rules, alert publish, ack | ratio of medians (each pass) | alert events |");
+        println!("| messages | raw JetStream consume (same acking) | processor: ingest, operators, rules, alert publish, ack | processor / raw: median of the paired passes (each pair) | alert events |");
         println!("|---|---|---|---|---|");
         for (name, r) in [
             ("1 point each", Some(&single)),
@@ -317,7 +335,7 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
                 r.raw_msgs_per_s * r.points_per_msg,
                 r.proc_msgs_per_s,
                 r.proc_msgs_per_s * r.points_per_msg,
-                100.0 * r.proc_msgs_per_s / r.raw_msgs_per_s,
+                100.0 * median(r.pass_ratios.clone()),
                 r.pass_ratios
                     .iter()
                     .map(|x| format!("{:.0}", 100.0 * x))
@@ -332,8 +350,8 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
         // Live: producers publish while the processor consumes, so the server stores and
         // delivers at once on the same two cores.
         let live_points = workload(args.single_messages, args.series, batched_base + 3_600_000);
-        let live_proc = live_rate(&js, c, &rules, &live_points, LatencyConsumer::Processor).await?;
-        let live_raw = live_rate(&js, c, &rules, &live_points, LatencyConsumer::RawEcho).await?;
+        let live_proc = live_rate(c, &rules, &live_points, LatencyConsumer::Processor).await?;
+        let live_raw = live_rate(c, &rules, &live_points, LatencyConsumer::RawEcho).await?;
         println!();
         println!("## Live maximum, single-point messages published (JetStream publish, acks pipelined) while consumed");
         println!(
@@ -353,7 +371,6 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
             println!("{what}:");
             for consumer in [LatencyConsumer::Processor, LatencyConsumer::RawEcho] {
                 let hist = latency(
-                    &js,
                     c,
                     &rules,
                     consumer,
@@ -452,7 +469,6 @@ fn print_latency(consumer: LatencyConsumer, rate: f64, batch: usize, hist: &Hist
 /// Publishes the workload once, then drains it `repeats` times with a raw consumer and with the
 /// processor, alternating; returns the medians.
 async fn scenario(
-    js: &jetstream::Context,
     cfg: &Config,
     rules: &RuleSet,
     points: &[MetricPoint],
@@ -460,8 +476,9 @@ async fn scenario(
     repeats: usize,
 ) -> anyhow::Result<Rates> {
     let tag = format!("b{batch}-o{}", cfg.pipeline.operators.len());
+    let fresh = Fresh::start(cfg).await?;
+    let (js, cfg) = (&fresh.js, &fresh.cfg);
     let mut stream = js.get_stream(&cfg.streams.metrics.name).await?;
-    stream.purge().await?;
     let t = Instant::now();
     let msgs = publish::publish_points(js, points, batch, Encoding::MsgPack, None).await?;
     eprintln!(
@@ -678,9 +695,14 @@ async fn raw_echo(
         };
         let Some(chunk) = chunk else { return Ok(()) };
         for m in chunk.iter().flatten() {
+            // A trigger is the first point of its message (see `latency`).
             if m.subject.contains("bench_trigger") {
-                let p: MetricPoint = rmp_serde::from_slice(&m.payload)?;
-                if let Some(id) = p.labels.get("trigger") {
+                let first: MetricPoint = match rmp_serde::from_slice::<Vec<MetricPoint>>(&m.payload)
+                {
+                    Ok(batch) => batch.into_iter().next().context("empty batch")?,
+                    Err(_) => rmp_serde::from_slice(&m.payload)?,
+                };
+                if let Some(id) = first.labels.get("trigger") {
                     client
                         .publish(ECHO_SUBJECT, id.clone().into_bytes().into())
                         .await?;
@@ -705,7 +727,6 @@ fn encode_single(points: &[MetricPoint]) -> anyhow::Result<Vec<(String, bytes::B
 /// message, while `points` are published as single-point messages with JetStream publish
 /// (1,000 acks in flight), so storing and delivering share the machine as in production.
 async fn live_rate(
-    js: &jetstream::Context,
     cfg: &Config,
     rules: &RuleSet,
     points: &[MetricPoint],
@@ -713,8 +734,9 @@ async fn live_rate(
 ) -> anyhow::Result<f64> {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let fresh = Fresh::start(cfg).await?;
+    let (js, cfg) = (&fresh.js, &fresh.cfg);
     let stream = js.get_stream(&cfg.streams.metrics.name).await?;
-    stream.purge().await?;
     let prepared = encode_single(points)?;
     let name = format!("bench-live-{run}");
     let (stop, task) = start_consumer(js, cfg, rules, which, &name).await?;
@@ -744,7 +766,6 @@ async fn live_rate(
 /// Latency = alert event (or echo) received − trigger published.
 #[allow(clippy::too_many_arguments)]
 async fn latency(
-    js: &jetstream::Context,
     cfg: &Config,
     rules: &RuleSet,
     which: LatencyConsumer,
@@ -755,8 +776,9 @@ async fn latency(
 ) -> anyhow::Result<Histogram<u64>> {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let fresh = Fresh::start(cfg).await?;
+    let (js, cfg) = (&fresh.js, &fresh.cfg);
     let stream = js.get_stream(&cfg.streams.metrics.name).await?;
-    stream.purge().await?;
     let client = bus::connect(&cfg.nats).await?;
     // A consumer (and so a checkpoint) of its own per run: series state starts fresh.
     let name = format!("bench-latency-{batch}-{run}");
