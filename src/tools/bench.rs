@@ -599,14 +599,7 @@ async fn processor_pass(
     pcfg.ingest.consumer_name = name.to_string();
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(runner::run(pcfg, rules.clone(), rx));
-    while stream
-        .get_consumer::<consumer::pull::Config>(name)
-        .await
-        .is_err()
-    {
-        anyhow::ensure!(!task.is_finished(), "processor stopped early");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    wait_created(stream, name, &task).await?;
     let t = Instant::now();
     wait_acked(stream, name, last, &task).await?;
     let secs = t.elapsed().as_secs_f64();
@@ -614,6 +607,23 @@ async fn processor_pass(
     task.await??;
     stream.delete_consumer(name).await?;
     Ok(secs)
+}
+
+/// Polls (every millisecond) until consumer `name` exists.
+async fn wait_created<T>(
+    stream: &jetstream::stream::Stream,
+    name: &str,
+    task: &tokio::task::JoinHandle<T>,
+) -> anyhow::Result<()> {
+    while stream
+        .get_consumer::<consumer::pull::Config>(name)
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(!task.is_finished(), "consumer {name} did not start");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
 }
 
 /// Polls until consumer `name` has acked everything up to `last`.
@@ -661,15 +671,12 @@ async fn start_consumer(
             tokio::spawn(raw_echo(js.client(), c, cfg.ingest.max_batch, rx))
         }
     };
-    let stream = js.get_stream(&cfg.streams.metrics.name).await?;
-    while stream
-        .get_consumer::<consumer::pull::Config>(name)
-        .await
-        .is_err()
-    {
-        anyhow::ensure!(!task.is_finished(), "consumer {name} did not start");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_created(
+        &js.get_stream(&cfg.streams.metrics.name).await?,
+        name,
+        &task,
+    )
+    .await?;
     // Give it a moment to issue its first pull.
     tokio::time::sleep(Duration::from_millis(300)).await;
     Ok((tx, task))
