@@ -38,6 +38,13 @@ pub struct DedupState {
     recent: Vec<i64>,
 }
 
+impl DedupState {
+    /// Bytes the ring allocates.
+    pub fn heap_bytes(&self) -> usize {
+        self.recent.capacity() * std::mem::size_of::<i64>()
+    }
+}
+
 impl Operator for DedupState {
     type Config = DedupConfig;
 

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::operator::{DropReason, Flow, OperatorSpec, OperatorState, PointCtx};
 use crate::detect::trend::CrossingDirection;
+use crate::detect::AnomalyExplanation;
 use crate::ingest::KeyedPoint;
 use crate::model::{AlertEvent, AlertStatus, SeriesKey};
 use crate::rules::{
@@ -77,23 +78,90 @@ struct RuleSlot {
     timer: i64,
 }
 
-/// Keyed state of one series.
+/// Keyed state of one series. Every series holds one, so it stays small: fixed-size operator
+/// and rule slices, and the latest point without the detectors' per-point detail.
 #[derive(Debug, Clone)]
 struct SeriesState {
     key: Arc<str>,
     /// Which operator list of the context serves this series.
     chain: u16,
-    /// The latest accepted point, as the operators left it (its ts is the series' last).
-    last: PointCtx,
-    ops: Vec<OperatorState>,
-    rules: Vec<RuleSlot>,
+    /// The latest accepted point (its ts is the series' last).
+    last: LastPoint,
+    ops: Box<[OperatorState]>,
+    rules: Box<[RuleSlot]>,
+}
+
+/// The latest accepted point as the operators scored it: what an alert event caused by a timer
+/// (no point at hand) reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastPoint {
+    pub ts: i64,
+    pub value: f64,
+    pub score: f64,
+    pub zscore: f64,
+    /// The anomaly operator's explanation (boxed: most series have none).
+    pub explanation: Option<Box<AnomalyExplanation>>,
+}
+
+impl LastPoint {
+    fn new(ts: i64) -> Self {
+        Self {
+            ts,
+            value: 0.0,
+            score: 0.0,
+            zscore: 0.0,
+            explanation: None,
+        }
+    }
+
+    /// Takes `p`'s figures, reusing the explanation's allocation.
+    fn set(&mut self, p: &PointCtx) {
+        self.ts = p.ts;
+        self.value = p.value;
+        self.score = p.score;
+        self.zscore = p.zscore;
+        match (p.anomaly.map(|a| a.explanation), &mut self.explanation) {
+            (Some(e), Some(b)) => **b = e,
+            (Some(e), None) => self.explanation = Some(Box::new(e)),
+            (None, _) => self.explanation = None,
+        }
+    }
+
+    fn scored(&self) -> Scored<'_> {
+        Scored {
+            value: self.value,
+            score: self.score,
+            zscore: self.zscore,
+            explanation: self.explanation.as_deref(),
+        }
+    }
+}
+
+/// What an alert event reports of the point behind it.
+#[derive(Clone, Copy)]
+struct Scored<'a> {
+    value: f64,
+    score: f64,
+    zscore: f64,
+    explanation: Option<&'a AnomalyExplanation>,
+}
+
+impl<'a> Scored<'a> {
+    fn of(p: &'a PointCtx) -> Self {
+        Self {
+            value: p.value,
+            score: p.score,
+            zscore: p.zscore,
+            explanation: p.anomaly.as_ref().map(|a| &a.explanation),
+        }
+    }
 }
 
 /// A series as stored in a checkpoint: rules by name, so rule files can change between runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeriesSnapshot {
     pub key: String,
-    pub last: PointCtx,
+    pub last: LastPoint,
     pub ops: Vec<OperatorState>,
     pub rules: Vec<(String, RuleState)>,
 }
@@ -203,14 +271,14 @@ impl Shard {
             let eta = eta(specs, &st.ops, rule);
             // Transitions the previous value was due to cause before this point arrived.
             while let Some(t) = slot.state.advance_to(rule, p.ts, st.last.ts, staleness) {
-                out.push(make_event(rule, &st.key, t, &st.last, eta));
+                out.push(make_event(rule, &st.key, t, st.last.scored(), eta));
             }
             if let Some(t) = slot.state.on_point(rule, p.ts, holds(rule, &p, eta)) {
-                out.push(make_event(rule, &st.key, t, &p, eta));
+                out.push(make_event(rule, &st.key, t, Scored::of(&p), eta));
             }
             reschedule(timers, &st.key, slot, rule, p.ts, staleness);
         }
-        st.last = p;
+        st.last.set(&p);
         Some(p)
     }
 
@@ -239,7 +307,7 @@ impl Shard {
             let rule = &self.ctx.rules.rules[idx as usize];
             let eta = eta(&self.ctx.chains[st.chain as usize], &st.ops, rule);
             while let Some(t) = slot.state.advance_to(rule, w, st.last.ts, staleness) {
-                out.push(make_event(rule, &st.key, t, &st.last, eta));
+                out.push(make_event(rule, &st.key, t, st.last.scored(), eta));
             }
             reschedule(&mut self.timers, &st.key, slot, rule, st.last.ts, staleness);
         }
@@ -268,8 +336,8 @@ impl Shard {
             .into_values()
             .map(|st| SeriesSnapshot {
                 key: st.key.to_string(),
-                last: st.last,
-                ops: st.ops.clone(),
+                last: st.last.clone(),
+                ops: st.ops.to_vec(),
                 rules: st
                     .rules
                     .iter()
@@ -285,7 +353,7 @@ impl Shard {
         let key: Arc<str> = snap.key.into();
         let mut st = new_series(&self.ctx, key.clone());
         if snap.ops.len() == st.ops.len() {
-            st.ops = snap.ops;
+            st.ops = snap.ops.into_boxed_slice();
         }
         st.last = snap.last;
         for slot in st.rules.iter_mut() {
@@ -306,38 +374,46 @@ impl Shard {
     }
 
     /// Bytes of keyed state, approximately (heap plus inline), for the benchmark.
+    /// Bytes the shard's state takes: the map's buckets (every bucket, used or not, with its
+    /// control byte), the timers, and each series' own allocations.
     pub fn approx_state_bytes(&self) -> usize {
-        self.series.values().map(series_state_bytes).sum()
+        let buckets = self.series.capacity() * 8 / 7;
+        let table = buckets * (std::mem::size_of::<(Arc<str>, SeriesState)>() + 1);
+        let timers = self.timers.len() * (std::mem::size_of::<(i64, Arc<str>, u32)>() + 16);
+        table + timers + self.series.values().map(series_heap_bytes).sum::<usize>()
     }
 
+    /// The largest series: its map entry and its own allocations.
     pub fn max_state_bytes(&self) -> usize {
         self.series
             .values()
-            .map(series_state_bytes)
+            .map(|st| std::mem::size_of::<(Arc<str>, SeriesState)>() + series_heap_bytes(st))
             .max()
             .unwrap_or(0)
     }
 }
 
-/// Approximate bytes of one series' state: the struct, its map entry and key, operator states
-/// (the dedup ring's 8 timestamps, the detectors' own count) and rule slots.
-fn series_state_bytes(st: &SeriesState) -> usize {
-    let ops: usize = st
+/// Bytes a series allocates beyond its map entry: the key (shared by the map, the state and
+/// the timers), operator and rule slices, operator heap state, the boxed explanation.
+fn series_heap_bytes(st: &SeriesState) -> usize {
+    let op_heap: usize = st
         .ops
         .iter()
         .map(|o| match o {
-            OperatorState::Dedup(_) => 8 * 8,
             OperatorState::Anomaly(a) => a.state_bytes(),
+            OperatorState::Dedup(d) => d.heap_bytes(),
             OperatorState::Zscore(_) => 0,
         })
         .sum();
-    std::mem::size_of::<SeriesState>()
-        + 2 * std::mem::size_of::<Arc<str>>()
+    2 * std::mem::size_of::<usize>()
         + st.key.len()
-        + 16
-        + st.ops.capacity() * std::mem::size_of::<OperatorState>()
-        + ops
-        + st.rules.capacity() * std::mem::size_of::<RuleSlot>()
+        + std::mem::size_of_val(&*st.ops)
+        + op_heap
+        + std::mem::size_of_val(&*st.rules)
+        + st.last
+            .explanation
+            .as_ref()
+            .map_or(0, |_| std::mem::size_of::<AnomalyExplanation>())
 }
 
 fn new_series(ctx: &PipelineCtx, key: Arc<str>) -> SeriesState {
@@ -356,7 +432,7 @@ fn new_series(ctx: &PipelineCtx, key: Arc<str>) -> SeriesState {
     SeriesState {
         key,
         chain: chain as u16,
-        last: PointCtx::new(i64::MIN / 2, 0.0),
+        last: LastPoint::new(i64::MIN / 2),
         ops: ctx.chains[chain]
             .iter()
             .map(OperatorSpec::new_state)
@@ -431,11 +507,11 @@ fn make_event(
     rule: &Rule,
     key: &Arc<str>,
     t: Transition,
-    p: &PointCtx,
+    p: Scored<'_>,
     eta: Option<(i64, i64)>,
 ) -> AlertEvent {
     let (value, score, zscore) = (p.value, p.score, p.zscore);
-    let explanation = p.anomaly.map(|a| a.explanation);
+    let explanation = p.explanation;
     let series = SeriesKey(key.clone());
     let fp = fingerprint(&rule.name, key);
     let mut labels: BTreeMap<String, String> = series
@@ -481,5 +557,39 @@ fn make_event(
         starts_at: t.starts_at,
         ends_at: matches!(status, AlertStatus::Resolved | AlertStatus::Cancelled).then_some(t.at),
         event_time: t.at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::operator::AnomalyDetail;
+
+    #[test]
+    fn the_last_point_keeps_the_explanation_only_while_the_detectors_give_one() {
+        let mut last = LastPoint::new(0);
+        let explanation = AnomalyExplanation {
+            expected: Some(42.0),
+            deviation_sd: 5.0,
+            ..Default::default()
+        };
+        let mut p = PointCtx::new(1_000, 99.0);
+        p.score = 0.9;
+        p.anomaly = Some(AnomalyDetail {
+            alert: true,
+            raw_score: 0.95,
+            detector_scores: [0.0; 5],
+            explanation,
+        });
+        last.set(&p);
+        let seen = last.scored();
+        assert_eq!((seen.value, seen.score), (99.0, 0.9));
+        assert_eq!(seen.explanation, Some(&explanation));
+        assert_eq!(last.ts, 1_000);
+
+        let plain = PointCtx::new(2_000, 1.0);
+        last.set(&plain);
+        assert_eq!(last.scored().explanation, None);
+        assert_eq!(last.ts, 2_000);
     }
 }

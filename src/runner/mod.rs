@@ -197,7 +197,7 @@ pub async fn run(
     }
     last_seq = last_seq.max(delivered);
 
-    let mut messages = consumer
+    let messages = consumer
         .stream()
         .max_messages_per_batch(cfg.ingest.max_batch)
         .heartbeat(Duration::from_secs(5))
@@ -205,6 +205,8 @@ pub async fn run(
         .messages()
         .await?
         .ready_chunks(cfg.ingest.max_batch);
+    let (pulled_tx, mut pulled) = tokio::sync::mpsc::channel(MAX_IN_FLIGHT);
+    let puller = tokio::spawn(pull_batches(messages, pulled_tx));
     let mut worker = PipelineWorker::start(pipeline, cfg.clone(), last_seq);
     let mut last_checkpoint = Instant::now();
     let checkpoints = std::sync::Arc::new(checkpoints);
@@ -263,24 +265,14 @@ pub async fn run(
                 let done = done.map_err(|_| anyhow::anyhow!("pipeline worker stopped"))?;
                 done_sink.finish(done, batch).await;
             }
-            chunk = messages.next(), if can_pull => {
-                let Some(chunk) = chunk else { anyhow::bail!("consumer stream ended") };
-                let mut batch = Vec::with_capacity(chunk.len());
-                let mut last = None;
-                for m in chunk {
-                    match m {
-                        Ok(m) => {
-                            batch.extend(Incoming::from_js(&m));
-                            last = Some(m);
-                        }
-                        Err(e) => tracing::warn!(error = %e, "consumer error"),
-                    }
-                }
+            next = pulled.recv(), if can_pull => {
+                let Some(Pulled { batch, last }) = next else { anyhow::bail!("consumer stream ended") };
                 let Some(done) = worker.submit(batch) else { anyhow::bail!("pipeline worker stopped") };
                 in_flight.push_back(InFlight { started: Instant::now(), ack: last, done });
             }
         }
     }
+    puller.abort();
     pending_poll.abort();
     // Finish what was started: publish and ack it before the final checkpoint.
     while let Some(mut batch) = in_flight.pop_front() {
@@ -311,6 +303,38 @@ fn effective_filter(stream_subjects: &[String], filter: &str) -> String {
         String::new()
     } else {
         filter.to_string()
+    }
+}
+
+/// A batch of pulled messages: compact `Incoming`s, and the last message for the cumulative ack.
+struct Pulled {
+    batch: Vec<Incoming>,
+    last: Option<jetstream::Message>,
+}
+
+/// Drives the consumer's message stream on a task of its own, so it keeps issuing pull requests
+/// (the client asks for more only while its stream is polled) while the run loop publishes and
+/// acks; `out`'s bound is the back-pressure. Ends when the stream or the receiver does.
+async fn pull_batches<S>(mut messages: S, out: tokio::sync::mpsc::Sender<Pulled>)
+where
+    S: futures::Stream<Item = Vec<Result<jetstream::Message, consumer::pull::MessagesError>>>
+        + Unpin,
+{
+    while let Some(chunk) = messages.next().await {
+        let mut batch = Vec::with_capacity(chunk.len());
+        let mut last = None;
+        for m in chunk {
+            match m {
+                Ok(m) => {
+                    batch.extend(Incoming::from_js(&m));
+                    last = Some(m);
+                }
+                Err(e) => tracing::warn!(error = %e, "consumer error"),
+            }
+        }
+        if out.send(Pulled { batch, last }).await.is_err() {
+            return;
+        }
     }
 }
 

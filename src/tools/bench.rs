@@ -270,7 +270,7 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
 
     if let Some(rate) = args.latency_rate {
         for consumer in [LatencyConsumer::Processor, LatencyConsumer::RawEcho] {
-            let hist = latency(
+            let run = latency(
                 &backbone,
                 &rules,
                 consumer,
@@ -280,7 +280,7 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
                 args.latency_batch,
             )
             .await?;
-            print_latency(consumer, rate, args.latency_batch, &hist);
+            print_latency(consumer, rate, args.latency_batch, &run);
         }
         return Ok(());
     }
@@ -370,7 +370,7 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
         for (batch, rate, what) in runs {
             println!("{what}:");
             for consumer in [LatencyConsumer::Processor, LatencyConsumer::RawEcho] {
-                let hist = latency(
+                let run = latency(
                     c,
                     &rules,
                     consumer,
@@ -380,7 +380,7 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
                     batch,
                 )
                 .await?;
-                print_latency(consumer, rate, batch, &hist);
+                print_latency(consumer, rate, batch, &run);
             }
         }
     }
@@ -453,11 +453,13 @@ fn detector_costs(points: usize) -> Vec<(String, f64)> {
     out
 }
 
-fn print_latency(consumer: LatencyConsumer, rate: f64, batch: usize, hist: &Histogram<u64>) {
+fn print_latency(consumer: LatencyConsumer, rate: f64, batch: usize, run: &LatencyRun) {
+    let hist = &run.hist;
     println!(
-        "- {}: {:.0} msgs/s x {batch} points, {} alerts: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        "- {}: {:.0} msgs/s x {batch} points, machine CPU {:.0} % busy, {} alerts: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
         consumer.name(),
         rate,
+        100.0 * run.cpu_busy,
         hist.len(),
         hist.value_at_quantile(0.5) as f64 / 1000.0,
         hist.value_at_quantile(0.99) as f64 / 1000.0,
@@ -780,7 +782,7 @@ async fn latency(
     secs: u64,
     series: usize,
     batch: usize,
-) -> anyhow::Result<Histogram<u64>> {
+) -> anyhow::Result<LatencyRun> {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let fresh = Fresh::start(cfg).await?;
@@ -866,6 +868,7 @@ async fn latency(
     }
     let (stop, task) = start_consumer(js, cfg, rules, which, &name).await?;
     let per_ms = rate / 1000.0;
+    let cpu = CpuTimes::now();
     let start = Instant::now();
     let mut sent_count = 0usize;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -883,6 +886,7 @@ async fn latency(
         }
     }
     client.flush().await?;
+    let cpu_busy = cpu.busy_share_since();
     // Let the last alerts arrive.
     let wait_until = Instant::now() + Duration::from_secs(5);
     while hist.lock().unwrap().len() < triggers as u64 && Instant::now() < wait_until {
@@ -897,7 +901,53 @@ async fn latency(
         "[latency] sent {sent_count} messages, {triggers} triggers, {} alerts received",
         h.len()
     );
-    Ok(h)
+    Ok(LatencyRun { hist: h, cpu_busy })
+}
+
+/// What one latency run measured.
+struct LatencyRun {
+    /// Trigger-to-alert (or echo) latency, µs.
+    hist: Histogram<u64>,
+    /// The machine's busy share (all cores, every process) while the load was paced.
+    cpu_busy: f64,
+}
+
+/// The machine's CPU time counters (all cores, in clock ticks), from `/proc/stat`.
+#[derive(Clone, Copy)]
+struct CpuTimes {
+    busy: u64,
+    total: u64,
+}
+
+impl CpuTimes {
+    fn now() -> CpuTimes {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        // cpu  user nice system idle iowait irq softirq steal ...
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let total: u64 = fields.iter().take(8).sum();
+        let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+        CpuTimes {
+            busy: total - idle,
+            total,
+        }
+    }
+
+    /// The share of the machine (every core) that was busy since `self`.
+    fn busy_share_since(self) -> f64 {
+        let now = CpuTimes::now();
+        let total = now.total.saturating_sub(self.total);
+        if total == 0 {
+            return 0.0;
+        }
+        now.busy.saturating_sub(self.busy) as f64 / total as f64
+    }
 }
 
 fn rss_bytes() -> usize {
