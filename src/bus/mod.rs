@@ -62,6 +62,21 @@ pub async fn connect(cfg: &NatsConfig) -> Result<async_nats::Client, BusError> {
     Ok(client)
 }
 
+/// Flushes what the client buffered (acks included), drains its subscriptions and closes the
+/// connection; returns once it is closed, or after two seconds. A client left open whose
+/// server goes away retries the connection for as long as the process lives.
+pub async fn close(client: &async_nats::Client) {
+    let _ = client.flush().await;
+    if client.drain().await.is_err() {
+        return; // already closed
+    }
+    // Flush fails once the connection has closed; until then it succeeds or waits.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Ok(())) = tokio::time::timeout_at(deadline, client.flush()).await {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// True when a `major.minor.patch[-suffix]` version is at least `min`.
 pub fn version_at_least(version: &str, min: (u64, u64)) -> bool {
     let mut parts = version

@@ -293,6 +293,7 @@ pub async fn run(
             .await;
     }
     tracing::info!(last_seq, "processor stopped, checkpoint written");
+    bus::close(&client).await;
     Ok(())
 }
 

@@ -126,6 +126,11 @@ impl Fresh {
             cfg,
         })
     }
+
+    /// Closes the run's connection, then (on drop) stops the server.
+    async fn close(self) {
+        bus::close(&self.js.client()).await;
+    }
 }
 
 /// Medians over the passes of one scenario.
@@ -236,7 +241,9 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
         "bench-trigger.yaml",
         "rules:\n  - name: bench_trigger\n    metric: bench_trigger\n    condition: value > 0\n    priority: P1\n",
     )?;
-    let version = Fresh::start(&cfg).await?.js.client().server_info().version;
+    let probe = Fresh::start(&cfg).await?;
+    let version = probe.js.client().server_info().version;
+    probe.close().await;
     println!(
         "# prismwatch bench (nats-server {version} on loopback, a fresh server per run, {} shards, {} series, release build: {})",
         cfg.pipeline.shards,
@@ -517,6 +524,7 @@ async fn scenario(
         processed.push(msgs as f64 / proc_secs);
         ratios.push(raw_secs / proc_secs);
     }
+    fresh.close().await;
     Ok(Rates {
         points_per_msg: points.len() as f64 / msgs as f64,
         raw_msgs_per_s: median(raw),
@@ -767,6 +775,7 @@ async fn live_rate(
     task.await??;
     stream.delete_consumer(&name).await?;
     eprintln!("[live] {}: {rate:.0} msgs/s", which.name());
+    fresh.close().await;
     Ok(rate)
 }
 
@@ -896,6 +905,8 @@ async fn latency(
     task.await??;
     stream.delete_consumer(&name).await?;
     receiver.abort();
+    bus::close(&client).await;
+    fresh.close().await;
     let h = hist.lock().unwrap().clone();
     eprintln!(
         "[latency] sent {sent_count} messages, {triggers} triggers, {} alerts received",
