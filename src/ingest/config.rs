@@ -12,6 +12,9 @@ pub struct IngestConfig {
     pub filter_subject: String,
     /// Most messages processed as one batch (bounded in-flight work per step).
     pub max_batch: usize,
+    /// A batch also ends once its payloads reach this many bytes: big messages make smaller
+    /// batches, so one batch's processing time (what its alerts wait for) stays short.
+    pub max_batch_bytes: usize,
     /// Most unacknowledged messages the server lets this consumer have (back-pressure).
     pub max_ack_pending: i64,
     /// Seconds before the server redelivers an unacknowledged message.
@@ -40,6 +43,7 @@ impl Default for IngestConfig {
             consumer_name: subjects::PROCESSOR_CONSUMER.into(),
             filter_subject: subjects::METRICS_ALL.into(),
             max_batch: 1000,
+            max_batch_bytes: 1 << 20,
             max_ack_pending: 20_000,
             ack_wait_secs: 30,
             allowed_lateness_ms: 30_000,
@@ -73,6 +77,7 @@ impl IngestConfig {
             "must be under prism.metrics.",
         );
         check(self.max_batch > 0, "max_batch", "must be > 0");
+        check(self.max_batch_bytes > 0, "max_batch_bytes", "must be > 0");
         check(
             self.max_ack_pending >= self.max_batch as i64,
             "max_ack_pending",

@@ -206,7 +206,11 @@ pub async fn run(
         .await?
         .ready_chunks(cfg.ingest.max_batch);
     let (pulled_tx, mut pulled) = tokio::sync::mpsc::channel(MAX_IN_FLIGHT);
-    let puller = tokio::spawn(pull_batches(messages, pulled_tx));
+    let puller = tokio::spawn(pull_batches(
+        messages,
+        cfg.ingest.max_batch_bytes,
+        pulled_tx,
+    ));
     let mut worker = PipelineWorker::start(pipeline, cfg.clone(), last_seq);
     let mut last_checkpoint = Instant::now();
     let checkpoints = std::sync::Arc::new(checkpoints);
@@ -315,26 +319,73 @@ struct Pulled {
 
 /// Drives the consumer's message stream on a task of its own, so it keeps issuing pull requests
 /// (the client asks for more only while its stream is polled) while the run loop publishes and
-/// acks; `out`'s bound is the back-pressure. Ends when the stream or the receiver does.
-async fn pull_batches<S>(mut messages: S, out: tokio::sync::mpsc::Sender<Pulled>)
-where
+/// acks; `out`'s bound is the back-pressure. A chunk is cut into batches of at most
+/// `max_batch_bytes` of payload. Ends when the stream or the receiver does.
+async fn pull_batches<S>(
+    mut messages: S,
+    max_batch_bytes: usize,
+    out: tokio::sync::mpsc::Sender<Pulled>,
+) where
     S: futures::Stream<Item = Vec<Result<jetstream::Message, consumer::pull::MessagesError>>>
         + Unpin,
 {
     while let Some(chunk) = messages.next().await {
-        let mut batch = Vec::with_capacity(chunk.len());
+        let mut cut = BatchCut::new(max_batch_bytes);
+        let mut batch = Vec::new();
         let mut last = None;
         for m in chunk {
-            match m {
-                Ok(m) => {
-                    batch.extend(Incoming::from_js(&m));
-                    last = Some(m);
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    continue;
                 }
-                Err(e) => tracing::warn!(error = %e, "consumer error"),
+            };
+            let full = cut.add(m.payload.len());
+            batch.extend(Incoming::from_js(&m));
+            last = Some(m);
+            if full {
+                let batch = std::mem::take(&mut batch);
+                if out
+                    .send(Pulled {
+                        batch,
+                        last: last.take(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
             }
         }
-        if out.send(Pulled { batch, last }).await.is_err() {
+        if last.is_some() && out.send(Pulled { batch, last }).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Where batches end: after the message that brings a batch's payload to `max_bytes`.
+struct BatchCut {
+    max_bytes: usize,
+    bytes: usize,
+}
+
+impl BatchCut {
+    fn new(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            bytes: 0,
+        }
+    }
+
+    /// Adds a message of `len` bytes; true when the batch ends with it.
+    fn add(&mut self, len: usize) -> bool {
+        self.bytes += len;
+        if self.bytes >= self.max_bytes {
+            self.bytes = 0;
+            true
+        } else {
+            false
         }
     }
 }
@@ -469,9 +520,9 @@ impl PipelineWorker {
 }
 
 /// Feeds stream messages `from..=to` (to the stream's end when `to` is `None`) through the
-/// pipeline with an ordered consumer, in fixed batches of `ingest.max_batch` messages, so the
-/// event order is the same on every replay. `sink` receives each batch's events and dead letters. Returns the count
-/// of events.
+/// pipeline with an ordered consumer, in fixed batches (`ingest.max_batch` messages, or fewer
+/// that reach `ingest.max_batch_bytes`), so the event order is the same on every replay. `sink`
+/// receives each batch's events and dead letters. Returns the count of events.
 pub async fn replay_range<F, Fut>(
     js: &jetstream::Context,
     cfg: &Config,
@@ -503,6 +554,7 @@ where
     let mut messages = consumer.messages().await?;
     let mut count = 0;
     let mut batch: Vec<Incoming> = Vec::with_capacity(cfg.ingest.max_batch);
+    let mut cut = BatchCut::new(cfg.ingest.max_batch_bytes);
     let mut done = false;
     while !done {
         let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
@@ -521,10 +573,13 @@ where
         if inc.stream_seq >= end || pending == 0 {
             done = true;
         }
+        let mut full = false;
         if inc.stream_seq <= end {
+            full = cut.add(inc.payload.len());
             batch.push(inc);
         }
-        if batch.len() >= cfg.ingest.max_batch || done {
+        if full || batch.len() >= cfg.ingest.max_batch || done {
+            cut = BatchCut::new(cfg.ingest.max_batch_bytes);
             let (out, dead) = tokio::task::block_in_place(|| process_batch(pipeline, cfg, &batch));
             count += out.events.len();
             sink(out.events, dead).await;
@@ -541,7 +596,18 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::effective_filter;
+    use super::{effective_filter, BatchCut};
+
+    #[test]
+    fn a_batch_ends_at_the_message_that_reaches_the_byte_bound() {
+        let mut cut = BatchCut::new(1000);
+        let ends: Vec<bool> = [400, 400, 400, 100, 2000, 10, 990]
+            .into_iter()
+            .map(|len| cut.add(len))
+            .collect();
+        // 400+400+400 ≥ 1000 ends the first; 100+2000 the second; 10+990 the third.
+        assert_eq!(ends, [false, false, true, false, true, false, true]);
+    }
 
     #[test]
     fn a_filter_selecting_the_whole_stream_is_dropped() {
