@@ -684,18 +684,22 @@ async fn start_consumer(
     tokio::task::JoinHandle<anyhow::Result<()>>,
 )> {
     let (tx, rx) = watch::channel(false);
+    let mut ccfg = cfg.clone();
+    ccfg.ingest.consumer_name = name.to_string();
     let task = match which {
-        LatencyConsumer::Processor => {
-            let mut pcfg = cfg.clone();
-            pcfg.ingest.consumer_name = name.to_string();
-            tokio::spawn(runner::run(pcfg, rules.clone(), rx))
-        }
+        LatencyConsumer::Processor => spawn_isolated(runner::run(ccfg, rules.clone(), rx)),
         LatencyConsumer::RawEcho => {
             let stream = js.get_stream(&cfg.streams.metrics.name).await?;
             let c: consumer::PullConsumer = stream
                 .create_consumer(raw_consumer_config(cfg, name, None))
                 .await?;
-            tokio::spawn(raw_echo(js.client(), c, cfg.ingest.max_batch, rx))
+            spawn_isolated(async move {
+                // A connection of its own, driven by its own runtime, like the processor's.
+                let client = bus::connect(&ccfg.nats).await?;
+                let result = raw_echo(client.clone(), c, ccfg.ingest.max_batch, rx).await;
+                bus::close(&client).await;
+                result
+            })
         }
     };
     wait_created(
@@ -707,6 +711,30 @@ async fn start_consumer(
     // Give it a moment to issue its first pull.
     tokio::time::sleep(Duration::from_millis(300)).await;
     Ok((tx, task))
+}
+
+/// Runs a consumer on a runtime of its own (on its own threads, like `prismwatch run` in its own
+/// process), so it shares no worker threads with the load generator and the alert subscriber.
+fn spawn_isolated<F>(consumer: F) -> tokio::task::JoinHandle<anyhow::Result<()>>
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bench-consumer".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(consumer));
+            let _ = tx.send(result);
+        })
+        .expect("spawn the consumer's thread");
+    tokio::spawn(async move {
+        rx.await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the consumer's thread panicked")))
+    })
 }
 
 /// The raw echo consumer (see [`LatencyConsumer::RawEcho`]).
