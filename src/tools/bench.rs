@@ -777,19 +777,19 @@ async fn raw_echo(
     }
 }
 
-/// Messages of `batch` points (a lone point when 1, else an array), with their subjects, encoded
-/// up front so publishing costs only the publish.
+/// Messages of `batch` points with their subjects, encoded up front so publishing costs only
+/// the publish.
 fn encode(points: &[MetricPoint], batch: usize) -> anyhow::Result<Vec<(String, bytes::Bytes)>> {
-    points
-        .chunks(batch.max(1))
-        .map(|chunk| {
-            let payload = match chunk {
-                [p] => rmp_serde::to_vec_named(p)?,
-                many => rmp_serde::to_vec_named(many)?,
-            };
-            Ok((publish::subject_for(&chunk[0]), payload.into()))
-        })
-        .collect()
+    points.chunks(batch.max(1)).map(encode_message).collect()
+}
+
+/// One message: a lone point as an object, more as an array; its subject is the first point's.
+fn encode_message(points: &[MetricPoint]) -> anyhow::Result<(String, bytes::Bytes)> {
+    let payload = match points {
+        [p] => rmp_serde::to_vec_named(p)?,
+        many => rmp_serde::to_vec_named(many)?,
+    };
+    Ok((publish::subject_for(&points[0]), payload.into()))
 }
 
 /// The live maximum: messages/s from the first publish until `which` has acked the last
@@ -917,16 +917,8 @@ async fn latency(
                 points.push(p);
             }
         }
-        let payload = if batch == 1 {
-            rmp_serde::to_vec_named(&points[0])?
-        } else {
-            rmp_serde::to_vec_named(&points)?
-        };
-        prepared.push((
-            publish::subject_for(&points[0]),
-            bytes::Bytes::from(payload),
-            trigger_id,
-        ));
+        let (subject, payload) = encode_message(&points)?;
+        prepared.push((subject, payload, trigger_id));
     }
     let (stop, task) = start_consumer(js, cfg, rules, which, &name).await?;
     let per_ms = rate / 1000.0;
