@@ -7,26 +7,28 @@
 //!
 //! | module | its job |
 //! |---|---|
+//! | [`app`] | a process: its components under one shutdown token, status, `/healthz` `/readyz` `/metrics` |
 //! | [`config`] | typed config: defaults → YAML → `PRISMWATCH__*` env; validation naming file and key |
 //! | [`model`] | plain data: metric point, series key, alert event, priority, status |
 //! | [`subjects`] | every subject, stream and bucket name (the contract is `subjects/catalog.yaml`) |
-//! | [`bus`] | NATS connection with server version check; stream declaration |
-//! | [`ingest`] | message decoding and validation, reject reasons |
-//! | [`pipeline`] | watermark, shards, keyed per-series state, operators, checkpoints (sync) |
-//! | [`detect`] | pure detector maths (z-score, ...) |
+//! | [`bus`] | NATS connection (waiting for the server, version check); stream declaration |
+//! | [`ingest`] | the stored message, decoding and validation, reject reasons |
+//! | [`pipeline`] | per-source timelines, shards, keyed per-series state, operators, checkpoint format (sync) |
+//! | [`detect`] | pure detector maths (z-score, seasonal, trend, variance, forest, fusion) |
 //! | [`rules`] | rule files, matchers, conditions, templates, lifecycle state machine |
-//! | [`runner`] | the async processor loop: consume, process, publish, ack, checkpoint, replay |
+//! | [`processor`] | the async side: partition leases, consume, publish, ack, checkpoint, replay |
 //! | [`telemetry`] | logs and every Prometheus metric |
-//! | [`tools`] | CLI tools: publish, tail, demo, detect (offline scoring), bench, local nats-server |
+//! | [`tools`] | CLI tools: publish, tail, demo, detect (offline scoring), the demo's nats-server |
 
+pub mod app;
 pub mod bus;
 pub mod config;
 pub mod detect;
 pub mod ingest;
 pub mod model;
 pub mod pipeline;
+pub mod processor;
 pub mod rules;
-pub mod runner;
 pub mod subjects;
 pub mod telemetry;
 pub mod tools;

@@ -6,14 +6,15 @@ use std::process::ExitCode;
 use anyhow::Context;
 use async_nats::jetstream;
 use clap::{Parser, Subcommand, ValueEnum};
+use prismwatch::app::{self, Component};
 use prismwatch::config::{self, Loaded};
 use prismwatch::ingest::Encoding;
 use prismwatch::model::MetricPoint;
-use prismwatch::pipeline::Pipeline;
+use prismwatch::processor::replay;
 use prismwatch::rules::{load_rules, RuleSet};
-use prismwatch::tools::{bench, clock, demo, detect, publish, tail};
-use prismwatch::{bus, runner, telemetry};
-use tokio::sync::watch;
+use prismwatch::tools::{clock, demo, detect, publish, tail};
+use prismwatch::{bus, telemetry};
+use tokio_util::sync::CancellationToken;
 
 // Per-point work allocates small keys and vectors; mimalloc halves what glibc malloc costs here.
 #[global_allocator]
@@ -41,8 +42,13 @@ enum Format {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the processor: consume metrics, evaluate rules, publish alert events.
-    Run,
+    /// Run PrismWatch: the processor (metrics in, alert events out) and the HTTP listener.
+    /// Any number of processes may run: they share the partitions of the metrics stream.
+    Run {
+        /// Run only these components (repeatable); default: all of them.
+        #[arg(long, value_enum)]
+        only: Vec<Component>,
+    },
     /// Publish metric points (one from flags, or a CSV / JSON-lines file).
     Publish {
         /// Metric name.
@@ -101,10 +107,12 @@ enum Command {
         #[arg(long, default_value_t = 200.0)]
         speed: f64,
     },
-    /// Replay PRISM_METRICS through a fresh pipeline and write the alert events it gives (JSON lines).
+    /// Replay PRISM_METRICS through fresh pipelines and write the alert events they give (JSON lines).
     Replay {
+        /// First stream sequence to replay.
         #[arg(long, default_value_t = 1)]
         from_seq: u64,
+        /// Last stream sequence to replay (default: the stream's last).
         #[arg(long)]
         to_seq: Option<u64>,
         /// Output file (default: standard output).
@@ -123,8 +131,6 @@ enum Command {
         #[arg(long, default_value = "value")]
         metric: String,
     },
-    /// Benchmark the processor against a local nats-server and print a report.
-    Bench(bench::BenchArgs),
 }
 
 fn load(cli_path: &Option<PathBuf>) -> anyhow::Result<(Loaded, RuleSet)> {
@@ -206,16 +212,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run => {
-            if let Err(e) = telemetry::init_metrics(&cfg.telemetry) {
-                tracing::warn!(error = %e, "metrics endpoint not started");
-            }
-            let (tx, rx) = watch::channel(false);
-            tokio::spawn(async move {
-                shutdown_signal().await;
-                let _ = tx.send(true);
-            });
-            runner::run(cfg, rules, rx).await
+        Command::Run { only } => {
+            let components = if only.is_empty() {
+                Component::ALL.to_vec()
+            } else {
+                only
+            };
+            let stop = CancellationToken::new();
+            app::stop_on_signals(stop.clone());
+            app::run(cfg, rules, components, stop).await
         }
         Command::Publish {
             name,
@@ -290,22 +295,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output,
         } => {
             let js = jetstream::new(bus::connect(&cfg.nats).await?);
-            let mut pipeline = Pipeline::new(&cfg.pipeline, cfg.ingest.allowed_lateness_ms, rules);
             let mut lines = String::new();
-            let n = runner::replay_range(
-                &js,
-                &cfg,
-                &mut pipeline,
-                from_seq,
-                to_seq,
-                |events, _dead| {
-                    for e in events {
-                        lines.push_str(&serde_json::to_string(&e).unwrap_or_default());
-                        lines.push('\n');
-                    }
-                    async {}
-                },
-            )
+            let n = replay::replay_range(&js, &cfg, &rules, from_seq, to_seq, |events, _| {
+                for e in events {
+                    lines.push_str(&serde_json::to_string(&e).unwrap_or_default());
+                    lines.push('\n');
+                }
+                async {}
+            })
             .await?;
             match output {
                 Some(p) => {
@@ -313,7 +310,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 None => print!("{lines}"),
             }
-            eprintln!("replayed: {n} alert events");
+            eprintln!(
+                "replayed {} messages, {} points ({} rejected or late): {} alert events",
+                n.messages, n.points, n.rejected_points, n.events
+            );
             Ok(())
         }
         Command::Detect {
@@ -321,21 +321,5 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output,
             metric,
         } => detect::run(&cfg, &rules, &metric, &input, output.as_deref()),
-        Command::Bench(args) => bench::run(cfg, args).await,
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("signal handler");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

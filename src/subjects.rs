@@ -5,8 +5,15 @@ use crate::model::{AlertStatus, Priority};
 
 /// Metric points: `prism.metrics.<domain>.<source>.<metric>`.
 pub const METRICS_PREFIX: &str = "prism.metrics";
-/// Every metric subject.
-pub const METRICS_ALL: &str = "prism.metrics.>";
+/// Every metric subject publishers use (exactly five tokens).
+pub const METRICS_ALL: &str = "prism.metrics.*.*.*";
+/// Stored form of the metrics: `PRISM_METRICS` rewrites `prism.metrics.<d>.<s>.<m>` to
+/// `prism.part.<partition>.<d>.<s>.<m>`, the partition a hash of `<d>.<s>` (a stream subject
+/// transform), so every source lives in exactly one partition.
+pub const PARTITION_PREFIX: &str = "prism.part";
+/// Tick messages: a partition's owner stores one when the partition is quiet, so stream time
+/// (and with it every quiet source's clock) moves live and in replay alike.
+pub const TICKS_ALL: &str = "prism.part.*.tick";
 /// Alert events: `prism.alerts.<priority>.<status>.<rule>`.
 pub const ALERTS_PREFIX: &str = "prism.alerts";
 pub const ALERTS_ALL: &str = "prism.alerts.>";
@@ -17,10 +24,15 @@ pub const DEADLETTER_ALL: &str = "prism.deadletter.>";
 pub const METRICS_STREAM: &str = "PRISM_METRICS";
 pub const ALERTS_STREAM: &str = "PRISM_ALERTS";
 pub const DEADLETTER_STREAM: &str = "PRISM_DEADLETTER";
-/// Durable pull consumer of the processor on `PRISM_METRICS` (default name; configurable).
+/// Processor group: durable pull consumers `<group>-<partition>` on `PRISM_METRICS`, checkpoint
+/// objects and leases are named after it (default name; configurable).
 pub const PROCESSOR_CONSUMER: &str = "prismwatch-processor";
 /// Object store bucket with pipeline checkpoints (operator state + stream position).
 pub const CHECKPOINT_BUCKET: &str = "PRISM_CHECKPOINTS";
+/// KV bucket of processor membership and partition leases (entries expire after the lease TTL).
+pub const LEASE_BUCKET: &str = "PRISM_LEASES";
+/// KV bucket recording which partition first saw each series (conflict detection).
+pub const SERIES_BUCKET: &str = "PRISM_SERIES";
 
 /// Header carrying the payload encoding of a metric message.
 pub const HEADER_CONTENT_TYPE: &str = "Content-Type";
@@ -32,6 +44,15 @@ pub const HEADER_REJECT_DETAIL: &str = "Prism-Reject-Detail";
 pub const HEADER_ORIGINAL_SUBJECT: &str = "Prism-Original-Subject";
 /// Header on dead-lettered messages: its sequence in `PRISM_METRICS`.
 pub const HEADER_ORIGINAL_SEQUENCE: &str = "Prism-Original-Sequence";
+/// Header on dead-lettered messages: the stream the original is in.
+pub const HEADER_ORIGINAL_STREAM: &str = "Prism-Original-Stream";
+/// Header on dead letters that carry a reference instead of the payload (it would not fit the
+/// server's `max_payload` with the headers): the original payload's size in bytes.
+pub const HEADER_PAYLOAD_OMITTED: &str = "Prism-Payload-Omitted";
+/// Header on dead-lettered messages: how many of its points were rejected for this reason.
+pub const HEADER_REJECTED_POINTS: &str = "Prism-Rejected-Points";
+/// Header on alert events: `<partition>:<sequence>` of the metric message that caused it.
+pub const HEADER_SOURCE_MESSAGE: &str = "Prism-Source-Message";
 
 /// `prism.metrics.<domain>.<source>.<metric>`, with each part made a valid subject token.
 pub fn metric_subject(domain: &str, source: &str, metric: &str) -> String {
@@ -64,6 +85,86 @@ pub fn alert_filter(priority: Option<&str>, status: Option<&str>, rule: Option<&
         status.unwrap_or("*"),
         rule.unwrap_or("*")
     )
+}
+
+/// The subject transform of `PRISM_METRICS` into `partitions` partitions: (source, destination).
+pub fn partition_transform(partitions: u32) -> (String, String) {
+    (
+        METRICS_ALL.to_string(),
+        format!(
+            "{PARTITION_PREFIX}.{{{{partition({partitions},1,2)}}}}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}.{{{{wildcard(3)}}}}"
+        ),
+    )
+}
+
+/// The partition count of a transform made by [`partition_transform`], if it is one.
+pub fn partitions_of_transform(destination: &str) -> Option<u32> {
+    let rest = destination.strip_prefix(&format!("{PARTITION_PREFIX}.{{{{partition("))?;
+    rest.split(',').next()?.trim().parse().ok()
+}
+
+/// Every stored subject of one partition (metrics and ticks).
+pub fn partition_filter(partition: u32) -> String {
+    format!("{PARTITION_PREFIX}.{partition}.>")
+}
+
+/// The tick subject of one partition.
+pub fn tick_subject(partition: u32) -> String {
+    format!("{PARTITION_PREFIX}.{partition}.tick")
+}
+
+/// What a stored metric subject says: its partition (when stored partitioned), whether it is a
+/// tick, and its source (`<domain>.<source>`, borrowed from the subject).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredSubject<'a> {
+    pub partition: Option<u32>,
+    pub tick: bool,
+    pub source: &'a str,
+}
+
+/// Parses `prism.part.<p>.<d>.<s>.<m>`, `prism.part.<p>.tick` or `prism.metrics.<d>.<s>.<m>`.
+pub fn parse_stored(subject: &str) -> Option<StoredSubject<'_>> {
+    if let Some(rest) = subject.strip_prefix("prism.part.") {
+        let (p, rest) = rest.split_once('.')?;
+        let partition = p.parse().ok();
+        if rest == "tick" {
+            return Some(StoredSubject {
+                partition,
+                tick: true,
+                source: "",
+            });
+        }
+        return Some(StoredSubject {
+            partition,
+            tick: false,
+            source: source_tokens(rest)?,
+        });
+    }
+    let rest = subject.strip_prefix("prism.metrics.")?;
+    Some(StoredSubject {
+        partition: None,
+        tick: false,
+        source: source_tokens(rest)?,
+    })
+}
+
+/// The subject a stored message was published on: `prism.metrics.<d>.<s>.<m>` for
+/// `prism.part.<p>.<d>.<s>.<m>` (anything else unchanged).
+pub fn published_subject(stored: &str) -> String {
+    match stored
+        .strip_prefix("prism.part.")
+        .and_then(|rest| rest.split_once('.'))
+    {
+        Some((_, rest)) if rest != "tick" => format!("{METRICS_PREFIX}.{rest}"),
+        _ => stored.to_string(),
+    }
+}
+
+/// `<d>.<s>` of `<d>.<s>.<m>`.
+fn source_tokens(rest: &str) -> Option<&str> {
+    let first = rest.find('.')?;
+    let second = first + 1 + rest[first + 1..].find('.')?;
+    Some(&rest[..second])
 }
 
 pub fn deadletter_subject(reason: &str) -> String {
@@ -110,6 +211,41 @@ mod tests {
         );
         assert_eq!(alert_filter(Some("P2"), None, None), "prism.alerts.p2.*.*");
         assert!(is_token("api-error_rate"));
+        let (src, dest) = partition_transform(4);
+        assert_eq!(src, "prism.metrics.*.*.*");
+        assert_eq!(
+            dest,
+            "prism.part.{{partition(4,1,2)}}.{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}"
+        );
+        assert_eq!(partitions_of_transform(&dest), Some(4));
+        assert_eq!(partitions_of_transform("other.{{wildcard(1)}}"), None);
+        assert_eq!(
+            parse_stored("prism.part.3.exchange.binance.rate"),
+            Some(StoredSubject {
+                partition: Some(3),
+                tick: false,
+                source: "exchange.binance"
+            })
+        );
+        assert_eq!(
+            parse_stored(&tick_subject(2)),
+            Some(StoredSubject {
+                partition: Some(2),
+                tick: true,
+                source: ""
+            })
+        );
+        assert_eq!(
+            parse_stored("prism.metrics.service.api.cpu").map(|s| s.source),
+            Some("service.api")
+        );
+        assert_eq!(parse_stored("prism.metrics.bad"), None);
+        assert_eq!(partition_filter(1), "prism.part.1.>");
+        assert_eq!(
+            published_subject("prism.part.3.exchange.binance.rate"),
+            "prism.metrics.exchange.binance.rate"
+        );
+        assert_eq!(published_subject("prism.part.3.tick"), "prism.part.3.tick");
         assert!(!is_token("a.b"));
         assert!(!is_token(""));
     }

@@ -1,10 +1,12 @@
 //! Logs (tracing) and metrics: every metric is declared here, once.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
-/// Logs and the Prometheus endpoint.
+/// Logs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
@@ -12,8 +14,6 @@ pub struct TelemetryConfig {
     pub log_format: String,
     /// Default log filter (`RUST_LOG` overrides), e.g. `info` or `prismwatch=debug`.
     pub log_level: String,
-    /// Address of the Prometheus `/metrics` endpoint; empty disables it.
-    pub metrics_listen: String,
 }
 
 impl Default for TelemetryConfig {
@@ -21,7 +21,6 @@ impl Default for TelemetryConfig {
         Self {
             log_format: "human".into(),
             log_level: "info".into(),
-            metrics_listen: "127.0.0.1:9464".into(),
         }
     }
 }
@@ -35,16 +34,42 @@ impl TelemetryConfig {
                 format!("{:?}: expected human or json", self.log_format),
             ));
         }
-        if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<SocketAddr>().is_err() {
-            out.push((
-                "metrics_listen".into(),
-                format!(
-                    "{:?} is not an address like 127.0.0.1:9464",
-                    self.metrics_listen
-                ),
-            ));
-        }
         out
+    }
+}
+
+/// Lets one log line through per key and period; counts what it held back, so a burst of bad
+/// input is one line (with the count), not thousands.
+pub struct LogLimiter {
+    every: Duration,
+    last: HashMap<&'static str, (Instant, u64)>,
+}
+
+impl LogLimiter {
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: HashMap::new(),
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when a line for `key` may be logged now.
+    pub fn allow(&mut self, key: &'static str) -> Option<u64> {
+        let now = Instant::now();
+        match self.last.get_mut(key) {
+            Some((at, held)) if now.duration_since(*at) < self.every => {
+                *held += 1;
+                None
+            }
+            Some((at, held)) => {
+                *at = now;
+                Some(std::mem::take(held))
+            }
+            None => {
+                self.last.insert(key, (now, 0));
+                Some(0)
+            }
+        }
     }
 }
 
@@ -63,23 +88,30 @@ pub fn init_logs(cfg: &TelemetryConfig) {
     };
 }
 
-/// Starts the Prometheus exporter and describes every metric.
-pub fn init_metrics(cfg: &TelemetryConfig) -> anyhow::Result<()> {
-    if cfg.metrics_listen.is_empty() {
-        return Ok(());
-    }
-    let addr: SocketAddr = cfg.metrics_listen.parse()?;
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
-            &[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ],
-        )?
-        .install()?;
-    describe();
-    Ok(())
+/// Installs the Prometheus recorder (once per process) and describes every metric; `/metrics`
+/// renders from the returned handle.
+pub fn install_metrics() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        10.0,
+                    ],
+                )
+                .expect("valid buckets")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (tests run several apps in a process).
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
 }
 
 pub const MESSAGES_RECEIVED: &str = "prismwatch_ingest_messages_received_total";
@@ -91,13 +123,23 @@ pub const POINTS_DEDUPLICATED: &str = "prismwatch_pipeline_points_deduplicated_t
 pub const POINTS_OUT_OF_ORDER: &str = "prismwatch_pipeline_points_out_of_order_total";
 pub const SERIES_ACTIVE: &str = "prismwatch_pipeline_series_active";
 pub const SERIES_EVICTED: &str = "prismwatch_pipeline_series_evicted_total";
-pub const WATERMARK: &str = "prismwatch_pipeline_watermark_seconds";
+pub const WATERMARK: &str = "prismwatch_pipeline_watermark_timestamp_seconds";
 pub const ALERT_EVENTS: &str = "prismwatch_alerts_events_total";
 pub const BATCH_DURATION: &str = "prismwatch_pipeline_batch_duration_seconds";
 pub const PROCESSING_LATENCY: &str = "prismwatch_pipeline_processing_latency_seconds";
 pub const CONSUMER_PENDING: &str = "prismwatch_ingest_consumer_pending_messages";
 pub const PUBLISH_RETRIES: &str = "prismwatch_alerts_publish_retries_total";
 pub const CHECKPOINTS: &str = "prismwatch_pipeline_checkpoints_total";
+pub const CHECKPOINT_BYTES: &str = "prismwatch_pipeline_checkpoint_size_bytes";
+pub const CHECKPOINT_SERIES: &str = "prismwatch_pipeline_checkpoint_series";
+pub const CHECKPOINT_DURATION: &str = "prismwatch_pipeline_checkpoint_write_duration_seconds";
+pub const CHECKPOINT_SERIALISE_DURATION: &str =
+    "prismwatch_pipeline_checkpoint_serialise_duration_seconds";
+pub const CHECKPOINTS_UNREADABLE: &str = "prismwatch_pipeline_checkpoints_unreadable_total";
+pub const SERIES_QUARANTINED_TOTAL: &str = "prismwatch_pipeline_series_quarantined_total";
+pub const ALERTS_SUPPRESSED: &str = "prismwatch_alerts_republish_suppressed_total";
+pub const PUBLISH_FAILURES: &str = "prismwatch_alerts_publish_failures_total";
+pub const TICKS: &str = "prismwatch_ingest_ticks_published_total";
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -111,7 +153,10 @@ fn describe() {
         MESSAGES_DEADLETTERED,
         "Messages copied to the dead-letter stream"
     );
-    describe_counter!(POINTS_LATE, "Points older than the watermark, dropped");
+    describe_counter!(
+        POINTS_LATE,
+        "Points older than their source's watermark, dead-lettered as late"
+    );
     describe_counter!(
         POINTS_DEDUPLICATED,
         "Points dropped as repeats of a (series, timestamp)"
@@ -120,12 +165,15 @@ fn describe() {
         POINTS_OUT_OF_ORDER,
         "Points older than their series' latest point, dropped"
     );
-    describe_gauge!(SERIES_ACTIVE, "Series with state in the pipeline");
+    describe_gauge!(
+        SERIES_ACTIVE,
+        "Series with state in the pipeline, by partition"
+    );
     describe_counter!(SERIES_EVICTED, "Idle series evicted");
     describe_gauge!(
         WATERMARK,
         Unit::Seconds,
-        "Event-time watermark, seconds since the epoch"
+        "Event-time watermark of a partition's active sources, seconds since the epoch"
     );
     describe_counter!(
         ALERT_EVENTS,
@@ -143,11 +191,50 @@ fn describe() {
     );
     describe_gauge!(
         CONSUMER_PENDING,
-        "Messages in the stream not yet delivered to the processor"
+        "Messages of a partition not yet delivered to its consumer"
     );
     describe_counter!(
         PUBLISH_RETRIES,
         "Failed alert or dead-letter publishes that were retried"
     );
     describe_counter!(CHECKPOINTS, "Checkpoints written");
+    describe_gauge!(
+        CHECKPOINT_BYTES,
+        Unit::Bytes,
+        "Size of the last checkpoint written"
+    );
+    describe_gauge!(
+        CHECKPOINT_SERIES,
+        "Series in the last checkpoint, by partition"
+    );
+    describe_histogram!(
+        CHECKPOINT_DURATION,
+        Unit::Seconds,
+        "Time to write a checkpoint to the object store"
+    );
+    describe_histogram!(
+        CHECKPOINT_SERIALISE_DURATION,
+        Unit::Seconds,
+        "Time the pipeline thread spent serialising a checkpoint"
+    );
+    describe_counter!(
+        CHECKPOINTS_UNREADABLE,
+        "Checkpoints ignored as unreadable (state rebuilt from the stream)"
+    );
+    describe_counter!(
+        SERIES_QUARANTINED_TOTAL,
+        "Series quarantined because their operator or rule code panicked"
+    );
+    describe_counter!(
+        ALERTS_SUPPRESSED,
+        "Re-processed alert events not published again because PRISM_ALERTS already holds them"
+    );
+    describe_counter!(
+        PUBLISH_FAILURES,
+        "Alert events or dead letters the server refused for good (not retried), by kind"
+    );
+    describe_counter!(
+        TICKS,
+        "Ticks stored to move a quiet partition's stream time"
+    );
 }

@@ -3,45 +3,19 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use common::*;
-use prismwatch::config::Config;
 use prismwatch::model::AlertEvent;
-use prismwatch::pipeline::Pipeline;
-use prismwatch::runner;
-use tokio::sync::watch;
-
-/// Runs the processor until it has consumed the whole metrics stream, then stops it.
-async fn process_all(cfg: &Config) {
-    let js = js_for(cfg).await;
-    let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(runner::run(cfg.clone(), test_rules(), rx));
-    // The processor declares the streams; wait for it before publishing is the caller's job.
-    wait_consumed(&js, &cfg.ingest.consumer_name, Duration::from_secs(60)).await;
-    tx.send(true).unwrap();
-    task.await.unwrap().unwrap();
-}
-
-async fn js_for(cfg: &Config) -> async_nats::jetstream::Context {
-    async_nats::jetstream::new(async_nats::connect(&cfg.nats.url).await.unwrap())
-}
-
-async fn declare(cfg: &Config) {
-    let js = js_for(cfg).await;
-    prismwatch::bus::ensure_streams(&js, &cfg.streams)
-        .await
-        .unwrap();
-}
+use prismwatch::processor::replay;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spike_and_for_duration_give_exactly_the_documented_events() {
     let srv = server();
     let cfg = config(&srv);
-    declare(&cfg).await;
     let js = js(&srv).await;
+    declare(&js, &cfg).await;
     publish(&js, &scenario(), 3).await;
-    process_all(&cfg).await;
+    process_all(&cfg, test_rules()).await;
 
     let raw = read_stream(&js, "PRISM_ALERTS").await;
     let events: Vec<AlertEvent> = raw
@@ -138,23 +112,23 @@ async fn publishing_every_message_twice_changes_nothing() {
     let once = {
         let srv = server();
         let cfg = config(&srv);
-        declare(&cfg).await;
         let js = js(&srv).await;
+        declare(&js, &cfg).await;
         publish(&js, &points, 3).await;
-        process_all(&cfg).await;
+        process_all(&cfg, test_rules()).await;
         alert_events(&js).await
     };
     let srv = server();
     let cfg = config(&srv);
-    declare(&cfg).await;
     let js = js(&srv).await;
+    declare(&js, &cfg).await;
     // At-least-once publishers: each message twice in a row, then the whole stream again.
     for tick in points.chunks(3) {
         publish(&js, tick, 3).await;
         publish(&js, tick, 3).await;
     }
     publish(&js, &points, 30).await;
-    process_all(&cfg).await;
+    process_all(&cfg, test_rules()).await;
     let twice = alert_events(&js).await;
     assert!(!once.is_empty());
     assert_eq!(sorted(once), sorted(twice));
@@ -164,25 +138,24 @@ async fn publishing_every_message_twice_changes_nothing() {
 async fn replaying_the_stream_twice_gives_identical_sequences() {
     let srv = server();
     let mut cfg = config(&srv);
-    declare(&cfg).await;
     let js = js(&srv).await;
+    declare(&js, &cfg).await;
     publish(&js, &scenario(), 3).await;
-    process_all(&cfg).await;
+    process_all(&cfg, test_rules()).await;
     let live = alert_events(&js).await;
 
     cfg.ingest.max_batch = 64;
     let mut replays = Vec::new();
     for _ in 0..2 {
-        let mut pipeline =
-            Pipeline::new(&cfg.pipeline, cfg.ingest.allowed_lateness_ms, test_rules());
         let mut seq = Vec::new();
-        let n = runner::replay_range(&js, &cfg, &mut pipeline, 1, None, |events, _| {
+        let n = replay::replay_range(&js, &cfg, &test_rules(), 1, None, |events, _| {
             seq.extend(events);
             async {}
         })
         .await
         .unwrap();
-        assert_eq!(n, seq.len());
+        assert_eq!(n.events as usize, seq.len());
+        assert_eq!(n.points, 720 * 3);
         replays.push(seq);
     }
     assert_eq!(replays[0].len(), 7);
@@ -191,13 +164,19 @@ async fn replaying_the_stream_twice_gives_identical_sequences() {
 
     // Batch boundaries (here one message per batch, cut by the byte bound) change no event.
     cfg.ingest.max_batch_bytes = 1;
-    let mut pipeline = Pipeline::new(&cfg.pipeline, cfg.ingest.allowed_lateness_ms, test_rules());
     let mut single = Vec::new();
-    runner::replay_range(&js, &cfg, &mut pipeline, 1, None, |events, _| {
+    replay::replay_range(&js, &cfg, &test_rules(), 1, None, |events, _| {
         single.extend(events);
         async {}
     })
     .await
     .unwrap();
     assert_eq!(sorted(single), sorted(live));
+
+    // An empty range is an error that says so.
+    let err = replay::replay_range(&js, &cfg, &test_rules(), 10, Some(2), |_, _| async {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("empty range"), "{err}");
 }

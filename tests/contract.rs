@@ -81,10 +81,56 @@ fn streams_subjects_and_buckets_match_the_code_and_defaults() {
         find(&c["subjects"], "id", "deadletter_metrics")["stream"],
         subjects::DEADLETTER_STREAM
     );
-    let consumer = find(&c["consumers"], "name", subjects::PROCESSOR_CONSUMER);
+    let consumer = find(
+        &c["consumers"],
+        "name",
+        &format!("{}-<partition>", subjects::PROCESSOR_CONSUMER),
+    );
     assert_eq!(consumer["stream"], subjects::METRICS_STREAM);
+    assert_eq!(consumer["ack_policy"], "all");
+    assert_eq!(
+        consumer["filter_subject"],
+        subjects::partition_filter(0).replace(".0.", ".<partition>.")
+    );
+    assert_eq!(
+        prismwatch::processor::consumer_name(&cfg.ingest.consumer_name, 3),
+        format!("{}-3", subjects::PROCESSOR_CONSUMER)
+    );
     assert_eq!(cfg.ingest.consumer_name, subjects::PROCESSOR_CONSUMER);
     find(&c["object_stores"], "name", subjects::CHECKPOINT_BUCKET);
+    let leases = find(&c["kv_buckets"], "name", subjects::LEASE_BUCKET);
+    assert_eq!(leases["history"], 1);
+
+    // Partitioning: the stored subjects, the transform and the ticks.
+    let stored = find(&c["subjects"], "id", "metrics_stored");
+    assert_eq!(
+        stored["filter"],
+        format!("{}.>", subjects::PARTITION_PREFIX)
+    );
+    assert_eq!(stored["stream"], subjects::METRICS_STREAM);
+    let (src, dest) = subjects::partition_transform(cfg.streams.partitions);
+    let documented = find(&c["streams"], "name", subjects::METRICS_STREAM)["subject_transform"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        documented.starts_with(&format!(
+            "{src} -> {}",
+            dest.replace(
+                &format!("partition({},", cfg.streams.partitions),
+                "partition(N,"
+            )
+        )),
+        "{documented}"
+    );
+    assert!(documented.contains(&format!("{} by default", cfg.streams.partitions)));
+    assert!(stored["note"].as_str().unwrap().contains(&src));
+    let ticks = find(&c["subjects"], "id", "ticks");
+    assert_eq!(ticks["filter"], subjects::TICKS_ALL);
+    assert_eq!(
+        subjects::tick_subject(7),
+        subjects::TICKS_ALL.replace('*', "7")
+    );
 
     // Subject patterns and their tokens.
     let alerts = find(&c["subjects"], "id", "alerts");
@@ -125,11 +171,16 @@ fn streams_subjects_and_buckets_match_the_code_and_defaults() {
     for h in [
         subjects::HEADER_REJECT_REASON,
         subjects::HEADER_REJECT_DETAIL,
+        subjects::HEADER_REJECTED_POINTS,
         subjects::HEADER_ORIGINAL_SUBJECT,
+        subjects::HEADER_ORIGINAL_STREAM,
         subjects::HEADER_ORIGINAL_SEQUENCE,
+        subjects::HEADER_PAYLOAD_OMITTED,
+        subjects::HEADER_CONTENT_TYPE,
     ] {
         assert!(dl["headers"][h].is_string(), "{h} not documented");
     }
+    assert!(alerts["headers"][subjects::HEADER_SOURCE_MESSAGE].is_string());
 }
 
 #[test]
@@ -154,6 +205,7 @@ fn schemas_match_the_types() {
         score: 0.5,
         starts_at: 1,
         ends_at: None,
+        end_reason: None,
         event_time: 1,
     };
     let v = serde_json::to_value(&event).unwrap();

@@ -19,7 +19,7 @@ fn demo_shows_alerts_firing_and_resolving() {
             "PRISMWATCH__NATS__URL",
             format!("nats://127.0.0.1:{unused}"),
         )
-        .env("PRISMWATCH__TELEMETRY__METRICS_LISTEN", "")
+        .env("PRISMWATCH__HTTP__LISTEN", "")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

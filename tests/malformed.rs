@@ -11,8 +11,6 @@ use async_nats::HeaderMap;
 use common::*;
 use prismwatch::model::MetricPoint;
 use prismwatch::rules::RuleSet;
-use prismwatch::{runner, telemetry};
-use tokio::sync::watch;
 
 fn scrape(addr: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -41,8 +39,7 @@ async fn bad_messages_are_counted_dead_lettered_and_do_not_stall() {
         .local_addr()
         .unwrap()
         .port();
-    cfg.telemetry.metrics_listen = format!("127.0.0.1:{port}");
-    telemetry::init_metrics(&cfg.telemetry).unwrap();
+    cfg.http.listen = format!("127.0.0.1:{port}");
     let mut rules = RuleSet::default();
     rules
         .add_file(
@@ -51,9 +48,7 @@ async fn bad_messages_are_counted_dead_lettered_and_do_not_stall() {
         )
         .unwrap();
     let js = js(&srv).await;
-    prismwatch::bus::ensure_streams(&js, &cfg.streams)
-        .await
-        .unwrap();
+    declare(&js, &cfg).await;
 
     let now = prismwatch::tools::clock::now_ms();
     let good = |v: f64, ts: i64| MetricPoint {
@@ -142,8 +137,7 @@ async fn bad_messages_are_counted_dead_lettered_and_do_not_stall() {
         .await
         .unwrap();
 
-    let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(runner::run(cfg.clone(), rules, rx));
+    let app = RunningApp::start(cfg.clone(), rules);
     wait_consumed(&js, &cfg.ingest.consumer_name, Duration::from_secs(30)).await;
 
     // The valid point after all the garbage fired its alert.
@@ -198,7 +192,7 @@ async fn bad_messages_are_counted_dead_lettered_and_do_not_stall() {
     );
 
     // Counted by reason on /metrics.
-    let text = scrape(&cfg.telemetry.metrics_listen);
+    let text = scrape(&cfg.http.listen);
     let rejected = |r: &str| {
         counter(
             &text,
@@ -235,6 +229,5 @@ async fn bad_messages_are_counted_dead_lettered_and_do_not_stall() {
         ),
         1.0
     );
-    tx.send(true).unwrap();
-    task.await.unwrap().unwrap();
+    app.stop().await.unwrap();
 }

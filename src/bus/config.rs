@@ -74,6 +74,10 @@ fn one() -> usize {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamsConfig {
+    /// `PRISM_METRICS` is split into this many partitions by a hash of each subject's
+    /// `<domain>.<source>`; each has one owner process at a time. Fixed once the stream exists
+    /// (the processor refuses a different number: changing it means rebuilding the stream).
+    pub partitions: u32,
     /// Metric points, kept for replay and backtests.
     pub metrics: StreamConfig,
     /// Alert events (history). Its duplicate window must cover a restart from a checkpoint.
@@ -86,9 +90,10 @@ impl Default for StreamsConfig {
     fn default() -> Self {
         const DAY: u64 = 86_400;
         Self {
+            partitions: 4,
             metrics: StreamConfig {
                 name: subjects::METRICS_STREAM.into(),
-                subjects: vec![subjects::METRICS_ALL.into()],
+                subjects: vec![subjects::METRICS_ALL.into(), subjects::TICKS_ALL.into()],
                 max_age_secs: 7 * DAY,
                 max_bytes: -1,
                 replicas: 1,
@@ -117,6 +122,19 @@ impl Default for StreamsConfig {
 impl StreamsConfig {
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        if !(1..=1024).contains(&self.partitions) {
+            out.push(("partitions".into(), "must be 1 to 1024".into()));
+        }
+        let partitioned = [
+            subjects::METRICS_ALL.to_string(),
+            subjects::TICKS_ALL.to_string(),
+        ];
+        if self.metrics.subjects != partitioned {
+            out.push((
+                "metrics.subjects".into(),
+                format!("must be {partitioned:?}: partitioning and ticks rely on them"),
+            ));
+        }
         for (key, s) in [
             ("metrics", &self.metrics),
             ("alerts", &self.alerts),

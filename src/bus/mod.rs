@@ -8,6 +8,8 @@ use async_nats::jetstream::{self, stream};
 
 pub use config::{NatsConfig, StreamConfig, StreamsConfig};
 
+use crate::subjects;
+
 /// The oldest server PrismWatch accepts: 2.9 lacks what the JetStream KV and consumer APIs need
 /// (see PITFALLS.md) and silently ignores newer settings.
 pub const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
@@ -27,15 +29,69 @@ pub enum BusError {
     NoJetStream { url: String },
     #[error("cannot declare stream {stream}: {message}")]
     Stream { stream: String, message: String },
+    #[error(
+        "stream {stream} is split into {found} partitions but streams.partitions is {configured}: \
+         set streams.partitions to {found}, or rebuild the stream to change it (its state is per partition)"
+    )]
+    Partitions {
+        stream: String,
+        found: u32,
+        configured: u32,
+    },
+}
+
+impl BusError {
+    /// Whether waiting and trying again can help (the server may be starting).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BusError::Connect { .. } | BusError::Stream { .. })
+    }
 }
 
 /// Connects, checks the server version and JetStream, and returns the client.
 pub async fn connect(cfg: &NatsConfig) -> Result<async_nats::Client, BusError> {
+    connect_with(cfg, async_nats::ConnectOptions::new()).await
+}
+
+/// Connects, waiting for the server as long as it takes: each failure is logged with the time
+/// to the next attempt (backoff up to 10 s). Returns `None` when `stop` fires first; an error
+/// only for what waiting cannot fix (a server too old, JetStream off). `on_event` sees the
+/// connection come and go afterwards.
+pub async fn connect_waiting(
+    cfg: &NatsConfig,
+    stop: &tokio_util::sync::CancellationToken,
+    on_event: impl Fn(async_nats::Event) + Send + Sync + Clone + 'static,
+) -> Result<Option<async_nats::Client>, BusError> {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let cb = on_event.clone();
+        let opts = async_nats::ConnectOptions::new().event_callback(move |e| {
+            let cb = cb.clone();
+            async move { cb(e) }
+        });
+        match connect_with(cfg, opts).await {
+            Ok(c) => return Ok(Some(c)),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "waiting for NATS");
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn connect_with(
+    cfg: &NatsConfig,
+    opts: async_nats::ConnectOptions,
+) -> Result<async_nats::Client, BusError> {
     let connect_err = |message: String| BusError::Connect {
         url: cfg.url.clone(),
         message,
     };
-    let mut opts = async_nats::ConnectOptions::new()
+    let mut opts = opts
         .name(&cfg.client_name)
         .connection_timeout(Duration::from_millis(cfg.connect_timeout_ms))
         .subscription_capacity(cfg.subscription_capacity);
@@ -89,9 +145,34 @@ pub fn version_at_least(version: &str, min: (u64, u64)) -> bool {
 }
 
 /// Creates the three streams, or updates their settings to the configured ones (idempotent).
+/// `PRISM_METRICS` gets the partitioning subject transform; an existing stream split into
+/// another number of partitions is an error (see [`BusError::Partitions`]).
 pub async fn ensure_streams(js: &jetstream::Context, cfg: &StreamsConfig) -> Result<(), BusError> {
+    if let Ok(mut existing) = js.get_stream(&cfg.metrics.name).await {
+        if let Ok(info) = existing.info().await {
+            let found = info
+                .config
+                .subject_transform
+                .as_ref()
+                .and_then(|t| subjects::partitions_of_transform(&t.destination));
+            if let Some(found) = found.filter(|f| *f != cfg.partitions) {
+                return Err(BusError::Partitions {
+                    stream: cfg.metrics.name.clone(),
+                    found,
+                    configured: cfg.partitions,
+                });
+            }
+        }
+    }
     for s in [&cfg.metrics, &cfg.alerts, &cfg.deadletter] {
-        let config = stream_config(s);
+        let mut config = stream_config(s);
+        if std::ptr::eq(s, &cfg.metrics) {
+            let (source, destination) = subjects::partition_transform(cfg.partitions);
+            config.subject_transform = Some(stream::SubjectTransform {
+                source,
+                destination,
+            });
+        }
         js.create_or_update_stream(config)
             .await
             .map_err(|e| BusError::Stream {

@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_norway::Value;
 
+use crate::app::http::HttpConfig;
 use crate::bus::{NatsConfig, StreamsConfig};
 use crate::ingest::IngestConfig;
 use crate::pipeline::PipelineConfig;
+use crate::processor::ProcessorConfig;
 use crate::rules::RulesConfig;
 use crate::telemetry::TelemetryConfig;
 
@@ -30,7 +32,11 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// Where alert rules are loaded from.
     pub rules: RulesConfig,
-    /// Logs and the Prometheus endpoint.
+    /// Partition leases, ticks, readiness.
+    pub processor: ProcessorConfig,
+    /// The HTTP listener: `/healthz`, `/readyz`, `/metrics`.
+    pub http: HttpConfig,
+    /// Logs.
     pub telemetry: TelemetryConfig,
 }
 
@@ -207,6 +213,8 @@ impl Config {
         section("streams", self.streams.problems());
         section("ingest", self.ingest.problems());
         section("pipeline", self.pipeline.problems());
+        section("processor", self.processor.problems());
+        section("http", self.http.problems());
         section("telemetry", self.telemetry.problems());
         out
     }

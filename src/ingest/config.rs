@@ -6,10 +6,9 @@ use crate::subjects;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
-    /// Durable consumer name; give each processor partition its own.
+    /// Processor group name: its durable consumers are `<name>-<partition>`, its checkpoints
+    /// and partition leases are named after it. Processes with the same name share the work.
     pub consumer_name: String,
-    /// Subjects this processor consumes (a partition of `prism.metrics.>` when scaling out).
-    pub filter_subject: String,
     /// Most messages processed as one batch (bounded in-flight work per step).
     pub max_batch: usize,
     /// A batch also ends once its payloads reach this many bytes: big messages make smaller
@@ -19,8 +18,13 @@ pub struct IngestConfig {
     pub max_ack_pending: i64,
     /// Seconds before the server redelivers an unacknowledged message.
     pub ack_wait_secs: u64,
-    /// Points older than (max event time seen − this) are late: counted and dropped, in ms.
+    /// A point older than its source's newest event time minus this is late: counted, logged
+    /// and dead-lettered (reason `late`), in ms. Sources are the subjects' `<domain>.<source>`.
     pub allowed_lateness_ms: i64,
+    /// After this much stream time without a message, a source's clock runs on with stream
+    /// time (so `for` and staleness elapse without data), in ms. `allowed_lateness_ms +
+    /// source_idle_ms` must exceed the longest gap between a publisher's messages.
+    pub source_idle_ms: i64,
     /// Points stamped further than this after the message's publish time are rejected, in ms.
     pub max_future_ms: i64,
     /// Messages larger than this are rejected without decoding, in bytes.
@@ -41,12 +45,12 @@ impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             consumer_name: subjects::PROCESSOR_CONSUMER.into(),
-            filter_subject: subjects::METRICS_ALL.into(),
             max_batch: 1000,
             max_batch_bytes: 1 << 20,
             max_ack_pending: 20_000,
             ack_wait_secs: 30,
-            allowed_lateness_ms: 30_000,
+            allowed_lateness_ms: 5_000,
+            source_idle_ms: 5_000,
             max_future_ms: 300_000,
             max_message_bytes: 1 << 20,
             max_points_per_message: 10_000,
@@ -71,11 +75,6 @@ impl IngestConfig {
             "consumer_name",
             "must be one subject token ([A-Za-z0-9_-]+)",
         );
-        check(
-            self.filter_subject.starts_with(subjects::METRICS_PREFIX),
-            "filter_subject",
-            "must be under prism.metrics.",
-        );
         check(self.max_batch > 0, "max_batch", "must be > 0");
         check(self.max_batch_bytes > 0, "max_batch_bytes", "must be > 0");
         check(
@@ -89,6 +88,7 @@ impl IngestConfig {
             "allowed_lateness_ms",
             "must be >= 0",
         );
+        check(self.source_idle_ms >= 0, "source_idle_ms", "must be >= 0");
         check(self.max_future_ms >= 0, "max_future_ms", "must be >= 0");
         check(
             self.max_message_bytes > 0,

@@ -21,10 +21,20 @@ pub enum RejectReason {
     NonFiniteValue,
     InvalidTimestamp,
     FutureTimestamp,
+    /// Older than its source's watermark (see `pipeline::time`).
+    Late,
+    /// Older than its series' latest point (but not a repeat of a recent timestamp).
+    OutOfOrder,
+    /// The series already comes from another source (subject `<domain>.<source>`).
+    SeriesConflict,
+    /// Processing the series panicked: it is quarantined.
+    Panic,
+    /// A point of a quarantined series.
+    Quarantined,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 17] = [
         RejectReason::DecodeError,
         RejectReason::Oversized,
         RejectReason::TooManyPoints,
@@ -37,6 +47,11 @@ impl RejectReason {
         RejectReason::NonFiniteValue,
         RejectReason::InvalidTimestamp,
         RejectReason::FutureTimestamp,
+        RejectReason::Late,
+        RejectReason::OutOfOrder,
+        RejectReason::SeriesConflict,
+        RejectReason::Panic,
+        RejectReason::Quarantined,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +68,11 @@ impl RejectReason {
             RejectReason::NonFiniteValue => "non_finite_value",
             RejectReason::InvalidTimestamp => "invalid_timestamp",
             RejectReason::FutureTimestamp => "future_timestamp",
+            RejectReason::Late => "late",
+            RejectReason::OutOfOrder => "out_of_order",
+            RejectReason::SeriesConflict => "series_conflict",
+            RejectReason::Panic => "panic",
+            RejectReason::Quarantined => "quarantined",
         }
     }
 }
@@ -79,13 +99,12 @@ pub struct KeyedPoint {
     pub value: f64,
 }
 
-/// What a message decoded to: its valid points, and the rejection of the others (if any).
+/// What a message decoded to: its valid points, and why each other point was rejected.
 #[derive(Debug, Default)]
 pub struct Decoded {
     pub points: Vec<KeyedPoint>,
-    /// Number of points rejected, and the first one's reason.
-    pub rejected: usize,
-    pub first_reject: Option<Reject>,
+    /// One entry per rejected point, in message order.
+    pub rejects: Vec<Reject>,
 }
 
 /// Payload encoding.
@@ -169,10 +188,7 @@ pub fn decode_message(
                     value: p.value,
                 });
             }
-            Err(r) => {
-                out.rejected += 1;
-                out.first_reject.get_or_insert(r);
-            }
+            Err(r) => out.rejects.push(r),
         }
     }
     Ok(out)
@@ -316,7 +332,7 @@ mod tests {
     fn reason(payload: &[u8]) -> RejectReason {
         match decode_message(payload, None, NOW, &limits()) {
             Err(r) => r.reason,
-            Ok(d) => d.first_reject.expect("expected a rejection").reason,
+            Ok(d) => d.rejects.first().expect("expected a rejection").reason,
         }
     }
 
@@ -330,7 +346,7 @@ mod tests {
             serde_json::to_vec(&vec![point("cpu", 1.0, NOW), point("mem", 2.0, NOW)]).unwrap();
         let d = decode_message(&batch, Some("application/json"), NOW, &limits()).unwrap();
         assert_eq!(d.points.len(), 2);
-        assert_eq!(d.rejected, 0);
+        assert!(d.rejects.is_empty());
     }
 
     #[test]
@@ -429,8 +445,29 @@ mod tests {
         .unwrap();
         let d = decode_message(&batch, None, NOW, &limits()).unwrap();
         assert_eq!(d.points.len(), 2);
-        assert_eq!(d.rejected, 1);
-        assert_eq!(d.first_reject.unwrap().reason, RejectReason::NonFiniteValue);
+        assert_eq!(d.rejects.len(), 1);
+        assert_eq!(d.rejects[0].reason, RejectReason::NonFiniteValue);
+    }
+
+    #[test]
+    fn each_bad_point_keeps_its_own_reason() {
+        let batch = rmp_serde::to_vec_named(&vec![
+            point("bad", f64::NAN, NOW),
+            point("ok", 1.0, NOW),
+            point("9bad", 1.0, NOW),
+            point("late", 1.0, 0),
+        ])
+        .unwrap();
+        let d = decode_message(&batch, None, NOW, &limits()).unwrap();
+        let reasons: Vec<_> = d.rejects.iter().map(|r| r.reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                RejectReason::NonFiniteValue,
+                RejectReason::InvalidName,
+                RejectReason::InvalidTimestamp
+            ]
+        );
     }
 
     proptest::proptest! {

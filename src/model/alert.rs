@@ -92,6 +92,17 @@ impl FromStr for AlertStatus {
     }
 }
 
+/// Why an alert ended (resolved or cancelled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndReason {
+    /// Its condition went false (for `resolve_after`, when firing).
+    Condition,
+    /// Its series sent no point for `pipeline.staleness_secs`: no data is not a recovery, but
+    /// the alert can no longer be evaluated (as in Prometheus).
+    Stale,
+}
+
 /// One lifecycle transition of one alert. Serialised as JSON (`subjects/schemas/alert-event.schema.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertEvent {
@@ -114,6 +125,9 @@ pub struct AlertEvent {
     pub starts_at: i64,
     /// When the alert resolved or was cancelled, ms since the epoch; null while active.
     pub ends_at: Option<i64>,
+    /// Why it ended: `condition` or `stale`; null while active.
+    #[serde(default)]
+    pub end_reason: Option<EndReason>,
     /// The event time of this transition, ms since the epoch.
     pub event_time: i64,
 }

@@ -4,6 +4,6 @@ mod alert;
 mod point;
 mod series;
 
-pub use alert::{AlertEvent, AlertStatus, Priority};
+pub use alert::{AlertEvent, AlertStatus, EndReason, Priority};
 pub use point::{MetricPoint, WirePoint};
 pub use series::SeriesKey;

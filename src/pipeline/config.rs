@@ -36,6 +36,9 @@ pub struct PipelineConfig {
     pub watermark_step_ms: i64,
     /// Wall-clock milliseconds between checkpoints of the pipeline state (0 = only on shutdown).
     pub checkpoint_interval_ms: u64,
+    /// Most series remembered as quarantined (their operator or rule code panicked; their
+    /// points are dead-lettered as `quarantined`). Beyond it a panicking series is only reset.
+    pub max_quarantined_series: usize,
 }
 
 impl Default for PipelineConfig {
@@ -55,6 +58,7 @@ impl Default for PipelineConfig {
             staleness_secs: 300,
             watermark_step_ms: 1000,
             checkpoint_interval_ms: 30_000,
+            max_quarantined_series: 10_000,
         }
     }
 }
@@ -74,6 +78,7 @@ impl PipelineConfig {
         if self.staleness_secs == 0 {
             out.push(("staleness_secs".into(), "must be > 0".into()));
         }
+
         for (i, op) in self.operators.iter().enumerate() {
             out.extend(
                 op.problems()

@@ -1,132 +1,222 @@
-//! The event-time pipeline: watermarks, sharding by series key, per-series operators and rules.
+//! The event-time pipeline of one partition: decoding, per-source timelines, sharding by series
+//! key, per-series operators and rules.
 //!
 //! [`Pipeline`] is synchronous and deterministic: the same messages in the same order give the
-//! same alert events, whatever the batching (the async runner in `runner.rs` feeds it from NATS).
+//! same alert events and rejects, whatever the batching and the shard count (the async side in
+//! `processor/` feeds it from NATS).
 
+pub mod checkpoint;
 mod config;
 pub mod dedup;
 pub mod operator;
 mod shard;
+pub mod time;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 pub use config::{MetricOperators, PipelineConfig};
-pub use shard::{fingerprint, Item, PipelineCtx, SeriesSnapshot, Shard, ShardStats};
+pub use shard::{
+    fingerprint, Emitted, Item, PipelineCtx, PointReject, SeriesSnapshot, Shard, ShardOut,
+    ShardStats,
+};
+pub use time::{SourceId, TimeConfig, Timelines, TimelinesSnapshot};
 
-use crate::ingest::KeyedPoint;
-use crate::model::{AlertEvent, SeriesKey};
+use crate::ingest::{decode_message, Incoming, IngestConfig, Reject, RejectReason};
+use crate::model::SeriesKey;
 use crate::rules::RuleSet;
+use crate::subjects;
+use time::TimeSignal;
 
 /// Below this many items a batch runs on the calling thread: spawning costs more than it saves.
 const PARALLEL_MIN_ITEMS: usize = 2048;
 
-/// Event-time watermark: the max timestamp seen minus the allowed lateness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Watermark {
-    pub max_seen: i64,
-    pub lateness_ms: i64,
+/// Rejected points of one message for one reason: what a dead letter is made of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageReject {
+    /// Index of the message in its batch.
+    pub msg: u32,
+    pub reason: RejectReason,
+    /// Points of the message rejected for this reason (1 for a message rejected whole).
+    pub points: usize,
+    /// The first such point's detail.
+    pub detail: String,
 }
 
-impl Watermark {
-    pub fn new(lateness_ms: i64) -> Self {
-        Self {
-            max_seen: i64::MIN,
-            lateness_ms,
-        }
-    }
-
-    pub fn current(&self) -> i64 {
-        self.max_seen.saturating_sub(self.lateness_ms)
-    }
-
-    /// Accepts `ts` (and advances) unless it is older than the watermark.
-    #[inline]
-    pub fn admit(&mut self, ts: i64) -> bool {
-        if ts < self.current() {
-            return false;
-        }
-        self.max_seen = self.max_seen.max(ts);
-        true
-    }
+/// Counters of one batch.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BatchStats {
+    pub messages: u64,
+    pub ticks: u64,
+    /// Valid points decoded (late ones included).
+    pub points: u64,
+    pub late: u64,
+    pub shards: ShardStats,
 }
 
 /// What one batch did.
 #[derive(Debug, Default)]
 pub struct BatchOutput {
-    /// Alert events, in a deterministic order.
-    pub events: Vec<AlertEvent>,
-    pub late: u64,
-    pub stats: ShardStats,
+    /// Alert events, in a deterministic order, each with the message that caused it.
+    pub events: Vec<Emitted>,
+    /// Rejected points by message and reason, in message order.
+    pub rejects: Vec<MessageReject>,
+    pub stats: BatchStats,
 }
 
-/// The pipeline state written to a checkpoint; independent of the shard count.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PipelineSnapshot {
-    pub watermark: Watermark,
-    /// Watermark last delivered to the shards.
-    pub delivered_watermark: i64,
-    pub series: Vec<SeriesSnapshot>,
+/// Pipeline state that is not per series, as written to a checkpoint.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PipelineHeader {
+    pub timelines: TimelinesSnapshot,
+    pub next_sweep_at: i64,
+    pub quarantined: Vec<String>,
+    pub series: u64,
 }
 
 pub struct Pipeline {
     shards: Vec<Shard>,
     queues: Vec<Vec<Item>>,
-    watermark: Watermark,
-    delivered_watermark: i64,
-    watermark_step_ms: i64,
-    late: u64,
+    time: Timelines,
+    limits: IngestConfig,
+    sweep_every_ms: i64,
+    next_sweep_at: i64,
+    signals: Vec<TimeSignal>,
 }
 
 impl Pipeline {
-    pub fn new(config: &PipelineConfig, lateness_ms: i64, rules: RuleSet) -> Self {
+    pub fn new(config: &PipelineConfig, ingest: &IngestConfig, rules: RuleSet) -> Self {
         let ctx = Arc::new(PipelineCtx::new(config, rules));
         let n = config.shards.max(1);
+        let idle_evict_ms = config.idle_series_evict_secs as i64 * 1000;
         Self {
             shards: (0..n).map(|_| Shard::new(ctx.clone())).collect(),
             queues: vec![Vec::new(); n],
-            watermark: Watermark::new(lateness_ms),
-            delivered_watermark: i64::MIN,
-            watermark_step_ms: config.watermark_step_ms.max(1),
-            late: 0,
+            time: Timelines::new(TimeConfig {
+                lateness_ms: ingest.allowed_lateness_ms,
+                idle_ms: ingest.source_idle_ms,
+                step_ms: config.watermark_step_ms.max(1),
+                // Long after its series are evicted (and their alerts ended as stale).
+                forget_after_ms: 2 * idle_evict_ms + config.staleness_secs as i64 * 1000,
+            }),
+            limits: ingest.clone(),
+            sweep_every_ms: (idle_evict_ms / 4).max(1000),
+            next_sweep_at: i64::MIN,
+            signals: Vec::new(),
         }
     }
 
-    /// Queues the points of one message (in order), dropping late ones.
-    pub fn push_message(&mut self, points: Vec<KeyedPoint>) {
-        let n = self.shards.len();
-        for p in points {
-            if !self.watermark.admit(p.ts) {
-                self.late += 1;
-                continue;
+    /// Decodes a batch of stored messages and runs them through the shards, in order.
+    pub fn process(&mut self, batch: &[Incoming]) -> BatchOutput {
+        let mut rejects = Rejects::default();
+        let mut stats = BatchStats::default();
+        for (i, m) in batch.iter().enumerate() {
+            let msg = i as u32;
+            stats.messages += 1;
+            self.time.on_message(m.published_ms, &mut self.signals);
+            self.flush_signals(msg);
+            if self.time.stream_time() >= self.next_sweep_at {
+                self.next_sweep_at = self.time.stream_time().saturating_add(self.sweep_every_ms);
+                for q in &mut self.queues {
+                    q.push(Item::Sweep);
+                }
             }
-            let shard = if n == 1 {
-                0
-            } else {
-                SeriesKey::shard_of(&p.key, n)
+            let source_name = match subjects::parse_stored(&m.subject) {
+                Some(s) if s.tick => {
+                    stats.ticks += 1;
+                    continue;
+                }
+                Some(s) => s.source,
+                // Not a subject of the contract (the stream only stores those): one source.
+                None => m.subject.as_str(),
             };
-            self.queues[shard].push(Item::Point(p));
+            // Decoding is pure and must not panic; if it ever does, the message is refused,
+            // not the process.
+            let decoded = catch_unwind(AssertUnwindSafe(|| {
+                decode_message(
+                    &m.payload,
+                    m.content_type.as_deref(),
+                    m.published_ms,
+                    &self.limits,
+                )
+            }))
+            .unwrap_or_else(|_| {
+                Err(Reject {
+                    reason: RejectReason::Panic,
+                    detail: "decoding panicked".into(),
+                })
+            });
+            let decoded = match decoded {
+                Ok(d) => d,
+                Err(reject) => {
+                    rejects.add(msg, reject.reason, reject.detail);
+                    continue;
+                }
+            };
+            for r in decoded.rejects {
+                rejects.add(msg, r.reason, r.detail);
+            }
+            let source = self.time.source(source_name);
+            let n = self.shards.len();
+            for p in decoded.points {
+                stats.points += 1;
+                if let Err(behind) = self.time.admit(source, p.ts) {
+                    stats.late += 1;
+                    rejects.add(
+                        msg,
+                        RejectReason::Late,
+                        format!(
+                            "point at {} ms is {behind} ms behind source {}'s watermark (allowed lateness {} ms)",
+                            p.ts,
+                            self.time.name(source),
+                            self.limits.allowed_lateness_ms
+                        ),
+                    );
+                    continue;
+                }
+                let shard = if n == 1 {
+                    0
+                } else {
+                    SeriesKey::shard_of(&p.key, n)
+                };
+                self.queues[shard].push(Item::Point {
+                    point: p,
+                    source,
+                    msg,
+                });
+            }
+            self.time.after_points(source, &mut self.signals);
+            self.flush_signals(msg);
         }
-        let w = self.watermark.current();
-        // Watermarks reach the shards in steps (a function of the stream's content, so still
-        // deterministic): one item per shard per message would double the work of
-        // single-point messages, and timers only need event-time resolution.
-        if w >= self
-            .delivered_watermark
-            .saturating_add(self.watermark_step_ms)
-        {
-            self.delivered_watermark = w;
+        let out = self.run_shards();
+        stats.shards = out.stats;
+        for r in out.rejects {
+            rejects.add(r.msg, r.reason, r.detail);
+        }
+        BatchOutput {
+            events: out.events,
+            rejects: rejects.0.into_values().collect(),
+            stats,
+        }
+    }
+
+    /// Queues the time signals gathered so far behind the items of message `msg`.
+    fn flush_signals(&mut self, msg: u32) {
+        for s in self.signals.drain(..) {
+            let item = match s {
+                TimeSignal::Watermark { source, at } => Item::Watermark { source, at, msg },
+                TimeSignal::Forget { source } => Item::Forget { source },
+            };
             for q in &mut self.queues {
-                q.push(Item::Watermark(w));
+                q.push(item.clone());
             }
         }
     }
 
-    /// Runs every queued item through the shards and returns the alert events.
-    pub fn run(&mut self) -> BatchOutput {
+    /// Runs every queued item through the shards.
+    fn run_shards(&mut self) -> RunOut {
         let total: usize = self.queues.iter().map(Vec::len).sum();
-        let mut per_shard: Vec<Vec<AlertEvent>> = vec![Vec::new(); self.shards.len()];
+        let mut per_shard: Vec<ShardOut> =
+            (0..self.shards.len()).map(|_| Default::default()).collect();
         if self.shards.len() == 1 || total < PARALLEL_MIN_ITEMS {
             for ((shard, q), out) in self
                 .shards
@@ -152,29 +242,56 @@ impl Pipeline {
                 }
             });
         }
-        let mut events: Vec<AlertEvent> = per_shard.into_iter().flatten().collect();
+        let mut events = Vec::new();
+        let mut rejects = Vec::new();
+        for o in per_shard {
+            events.extend(o.events);
+            rejects.extend(o.rejects);
+        }
         events.sort_by(|a, b| {
-            a.sort_key()
-                .partial_cmp(&b.sort_key())
+            (a.msg, a.event.sort_key())
+                .partial_cmp(&(b.msg, b.event.sort_key()))
                 .unwrap_or(std::cmp::Ordering::Equal)
         });
+        // Whatever the shard count, the same first detail per (message, reason).
+        rejects.sort_by(|a, b| (a.msg, a.reason, &a.detail).cmp(&(b.msg, b.reason, &b.detail)));
         let mut stats = ShardStats::default();
         for shard in &mut self.shards {
             stats.add(&shard.take_stats());
         }
-        BatchOutput {
+        RunOut {
             events,
-            late: std::mem::take(&mut self.late),
+            rejects,
             stats,
         }
     }
 
+    /// Stream time: the newest store time of the messages seen.
+    pub fn stream_time(&self) -> i64 {
+        self.time.stream_time()
+    }
+
+    /// The watermark of the sources that are not quiet (see [`Timelines::combined_watermark`]).
     pub fn watermark(&self) -> i64 {
-        self.watermark.current()
+        self.time.combined_watermark()
+    }
+
+    pub fn source_count(&self) -> usize {
+        self.time.source_count()
     }
 
     pub fn series_count(&self) -> usize {
         self.shards.iter().map(Shard::series_count).sum()
+    }
+
+    pub fn quarantined_count(&self) -> usize {
+        self.shards.iter().map(Shard::quarantined_count).sum()
+    }
+
+    /// True when some alert waits for a timer (a `for`, a `resolve_after` or staleness): stream
+    /// time must keep moving, live, for it to fire on time.
+    pub fn has_timers(&self) -> bool {
+        self.shards.iter().any(Shard::has_timers)
     }
 
     pub fn approx_state_bytes(&self) -> usize {
@@ -190,29 +307,81 @@ impl Pipeline {
             .unwrap_or(0)
     }
 
-    /// Snapshot of all state (call between batches: queues must be empty).
-    pub fn snapshot(&self) -> PipelineSnapshot {
-        let mut series: Vec<SeriesSnapshot> =
-            self.shards.iter().flat_map(Shard::snapshot).collect();
-        series.sort_by(|a, b| a.key.cmp(&b.key));
-        PipelineSnapshot {
-            watermark: self.watermark,
-            delivered_watermark: self.delivered_watermark,
-            series,
+    /// The state that is not per series (call between batches).
+    pub fn header(&self) -> PipelineHeader {
+        let mut quarantined: Vec<String> =
+            self.shards.iter().flat_map(Shard::quarantined).collect();
+        quarantined.sort();
+        PipelineHeader {
+            timelines: self.time.snapshot(),
+            next_sweep_at: self.next_sweep_at,
+            quarantined,
+            series: self.series_count() as u64,
         }
     }
 
-    /// Replaces all state with a snapshot (the shard count may differ from the one that took it).
-    pub fn restore(&mut self, snap: PipelineSnapshot) {
+    /// Every series' state, shard by shard in key order, one at a time (call between batches):
+    /// a checkpoint streams them out without a second copy of all state.
+    pub fn for_each_series(&self, mut f: impl FnMut(SeriesSnapshot)) {
+        for shard in &self.shards {
+            shard.for_each_series(&mut f);
+        }
+    }
+
+    /// Starts from a checkpoint's header (drops all state first).
+    pub fn restore_header(&mut self, h: PipelineHeader) {
         let ctx = self.shards[0].ctx_arc();
         let n = self.shards.len();
         self.shards = (0..n).map(|_| Shard::new(ctx.clone())).collect();
-        self.watermark.max_seen = snap.watermark.max_seen;
-        self.delivered_watermark = snap.delivered_watermark;
-        for s in snap.series {
-            let i = SeriesKey::shard_of(&s.key, n);
-            self.shards[i].restore_series(s, snap.delivered_watermark);
+        let delivered: Vec<(SourceId, i64)> = h
+            .timelines
+            .sources
+            .iter()
+            .map(|c| (c.id, c.delivered))
+            .collect();
+        for s in &mut self.shards {
+            s.restore_watermarks(delivered.iter().copied());
         }
+        for key in &h.quarantined {
+            self.shards[SeriesKey::shard_of(key, n)].restore_quarantined(key);
+        }
+        self.time.restore(h.timelines);
+        self.next_sweep_at = h.next_sweep_at;
+    }
+
+    /// Adds series from a checkpoint chunk (after [`Pipeline::restore_header`]); the shard count
+    /// may differ from the one that wrote it.
+    pub fn restore_series(&mut self, chunk: Vec<SeriesSnapshot>) {
+        let n = self.shards.len();
+        for s in chunk {
+            let i = SeriesKey::shard_of(&s.key, n);
+            self.shards[i].restore_series(s);
+        }
+    }
+}
+
+struct RunOut {
+    events: Vec<Emitted>,
+    rejects: Vec<PointReject>,
+    stats: ShardStats,
+}
+
+/// Rejected points by (message, reason), in that order.
+#[derive(Default)]
+struct Rejects(std::collections::BTreeMap<(u32, RejectReason), MessageReject>);
+
+impl Rejects {
+    /// Counts a rejected point into its message's entry for the reason (keeping the first detail).
+    fn add(&mut self, msg: u32, reason: RejectReason, detail: String) {
+        self.0
+            .entry((msg, reason))
+            .and_modify(|r| r.points += 1)
+            .or_insert(MessageReject {
+                msg,
+                reason,
+                points: 1,
+                detail,
+            });
     }
 }
 

@@ -70,6 +70,10 @@ pub enum Flow {
     Drop(DropReason),
 }
 
+/// With the `fault-injection` feature (tests), a point of this value makes operator code panic.
+#[cfg(feature = "fault-injection")]
+pub const FAULT_PANIC_VALUE: f64 = 6_660_000.0;
+
 /// One per-series operator: `on_point` sees the points of one series in event-time order.
 pub trait Operator {
     type Config;
@@ -125,6 +129,11 @@ impl OperatorSpec {
 
     #[inline]
     pub fn on_point(&self, state: &mut OperatorState, p: &mut PointCtx) -> Flow {
+        // Test builds only: a way to make operator code panic on one series (quarantine tests).
+        #[cfg(feature = "fault-injection")]
+        if p.value == FAULT_PANIC_VALUE {
+            panic!("injected fault: operator panic on value {}", p.value);
+        }
         match (self, state) {
             (OperatorSpec::Dedup(c), OperatorState::Dedup(s)) => s.on_point(c, p),
             (OperatorSpec::Zscore(c), OperatorState::Zscore(s)) => {

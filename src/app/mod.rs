@@ -1,0 +1,207 @@
+//! A PrismWatch process: its components as tasks under one shutdown token, the status they
+//! share, and the HTTP listener that reports it.
+//!
+//! `run` connects to NATS (waiting for it, and saying so, when it is not up yet), declares the
+//! streams, then starts the components this process runs: by default all of them (one binary,
+//! one command); `prismwatch run --only processor` runs one, for scale-out. SIGTERM or SIGINT
+//! stops every component within seconds, in every state (a second signal exits at once).
+
+pub mod http;
+pub mod status;
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::rules::RuleSet;
+use crate::{bus, processor, subjects, telemetry};
+use status::StatusHandle;
+
+/// The parts a process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Component {
+    /// Metric messages in, alert events out (partitions shared by every processor of a group).
+    Processor,
+}
+
+impl Component {
+    pub const ALL: [Component; 1] = [Component::Processor];
+}
+
+/// A process's identity in its groups: host, pid and a random suffix.
+pub fn member_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "host".into());
+    let salt: u16 = rand::random();
+    subjects::token(&format!(
+        "{}-{}-{salt:04x}",
+        host.trim(),
+        std::process::id()
+    ))
+}
+
+/// Cancels `stop` on the first SIGTERM or SIGINT; exits the process on the second.
+pub fn stop_on_signals(stop: CancellationToken) {
+    tokio::spawn(async move {
+        signal().await;
+        tracing::info!("stopping (a second signal exits at once)");
+        stop.cancel();
+        signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Runs `components` until `stop` (or until one fails: then the others are stopped too and the
+/// error is returned).
+pub async fn run(
+    cfg: Config,
+    rules: RuleSet,
+    components: Vec<Component>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let member = member_id();
+    let status = StatusHandle::new(&member, &cfg.nats.url);
+    let metrics = telemetry::install_metrics();
+    let http_stop = CancellationToken::new();
+    let http = if cfg.http.listen.is_empty() {
+        None
+    } else {
+        let router = http::router(http::HttpState {
+            status: status.clone(),
+            metrics,
+            ready_max_lag: cfg.processor.ready_max_lag,
+        });
+        // Bound first, so a taken port is an error now, not a log line later.
+        let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("http.listen: cannot listen on {}: {e}", cfg.http.listen)
+            })?;
+        Some(tokio::spawn(http::serve(
+            listener,
+            router,
+            http_stop.clone(),
+        )))
+    };
+
+    let on_event = {
+        let status = status.clone();
+        move |e: async_nats::Event| {
+            let connected = match e {
+                async_nats::Event::Connected => true,
+                async_nats::Event::Disconnected => false,
+                _ => return,
+            };
+            tracing::info!(connected, "nats connection");
+            status.update(|s| s.nats.connected = connected);
+        }
+    };
+    let Some(client) = bus::connect_waiting(&cfg.nats, &stop, on_event).await? else {
+        http_stop.cancel();
+        return Ok(());
+    };
+    let info = client.server_info();
+    status.update(|s| {
+        s.nats.connected = true;
+        s.nats.server_version = info.version.clone();
+    });
+    tracing::info!(url = %cfg.nats.url, server = %info.version, member = %member, "connected to NATS");
+    let js = async_nats::jetstream::new(client.clone());
+    declare_streams(&js, &cfg, &stop).await?;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in &components {
+        match c {
+            Component::Processor => {
+                let (cfg, rules, js, status, member, stop) = (
+                    cfg.clone(),
+                    rules.clone(),
+                    js.clone(),
+                    status.clone(),
+                    member.clone(),
+                    stop.clone(),
+                );
+                tasks.spawn(async move {
+                    processor::run(cfg, rules, js, status, member, stop)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("processor: {e}"))
+                });
+            }
+        }
+    }
+    let mut failure = None;
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        Some(done) = tasks.join_next() => {
+            failure = Some(match done {
+                Ok(Ok(())) => anyhow::anyhow!("a component ended unexpectedly"),
+                Ok(Err(e)) => e,
+                Err(e) => anyhow::anyhow!("a component panicked: {e}"),
+            });
+            stop.cancel();
+        }
+    }
+    status.update(|s| s.shutting_down = true);
+    let drained = tokio::time::timeout(Duration::from_secs(25), async {
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Err(e)) = done {
+                tracing::error!(error = %e, "component failed while stopping");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("components did not stop within 25 s");
+    }
+    bus::close(&client).await;
+    http_stop.cancel();
+    if let Some(h) = http {
+        let _ = h.await;
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Declares the streams, retrying while the server cannot answer yet.
+async fn declare_streams(
+    js: &async_nats::jetstream::Context,
+    cfg: &Config,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match bus::ensure_streams(js, &cfg.streams).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot declare the streams yet");
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The checkpoint format: versioned, framed, written and read as a stream.
+//!
+//! ```text
+//! "PWCP" | version: u32 LE
+//! frame: len u32 LE | MessagePack CheckpointHeader
+//! frame: len u32 LE | MessagePack SeriesSnapshot, SeriesSnapshot, ...   (≤ ~1 MiB each)
+//! ...
+//! frame: len 0                                                        (end: a cut-off
+//!                                                                      checkpoint is unreadable)
+//! ```
+//!
+//! Frames bound what either side holds at once: the writer serialises series one by one into
+//! the current frame and hands it over when it reaches [`FRAME_BYTES`]; the reader decodes a frame
+//! at a time. Pure: the byte transport is the caller's (see `processor::store`).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use super::{PipelineHeader, SeriesSnapshot};
+
+pub const MAGIC: &[u8; 4] = b"PWCP";
+/// Bumped whenever the encoding of any state changes; older checkpoints are then unreadable
+/// and the processor rebuilds its state from the stream (without re-publishing alerts).
+pub const VERSION: u32 = 3;
+/// A frame is handed over once it holds this many bytes.
+pub const FRAME_BYTES: usize = 1 << 20;
+/// Largest frame a reader accepts (a corrupt length must not allocate gigabytes).
+pub const MAX_FRAME_BYTES: usize = 64 << 20;
+
+/// What a checkpoint says beside the series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointHeader {
+    pub partition: u32,
+    /// Every message of the partition up to this stream sequence is reflected in the state.
+    pub last_seq: u64,
+    /// Wall-clock time of writing, ms since the epoch (for operators; not used to decide).
+    pub written_at_ms: i64,
+    pub pipeline: PipelineHeader,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("not a PrismWatch checkpoint (bad magic bytes)")]
+    BadMagic,
+    #[error("checkpoint format version {found}, this build reads version {VERSION}")]
+    Version { found: u32 },
+    #[error("frame of {0} bytes is larger than {MAX_FRAME_BYTES}: corrupt")]
+    FrameTooLarge(usize),
+    #[error("truncated: {0}")]
+    Truncated(&'static str),
+    #[error("undecodable: {0}")]
+    Decode(String),
+    #[error("cannot encode: {0}")]
+    Encode(String),
+}
+
+/// Builds a checkpoint's bytes as a sequence of chunks, handing each over through `sink`.
+pub struct CheckpointWriter<F: FnMut(Bytes)> {
+    sink: F,
+    frame: BytesMut,
+    /// Bytes handed over so far.
+    pub bytes: usize,
+    pub series: u64,
+}
+
+impl<F: FnMut(Bytes)> CheckpointWriter<F> {
+    /// Starts a checkpoint with its header.
+    pub fn new(header: &CheckpointHeader, sink: F) -> Result<Self, CheckpointError> {
+        let mut w = Self {
+            sink,
+            frame: BytesMut::with_capacity(FRAME_BYTES + 4096),
+            bytes: 0,
+            series: 0,
+        };
+        let mut pre = BytesMut::with_capacity(8);
+        pre.put_slice(MAGIC);
+        pre.put_u32_le(VERSION);
+        w.hand_over(pre.freeze());
+        let body =
+            rmp_serde::to_vec_named(header).map_err(|e| CheckpointError::Encode(e.to_string()))?;
+        let mut f = BytesMut::with_capacity(body.len() + 4);
+        f.put_u32_le(body.len() as u32);
+        f.put_slice(&body);
+        w.hand_over(f.freeze());
+        Ok(w)
+    }
+
+    pub fn series(&mut self, s: &SeriesSnapshot) -> Result<(), CheckpointError> {
+        if self.frame.is_empty() {
+            self.frame.put_u32_le(0); // length, patched when the frame is handed over
+        }
+        let mut writer = (&mut self.frame).writer();
+        rmp_serde::encode::write_named(&mut writer, s)
+            .map_err(|e| CheckpointError::Encode(e.to_string()))?;
+        self.series += 1;
+        if self.frame.len() >= FRAME_BYTES {
+            self.flush_frame();
+        }
+        Ok(())
+    }
+
+    /// Ends the checkpoint; returns its size in bytes.
+    pub fn finish(mut self) -> usize {
+        self.flush_frame();
+        self.hand_over(Bytes::from_static(&[0, 0, 0, 0]));
+        self.bytes
+    }
+
+    fn flush_frame(&mut self) {
+        if self.frame.is_empty() {
+            return;
+        }
+        let len = (self.frame.len() - 4) as u32;
+        self.frame[..4].copy_from_slice(&len.to_le_bytes());
+        let f = self.frame.split().freeze();
+        self.hand_over(f);
+    }
+
+    fn hand_over(&mut self, b: Bytes) {
+        self.bytes += b.len();
+        (self.sink)(b);
+    }
+}
+
+/// Checks the 8-byte preamble.
+pub fn check_preamble(pre: &[u8; 8]) -> Result<(), CheckpointError> {
+    if &pre[..4] != MAGIC {
+        return Err(CheckpointError::BadMagic);
+    }
+    let found = u32::from_le_bytes(pre[4..8].try_into().expect("4 bytes"));
+    if found != VERSION {
+        return Err(CheckpointError::Version { found });
+    }
+    Ok(())
+}
+
+/// A frame length; 0 ends the checkpoint.
+pub fn frame_len(len: [u8; 4]) -> Result<usize, CheckpointError> {
+    let n = u32::from_le_bytes(len) as usize;
+    if n > MAX_FRAME_BYTES {
+        return Err(CheckpointError::FrameTooLarge(n));
+    }
+    Ok(n)
+}
+
+pub fn decode_header(frame: &[u8]) -> Result<CheckpointHeader, CheckpointError> {
+    rmp_serde::from_slice(frame).map_err(|e| CheckpointError::Decode(format!("header: {e}")))
+}
+
+/// The series of one frame.
+pub fn decode_series(frame: &[u8]) -> Result<Vec<SeriesSnapshot>, CheckpointError> {
+    let mut out = Vec::new();
+    let mut cursor = std::io::Cursor::new(frame);
+    while (cursor.position() as usize) < frame.len() {
+        let mut de = rmp_serde::Deserializer::new(&mut cursor);
+        out.push(
+            SeriesSnapshot::deserialize(&mut de)
+                .map_err(|e| CheckpointError::Decode(format!("series: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Decodes a whole checkpoint held in memory (tests and tools).
+pub fn decode_all(
+    bytes: &[u8],
+) -> Result<(CheckpointHeader, Vec<SeriesSnapshot>), CheckpointError> {
+    let pre: &[u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(CheckpointError::Truncated("preamble"))?;
+    check_preamble(pre)?;
+    let mut rest = &bytes[8..];
+    let header = decode_header(take_frame(&mut rest)?)?;
+    let mut series = Vec::new();
+    loop {
+        let frame = take_frame(&mut rest)?;
+        if frame.is_empty() {
+            return Ok((header, series));
+        }
+        series.extend(decode_series(frame)?);
+    }
+}
+
+fn take_frame<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], CheckpointError> {
+    let bytes: &'a [u8] = rest;
+    let len: [u8; 4] = bytes
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(CheckpointError::Truncated("frame length"))?;
+    let n = frame_len(len)?;
+    let frame = bytes
+        .get(4..4 + n)
+        .ok_or(CheckpointError::Truncated("frame"))?;
+    *rest = &bytes[4 + n..];
+    Ok(frame)
+}

@@ -1,0 +1,289 @@
+//! The processor component: metric messages in, alert events out, one partition at a time.
+//!
+//! `PRISM_METRICS` is split into partitions by a hash of each subject's `<domain>.<source>`
+//! (a stream subject transform, see `subjects/`). Each partition has one durable consumer, one
+//! checkpoint and one lease; any number of processes of a group share the partitions, each
+//! owned by exactly one of them at a time ([`lease`]). The files, by job:
+//!
+//! | file | its job |
+//! |---|---|
+//! | `lease.rs` | membership, leases, who should own what |
+//! | `partition.rs` | one owned partition: recover, consume, process, publish, ack, checkpoint |
+//! | `consume.rs` | the partition's consumer and the task that pulls batches |
+//! | `worker.rs` | the pipeline thread (processing and checkpoint serialisation) |
+//! | `publish.rs` | alert events and dead letters, retries, re-page suppression |
+//! | `store.rs` | checkpoint objects |
+//! | `replay.rs` | a stream range through fresh pipelines (the `replay` command) |
+
+mod consume;
+mod error;
+pub mod lease;
+mod partition;
+mod publish;
+pub mod replay;
+mod store;
+mod worker;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use consume::consumer_name;
+pub use error::{ProcessorError, Retry};
+pub use store::CheckpointStore;
+
+use crate::app::status::StatusHandle;
+use crate::config::Config;
+use crate::rules::RuleSet;
+use lease::{LeaseHandle, Leases};
+use partition::Exit;
+
+/// Leases, ticks and readiness of the processor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessorConfig {
+    /// A partition whose owner stopped renewing its lease for this long is taken over by
+    /// another process, in ms (the lease bucket's `max_age`; an existing bucket's wins).
+    pub lease_ttl_ms: u64,
+    /// How often leases are renewed and membership is checked, in ms.
+    pub lease_renew_ms: u64,
+    /// A quiet partition's owner stores a tick this often while an alert waits for time to
+    /// pass (a `for`, `resolve_after` or staleness), in ms: the wall-clock delay of such a
+    /// transition is about this plus `ingest.source_idle_ms + ingest.allowed_lateness_ms`.
+    pub tick_interval_ms: u64,
+    /// ...and this often when nothing waits (idle series eviction), in ms.
+    pub quiet_tick_interval_ms: u64,
+    /// `/readyz` fails while a partition lags by more than this many messages.
+    pub ready_max_lag: u64,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        Self {
+            lease_ttl_ms: 5_000,
+            lease_renew_ms: 1_000,
+            tick_interval_ms: 1_000,
+            quiet_tick_interval_ms: 30_000,
+            ready_max_lag: 100_000,
+        }
+    }
+}
+
+impl ProcessorConfig {
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.lease_renew_ms == 0 {
+            out.push(("lease_renew_ms".into(), "must be > 0".into()));
+        }
+        if self.lease_ttl_ms < 3 * self.lease_renew_ms {
+            out.push((
+                "lease_ttl_ms".into(),
+                "must be at least 3 x lease_renew_ms (a lease must survive a missed renewal)"
+                    .into(),
+            ));
+        }
+        if self.tick_interval_ms == 0 {
+            out.push(("tick_interval_ms".into(), "must be > 0".into()));
+        }
+        out
+    }
+}
+
+/// What every partition of a process shares.
+pub struct ProcessorCtx {
+    pub cfg: Config,
+    pub rules: RuleSet,
+    pub js: jetstream::Context,
+    pub status: StatusHandle,
+    pub store: CheckpointStore,
+}
+
+/// A partition this process owns.
+struct Owned {
+    handle: LeaseHandle,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<Exit, ProcessorError>>,
+    releasing: bool,
+}
+
+/// Runs the processor until `stop`: joins the group, takes and gives back partitions, runs each
+/// owned one. On stop, every partition finishes its in-flight work and checkpoints, then its
+/// lease is released so the others take over at once.
+pub async fn run(
+    cfg: Config,
+    rules: RuleSet,
+    js: jetstream::Context,
+    status: StatusHandle,
+    member: String,
+    stop: CancellationToken,
+) -> Result<(), ProcessorError> {
+    let pc = cfg.processor.clone();
+    let group = cfg.ingest.consumer_name.clone();
+    let partitions = cfg.streams.partitions;
+    let leases = Leases::open(&js, &group, &member, Duration::from_millis(pc.lease_ttl_ms)).await?;
+    let ctx = Arc::new(ProcessorCtx {
+        store: CheckpointStore::open(&js).await?,
+        cfg,
+        rules,
+        js,
+        status: status.clone(),
+    });
+    status.update(|s| {
+        s.processor.enabled = true;
+        s.processor.group = group.clone();
+        s.processor.partitions_total = partitions;
+    });
+    tracing::info!(group = %group, member = %member, partitions, lease_ttl_ms = leases.ttl.as_millis() as u64, "processor joining its group");
+
+    let mut owned: BTreeMap<u32, Owned> = BTreeMap::new();
+    let mut free_since: BTreeMap<u32, Instant> = BTreeMap::new();
+    let mut retry_after: BTreeMap<u32, Instant> = BTreeMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(pc.lease_renew_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned_at: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let sent = Instant::now();
+        let joined = leases.heartbeat().await;
+        status.update(|s| s.processor.joined = joined.is_ok());
+        if let Err(e) = joined {
+            if warned_at.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                tracing::warn!(error = %e, "cannot reach the lease bucket; owned partitions stop publishing once their leases lapse");
+                warned_at = Some(Instant::now());
+            }
+            continue;
+        }
+        // Renew first: a lease must not lapse while the rest of the round runs.
+        for (p, o) in owned.iter_mut() {
+            match leases.renew(*p, o.handle.revision).await {
+                Ok(Some(rev)) => o.handle.extend(rev, sent + leases.valid_for()),
+                Ok(None) => {
+                    tracing::warn!(partition = p, "lease taken by another process");
+                    o.handle.lose();
+                }
+                Err(e) => tracing::warn!(partition = p, error = %e, "lease renewal failed"),
+            }
+        }
+        // Reap finished partitions.
+        let finished: Vec<u32> = owned
+            .iter()
+            .filter(|(_, o)| o.task.is_finished())
+            .map(|(p, _)| *p)
+            .collect();
+        for p in finished {
+            let o = owned.remove(&p).expect("listed");
+            match o.task.await {
+                Ok(Ok(Exit::Stopped)) => leases.release(p, o.handle.revision).await,
+                Ok(Ok(Exit::LeaseLost)) => {}
+                Ok(Err(e)) => {
+                    let wait = match e.retry() {
+                        Retry::Transient => Duration::from_secs(2),
+                        Retry::Permanent => Duration::from_secs(30),
+                    };
+                    tracing::error!(partition = p, error = %e, retry_in_secs = wait.as_secs(), "partition stopped with an error; giving it up for now");
+                    leases.release(p, o.handle.revision).await;
+                    retry_after.insert(p, Instant::now() + wait);
+                }
+                Err(join) => {
+                    tracing::error!(partition = p, error = %join, "partition task panicked; giving it up for now");
+                    leases.release(p, o.handle.revision).await;
+                    retry_after.insert(p, Instant::now() + Duration::from_secs(30));
+                }
+            }
+        }
+        let view = match leases.view().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the group");
+                continue;
+            }
+        };
+        let now = Instant::now();
+        for p in 0..partitions {
+            if view.owners.contains_key(&p) || owned.contains_key(&p) {
+                free_since.remove(&p);
+            } else {
+                free_since.entry(p).or_insert(now);
+            }
+        }
+        let grace = 3 * Duration::from_millis(pc.lease_renew_ms);
+        let free_too_long: BTreeSet<u32> = free_since
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) > grace)
+            .map(|(p, _)| *p)
+            .collect();
+        let mine: BTreeSet<u32> = owned.keys().copied().collect();
+        let plan = lease::plan(partitions, &member, &view, &mine, &free_too_long);
+        for p in plan.release {
+            if let Some(o) = owned.get_mut(&p) {
+                if !o.releasing {
+                    tracing::info!(
+                        partition = p,
+                        "handing the partition over to its preferred member"
+                    );
+                    o.releasing = true;
+                    o.stop.cancel();
+                }
+            }
+        }
+        for p in plan.acquire {
+            if retry_after.get(&p).is_some_and(|t| *t > now) {
+                continue;
+            }
+            let sent = Instant::now();
+            match leases.acquire(p).await {
+                Ok(Some(rev)) => {
+                    let (handle, guard) = LeaseHandle::new(p, rev, sent + leases.valid_for());
+                    let part_stop = stop.child_token();
+                    let task =
+                        tokio::spawn(partition::run(ctx.clone(), p, guard, part_stop.clone()));
+                    owned.insert(
+                        p,
+                        Owned {
+                            handle,
+                            stop: part_stop,
+                            task,
+                            releasing: false,
+                        },
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(partition = p, error = %e, "acquire failed"),
+            }
+        }
+    }
+    // Shutdown: every partition finishes and checkpoints (they saw `stop` too) while its lease
+    // is still renewed; then the lease is released so another member takes over at once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !owned.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(pc.lease_renew_ms.min(200))).await;
+        let sent = Instant::now();
+        let mut done = Vec::new();
+        for (p, o) in owned.iter_mut() {
+            if o.task.is_finished() {
+                done.push(*p);
+            } else if let Ok(Some(rev)) = leases.renew(*p, o.handle.revision).await {
+                o.handle.extend(rev, sent + leases.valid_for());
+            }
+        }
+        for p in done {
+            let o = owned.remove(&p).expect("listed");
+            if let Ok(Ok(Exit::Stopped)) = o.task.await {
+                leases.release(p, o.handle.revision).await;
+            }
+        }
+    }
+    for p in owned.keys() {
+        tracing::warn!(partition = p, "partition did not stop in time");
+    }
+    leases.leave().await;
+    Ok(())
+}

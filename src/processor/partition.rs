@@ -1,0 +1,528 @@
+//! One owned partition, from takeover to release: restore the checkpoint (or rebuild from the
+//! stream), recreate the consumer right after it, then consume, process, publish, ack and
+//! checkpoint until told to stop (gracefully: finish what is in flight, checkpoint) or the lease
+//! is lost (at once: publish and ack nothing more).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::consume::{self, Pulled};
+use super::lease::LeaseGuard;
+use super::publish::{Publisher, Suppressor};
+use super::store::{CheckpointStore, NoCheckpoint};
+use super::worker::{BatchDone, PipelineWorker, MAX_IN_FLIGHT};
+use super::{ProcessorCtx, ProcessorError};
+use crate::app::status::{PartitionPhase, PartitionStatus};
+use crate::ingest::RejectReason;
+use crate::pipeline::Pipeline;
+use crate::telemetry::{self, LogLimiter};
+use crate::tools::clock;
+
+/// How a partition's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop (shutdown or rebalancing): in-flight work finished, checkpoint written.
+    Stopped,
+    /// The lease went to another process: stopped at once.
+    LeaseLost,
+}
+
+/// A batch handed to the pipeline thread.
+struct InFlight {
+    started: Instant,
+    /// The batch's last message: acking it acks the whole batch (AckPolicy::All).
+    ack: Option<jetstream::Message>,
+    done: oneshot::Receiver<BatchDone>,
+}
+
+/// Runs partition `p` while this process owns it.
+pub async fn run(
+    ctx: Arc<ProcessorCtx>,
+    p: u32,
+    guard: LeaseGuard,
+    stop: CancellationToken,
+) -> Result<Exit, ProcessorError> {
+    set_status(&ctx, p, PartitionPhase::Recovering, 0, None);
+    let result = tokio::select! {
+        // Lease lost during recovery: nothing was published yet; just stop.
+        _ = guard.lost() => Ok(Exit::LeaseLost),
+        r = run_owned(&ctx, p, &guard, &stop) => r,
+    };
+    ctx.status.update(|s| {
+        s.processor.partitions.remove(&p);
+    });
+    match result {
+        Err(ProcessorError::LeaseLost(_)) => Ok(Exit::LeaseLost),
+        Err(ProcessorError::Stopped) => Ok(Exit::Stopped),
+        other => other,
+    }
+}
+
+async fn run_owned(
+    ctx: &Arc<ProcessorCtx>,
+    p: u32,
+    guard: &LeaseGuard,
+    stop: &CancellationToken,
+) -> Result<Exit, ProcessorError> {
+    let cfg = &ctx.cfg;
+    let group = &cfg.ingest.consumer_name;
+    let stream = ctx
+        .js
+        .get_stream(&cfg.streams.metrics.name)
+        .await
+        .map_err(ProcessorError::nats("look up the metrics stream"))?;
+    let consumer_name = consume::consumer_name(group, p);
+    let acked_before = consume::acked_before(&stream, &consumer_name).await?;
+
+    // Restore the checkpoint, or rebuild from the stream's start.
+    let checkpoint_name = CheckpointStore::object_name(group, p);
+    let mut pipeline = Pipeline::new(&cfg.pipeline, &cfg.ingest, ctx.rules.clone());
+    let last_seq = match ctx.store.load(&checkpoint_name, &mut pipeline).await? {
+        Ok(h) if h.partition == p => h.last_seq,
+        found => {
+            let why = match found {
+                Ok(h) => format!("it is partition {}'s", h.partition),
+                Err(NoCheckpoint::Unreadable(why)) => why,
+                Err(NoCheckpoint::Missing) => "none".into(),
+            };
+            if why == "none" {
+                tracing::info!(
+                    partition = p,
+                    "no checkpoint: building the partition's state from the stream"
+                );
+            } else {
+                metrics::counter!(telemetry::CHECKPOINTS_UNREADABLE).increment(1);
+                tracing::warn!(partition = p, checkpoint = %checkpoint_name, reason = %why, "unreadable checkpoint ignored: rebuilding the partition's state from the stream (alerts it already published are not published again)");
+            }
+            pipeline = Pipeline::new(&cfg.pipeline, &cfg.ingest, ctx.rules.clone());
+            0
+        }
+    };
+    let info = stream.cached_info().state.clone();
+    if last_seq > 0 && last_seq + 1 < info.first_sequence {
+        tracing::warn!(
+            partition = p,
+            checkpoint_seq = last_seq,
+            first_seq = info.first_sequence,
+            "messages after the checkpoint expired from the stream before they were processed"
+        );
+    }
+    let consumer = consume::recreate(&stream, cfg, p, last_seq).await?;
+    let suppressor = Suppressor::new(&ctx.js, &cfg.streams.alerts.name, acked_before).await?;
+    let publisher = Publisher::new(ctx.js.clone(), p);
+    tracing::info!(
+        partition = p,
+        from_seq = last_seq + 1,
+        acked_before,
+        series = pipeline.series_count(),
+        "partition taken over"
+    );
+
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(cfg.ingest.max_batch)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(ProcessorError::nats("start pulling"))?
+        .ready_chunks(cfg.ingest.max_batch);
+    let (pulled_tx, mut pulled) = tokio::sync::mpsc::channel(MAX_IN_FLIGHT);
+    let pulled_count = Arc::new(AtomicU64::new(0));
+    let has_timers = Arc::new(AtomicBool::new(pipeline.has_timers()));
+    // Helper tasks end with this partition.
+    let tasks = CancellationToken::new();
+    let _end_tasks = tasks.clone().drop_guard();
+    spawn_until(
+        &tasks,
+        consume::pull_batches(
+            messages,
+            cfg.ingest.max_batch_bytes,
+            pulled_tx,
+            pulled_count.clone(),
+        ),
+    );
+    spawn_until(
+        &tasks,
+        poll_lag(ctx.clone(), stream.clone(), consumer_name.clone(), p),
+    );
+    spawn_until(
+        &tasks,
+        tick_when_quiet(
+            ctx.clone(),
+            p,
+            guard.clone(),
+            pulled_count,
+            has_timers.clone(),
+        ),
+    );
+
+    let worker = PipelineWorker::start(pipeline, p, last_seq);
+    let mut sink = DoneSink {
+        ctx: ctx.clone(),
+        partition: p,
+        publisher,
+        suppressor,
+        last_seq,
+        has_timers,
+        logs: LogLimiter::new(Duration::from_secs(10)),
+        latency: metrics::histogram!(telemetry::PROCESSING_LATENCY),
+        batch_duration: metrics::histogram!(telemetry::BATCH_DURATION),
+    };
+    set_status(ctx, p, PartitionPhase::Running, last_seq, None);
+
+    let checkpoint_every = Duration::from_millis(cfg.pipeline.checkpoint_interval_ms);
+    let mut next_checkpoint = Instant::now() + checkpoint_every;
+    let mut checkpointed_seq = last_seq;
+    let mut upload: Option<tokio::task::JoinHandle<()>> = None;
+    // Batches in the pipeline thread; the next is pulled while one is processed, and results are
+    // published and acked strictly in order.
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    // Before a checkpoint no new batch is started, so the snapshot covers exactly what is acked.
+    let mut draining = false;
+    let end = loop {
+        let upload_idle = upload.as_ref().is_none_or(|h| h.is_finished());
+        if !checkpoint_every.is_zero() && Instant::now() >= next_checkpoint && upload_idle {
+            draining = true;
+        }
+        if draining && in_flight.is_empty() {
+            if sink.last_seq != checkpointed_seq && guard.wait_valid(stop).await.is_ok() {
+                upload = Some(checkpoint(ctx, &worker, p, sink.last_seq, &checkpoint_name).await);
+                checkpointed_seq = sink.last_seq;
+            }
+            next_checkpoint = Instant::now() + checkpoint_every;
+            draining = false;
+        }
+        let can_pull = !draining && in_flight.len() < MAX_IN_FLIGHT;
+        let checkpoint_due = tokio::time::sleep_until(next_checkpoint);
+        tokio::select! {
+            biased;
+            _ = guard.lost() => break Exit::LeaseLost,
+            _ = stop.cancelled() => break Exit::Stopped,
+            done = async {
+                match in_flight.front_mut() {
+                    Some(batch) => (&mut batch.done).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let batch = in_flight.pop_front().expect("a batch in flight");
+                let done = done.map_err(|_| ProcessorError::Permanent("the pipeline thread stopped".into()))?;
+                sink.finish(done, batch, guard, stop).await?;
+            }
+            next = pulled.recv(), if can_pull => {
+                let Some(Pulled { batch, last }) = next else {
+                    return Err(ProcessorError::Nats("the consumer's message stream ended".into()));
+                };
+                let done = worker
+                    .submit(batch)
+                    .ok_or_else(|| ProcessorError::Permanent("the pipeline thread stopped".into()))?;
+                in_flight.push_back(InFlight { started: Instant::now(), ack: last, done });
+            }
+            _ = checkpoint_due, if !checkpoint_every.is_zero() && !draining => {}
+        }
+    };
+    if end == Exit::LeaseLost {
+        tracing::warn!(
+            partition = p,
+            "lease lost: stopped without publishing or acking more"
+        );
+        return Ok(Exit::LeaseLost);
+    }
+    // Graceful: finish what was started, publish and ack it, then a final checkpoint. A stop
+    // that comes while NATS is away must not wait for it: `finish` gives up on a second stop.
+    let hurry = CancellationToken::new();
+    let hurry_on = {
+        let hurry = hurry.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            hurry.cancel();
+        })
+    };
+    while let Some(mut batch) = in_flight.pop_front() {
+        if let Ok(done) = (&mut batch.done).await {
+            if sink.finish(done, batch, guard, &hurry).await.is_err() {
+                break;
+            }
+        }
+    }
+    if let Some(u) = upload {
+        let _ = tokio::time::timeout(Duration::from_secs(5), u).await;
+    }
+    if sink.last_seq != checkpointed_seq
+        && !hurry.is_cancelled()
+        && guard.wait_valid(&hurry).await.is_ok()
+    {
+        let u = checkpoint(ctx, &worker, p, sink.last_seq, &checkpoint_name).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), u).await;
+    }
+    hurry_on.abort();
+    tracing::info!(
+        partition = p,
+        last_seq = sink.last_seq,
+        "partition released"
+    );
+    Ok(Exit::Stopped)
+}
+
+/// Serialises a checkpoint on the pipeline thread and streams it to the object store; returns
+/// the upload (the next checkpoint waits for it).
+async fn checkpoint(
+    ctx: &Arc<ProcessorCtx>,
+    worker: &PipelineWorker,
+    p: u32,
+    last_seq: u64,
+    name: &str,
+) -> tokio::task::JoinHandle<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(32);
+    let serialised = worker.checkpoint(p, last_seq, tx);
+    let store = ctx.clone();
+    let name = name.to_string();
+    let upload = tokio::spawn(async move {
+        if let Err(e) = store.store.save(&name, rx).await {
+            tracing::warn!(partition = p, error = %e, "checkpoint write failed; retried at the next interval");
+        }
+    });
+    match serialised {
+        Some(reply) => match reply.await {
+            Ok(Ok(s)) => {
+                metrics::histogram!(telemetry::CHECKPOINT_SERIALISE_DURATION).record(s.seconds);
+                metrics::gauge!(telemetry::CHECKPOINT_SERIES, "partition" => p.to_string())
+                    .set(s.series as f64);
+                tracing::debug!(
+                    partition = p,
+                    bytes = s.bytes,
+                    series = s.series,
+                    seconds = s.seconds,
+                    "checkpoint serialised"
+                );
+            }
+            Ok(Err(e)) => tracing::error!(partition = p, error = %e, "cannot serialise checkpoint"),
+            Err(_) => tracing::error!(partition = p, "pipeline thread stopped during a checkpoint"),
+        },
+        None => tracing::error!(partition = p, "pipeline thread stopped"),
+    }
+    upload
+}
+
+/// Publishes what a batch caused, then acks it.
+struct DoneSink {
+    ctx: Arc<ProcessorCtx>,
+    partition: u32,
+    publisher: Publisher,
+    suppressor: Suppressor,
+    /// Every message up to here is processed, its effects stored and acked.
+    last_seq: u64,
+    has_timers: Arc<AtomicBool>,
+    logs: LogLimiter,
+    latency: metrics::Histogram,
+    batch_duration: metrics::Histogram,
+}
+
+impl DoneSink {
+    async fn finish(
+        &mut self,
+        done: BatchDone,
+        batch: InFlight,
+        guard: &LeaseGuard,
+        stop: &CancellationToken,
+    ) -> Result<(), ProcessorError> {
+        let out = &done.output;
+        self.log_rejects(&done);
+        self.publisher
+            .publish_batch(
+                &done.batch,
+                &out.events,
+                &out.rejects,
+                &mut self.suppressor,
+                guard,
+                stop,
+            )
+            .await?;
+        // Cumulative ack: the batch's last message acks all of it, now that all it caused is
+        // stored. Only while the lease holds: a lost partition's messages are the next owner's.
+        guard.wait_valid(stop).await?;
+        if let Some(last) = batch.ack {
+            if let Err(e) = last.ack_with(AckKind::Ack).await {
+                tracing::warn!(partition = self.partition, error = %e, "ack failed (the messages come back after ack_wait and are skipped)");
+            }
+        }
+        self.last_seq = done
+            .batch
+            .iter()
+            .map(|m| m.stream_seq)
+            .fold(self.last_seq, u64::max);
+        self.has_timers.store(done.has_timers, Ordering::Relaxed);
+        self.record(&done, batch.started);
+        Ok(())
+    }
+
+    fn log_rejects(&mut self, done: &BatchDone) {
+        for r in &done.output.rejects {
+            let Some(suppressed) = self.logs.allow(r.reason.as_str()) else {
+                continue;
+            };
+            let m = &done.batch[r.msg as usize];
+            let msg = "metric points dropped and dead-lettered";
+            match r.reason {
+                RejectReason::Panic => {
+                    tracing::error!(partition = self.partition, reason = r.reason.as_str(), subject = %m.subject, seq = m.stream_seq, points = r.points, detail = %r.detail, suppressed, "{msg}")
+                }
+                _ => {
+                    tracing::warn!(partition = self.partition, reason = r.reason.as_str(), subject = %m.subject, seq = m.stream_seq, points = r.points, detail = %r.detail, suppressed, "{msg}")
+                }
+            }
+        }
+    }
+
+    fn record(&mut self, done: &BatchDone, started: Instant) {
+        let s = &done.output.stats;
+        let part = self.partition.to_string();
+        metrics::counter!(telemetry::MESSAGES_RECEIVED).increment(s.messages - s.ticks);
+        metrics::counter!(telemetry::POINTS_RECEIVED).increment(s.points);
+        metrics::counter!(telemetry::POINTS_LATE).increment(s.late);
+        metrics::counter!(telemetry::POINTS_DEDUPLICATED).increment(s.shards.duplicates);
+        metrics::counter!(telemetry::POINTS_OUT_OF_ORDER).increment(s.shards.out_of_order);
+        metrics::counter!(telemetry::SERIES_EVICTED).increment(s.shards.series_evicted);
+        metrics::counter!(telemetry::SERIES_QUARANTINED_TOTAL)
+            .increment(s.shards.series_quarantined);
+        metrics::gauge!(telemetry::SERIES_ACTIVE, "partition" => part.clone())
+            .set(done.series as f64);
+        metrics::gauge!(telemetry::WATERMARK, "partition" => part)
+            .set(done.watermark.max(0) as f64 / 1000.0);
+        for r in &done.output.rejects {
+            metrics::counter!(telemetry::POINTS_REJECTED, "reason" => r.reason.as_str())
+                .increment(r.points as u64);
+        }
+        let now_ms = clock::now_ms();
+        for m in &done.batch {
+            self.latency
+                .record((now_ms - m.published_ms).max(0) as f64 / 1000.0);
+        }
+        self.batch_duration.record(started.elapsed().as_secs_f64());
+        let (p, last_seq) = (self.partition, self.last_seq);
+        self.ctx.status.update(|st| {
+            if let Some(ps) = st.processor.partitions.get_mut(&p) {
+                ps.last_seq = last_seq;
+                ps.series = done.series;
+                ps.sources = done.sources;
+                ps.quarantined = done.quarantined;
+            }
+        });
+    }
+}
+
+fn set_status(ctx: &ProcessorCtx, p: u32, phase: PartitionPhase, last_seq: u64, lag: Option<u64>) {
+    ctx.status.update(|s| {
+        let e = s
+            .processor
+            .partitions
+            .entry(p)
+            .or_insert_with(|| PartitionStatus {
+                phase,
+                owned_since_ms: clock::now_ms(),
+                last_seq,
+                lag: 0,
+                series: 0,
+                sources: 0,
+                quarantined: 0,
+            });
+        e.phase = phase;
+        e.last_seq = e.last_seq.max(last_seq);
+        if let Some(lag) = lag {
+            e.lag = lag;
+        }
+    });
+}
+
+fn spawn_until(
+    tasks: &CancellationToken,
+    f: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let tasks = tasks.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tasks.cancelled() => {}
+            _ = f => {}
+        }
+    });
+}
+
+/// Refreshes the partition's lag (messages not yet delivered) every `pending_poll_secs`.
+async fn poll_lag(
+    ctx: Arc<ProcessorCtx>,
+    stream: jetstream::stream::Stream,
+    consumer: String,
+    p: u32,
+) {
+    let gauge = metrics::gauge!(telemetry::CONSUMER_PENDING, "partition" => p.to_string());
+    let mut tick =
+        tokio::time::interval(Duration::from_secs(ctx.cfg.ingest.pending_poll_secs.max(1)));
+    loop {
+        tick.tick().await;
+        if let Ok(info) = stream.consumer_info(&consumer).await {
+            gauge.set(info.num_pending as f64);
+            ctx.status.update(|s| {
+                if let Some(ps) = s.processor.partitions.get_mut(&p) {
+                    ps.lag = info.num_pending;
+                }
+            });
+        }
+    }
+}
+
+/// Stores a tick on the partition's tick subject when nothing arrived for a while, so stream
+/// time (and every quiet source's clock) moves live: every `tick_interval_ms` while some timer
+/// waits, else every `quiet_tick_interval_ms` (idle eviction only needs it now and then).
+async fn tick_when_quiet(
+    ctx: Arc<ProcessorCtx>,
+    p: u32,
+    guard: LeaseGuard,
+    pulled: Arc<AtomicU64>,
+    has_timers: Arc<AtomicBool>,
+) {
+    let pc = &ctx.cfg.processor;
+    let every = Duration::from_millis(pc.tick_interval_ms.max(10));
+    let quiet_every = Duration::from_millis(pc.quiet_tick_interval_ms.max(pc.tick_interval_ms));
+    let subject = crate::subjects::tick_subject(p);
+    let mut seen = pulled.load(Ordering::Relaxed);
+    let mut quiet_since = Instant::now();
+    let mut last_tick = Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        let now_seen = pulled.load(Ordering::Relaxed);
+        if now_seen != seen {
+            seen = now_seen;
+            quiet_since = Instant::now();
+            continue;
+        }
+        let want = if has_timers.load(Ordering::Relaxed) {
+            every
+        } else {
+            quiet_every
+        };
+        if quiet_since.elapsed() < every || last_tick.elapsed() < want {
+            continue;
+        }
+        if guard.wait_valid(&CancellationToken::new()).await.is_err() {
+            return;
+        }
+        match ctx.js.publish(subject.clone(), bytes::Bytes::new()).await {
+            Ok(ack) => {
+                if let Err(e) = ack.await {
+                    tracing::debug!(partition = p, error = %e, "tick not stored");
+                }
+            }
+            Err(e) => tracing::debug!(partition = p, error = %e, "tick not sent"),
+        }
+        last_tick = Instant::now();
+        metrics::counter!(telemetry::TICKS).increment(1);
+    }
+}

@@ -1,0 +1,167 @@
+//! The pipeline of one partition on a thread of its own: CPU work never blocks the tasks that
+//! move bytes to and from NATS, and the two overlap. Checkpoints are serialised here too, off
+//! the async runtime, streamed out in frames through a bounded channel.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ingest::Incoming;
+use crate::pipeline::checkpoint::{CheckpointHeader, CheckpointWriter};
+use crate::pipeline::{BatchOutput, Pipeline};
+use crate::tools::clock;
+
+/// Batches the pipeline thread may hold at once.
+pub const MAX_IN_FLIGHT: usize = 2;
+
+/// What the worker did with one batch of messages.
+pub struct BatchDone {
+    /// The messages it processed (redeliveries of already covered ones removed); the output's
+    /// message indices refer to this.
+    pub batch: Vec<Incoming>,
+    pub output: BatchOutput,
+    /// The partition has timers waiting (stream time must keep moving).
+    pub has_timers: bool,
+    pub series: usize,
+    pub sources: usize,
+    pub quarantined: usize,
+    pub watermark: i64,
+}
+
+/// A written checkpoint, from the worker's side.
+#[derive(Debug, Clone, Copy)]
+pub struct Serialised {
+    pub bytes: usize,
+    pub series: u64,
+    pub seconds: f64,
+}
+
+enum Job {
+    Process {
+        batch: Vec<Incoming>,
+        reply: oneshot::Sender<BatchDone>,
+    },
+    Checkpoint {
+        partition: u32,
+        last_seq: u64,
+        sink: mpsc::Sender<std::io::Result<Bytes>>,
+        reply: oneshot::Sender<Result<Serialised, String>>,
+    },
+}
+
+pub struct PipelineWorker {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+impl PipelineWorker {
+    /// `processed_through`: the stream sequence the pipeline's state already covers.
+    pub fn start(mut pipeline: Pipeline, partition: u32, mut processed_through: u64) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(MAX_IN_FLIGHT + 1);
+        std::thread::Builder::new()
+            .name(format!("pipeline-p{partition}"))
+            .spawn(move || {
+                for job in rx {
+                    match job {
+                        Job::Process { mut batch, reply } => {
+                            // Redeliveries of messages the state already covers are acked
+                            // without processing.
+                            batch.retain(|m| m.stream_seq > processed_through);
+                            processed_through = batch
+                                .iter()
+                                .map(|m| m.stream_seq)
+                                .fold(processed_through, u64::max);
+                            let output = pipeline.process(&batch);
+                            let _ = reply.send(BatchDone {
+                                batch,
+                                output,
+                                has_timers: pipeline.has_timers(),
+                                series: pipeline.series_count(),
+                                sources: pipeline.source_count(),
+                                quarantined: pipeline.quarantined_count(),
+                                watermark: pipeline.watermark(),
+                            });
+                        }
+                        Job::Checkpoint {
+                            partition,
+                            last_seq,
+                            sink,
+                            reply,
+                        } => {
+                            let _ = reply.send(serialise(&pipeline, partition, last_seq, &sink));
+                        }
+                    }
+                }
+            })
+            .expect("spawn the pipeline thread");
+        Self { jobs: tx }
+    }
+
+    /// Queues a batch; its result arrives on the returned receiver.
+    pub fn submit(&self, batch: Vec<Incoming>) -> Option<oneshot::Receiver<BatchDone>> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs.send(Job::Process { batch, reply }).ok()?;
+        Some(rx)
+    }
+
+    /// Serialises a checkpoint covering everything up to `last_seq` (call with no batch in
+    /// flight) into `sink`, frame by frame; blocks the pipeline while the sink is full.
+    pub fn checkpoint(
+        &self,
+        partition: u32,
+        last_seq: u64,
+        sink: mpsc::Sender<std::io::Result<Bytes>>,
+    ) -> Option<oneshot::Receiver<Result<Serialised, String>>> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Checkpoint {
+                partition,
+                last_seq,
+                sink,
+                reply,
+            })
+            .ok()?;
+        Some(rx)
+    }
+}
+
+fn serialise(
+    pipeline: &Pipeline,
+    partition: u32,
+    last_seq: u64,
+    sink: &mpsc::Sender<std::io::Result<Bytes>>,
+) -> Result<Serialised, String> {
+    let started = Instant::now();
+    let header = CheckpointHeader {
+        partition,
+        last_seq,
+        written_at_ms: clock::now_ms(),
+        pipeline: pipeline.header(),
+    };
+    let mut receiver_gone = false;
+    let mut writer = CheckpointWriter::new(&header, |b| {
+        if !receiver_gone && sink.blocking_send(Ok(b)).is_err() {
+            receiver_gone = true;
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    let mut failed = None;
+    pipeline.for_each_series(|s| {
+        if failed.is_none() {
+            if let Err(e) = writer.series(&s) {
+                failed = Some(e.to_string());
+            }
+        }
+    });
+    if let Some(e) = failed {
+        let _ = sink.blocking_send(Err(std::io::Error::other(e.clone())));
+        return Err(e);
+    }
+    let series = writer.series;
+    let bytes = writer.finish();
+    Ok(Serialised {
+        bytes,
+        series,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
