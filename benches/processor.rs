@@ -1,6 +1,12 @@
-//! `prismwatch bench`: what the processor sustains against a real nats-server, next to the raw
-//! JetStream consume rate of the same messages in the same run; metric-to-alert latency at half
-//! the measured maximum; state per series. Prints a report (the README's figures come from it).
+//! `cargo bench --bench processor`: what the processor sustains against a real nats-server,
+//! next to the raw JetStream consume rate of the same messages in the same run; metric-to-alert
+//! latency at half the measured maximum; state per series; checkpoint size and time; one and
+//! two processes. Prints a report (the README's figures come from it). `-- --help` lists the
+//! options.
+
+#[path = "../tests/common/nats.rs"]
+#[allow(dead_code)]
+mod nats;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -8,61 +14,119 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer};
-use clap::Args;
+use clap::{Args, Parser};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use super::{clock, publish, server::LocalNatsServer};
-use crate::config::Config;
-use crate::ingest::{decode_message, Encoding};
-use crate::model::{AlertEvent, MetricPoint};
-use crate::pipeline::operator::OperatorSpec;
-use crate::pipeline::Pipeline;
-use crate::rules::{load_rules, RuleSet};
-use crate::{bus, runner, subjects};
+use nats::NatsServer as LocalNatsServer;
+use prismwatch::app::{self, Component};
+use prismwatch::config::Config;
+use prismwatch::ingest::{Encoding, Incoming};
+use prismwatch::model::{AlertEvent, MetricPoint};
+use prismwatch::pipeline::operator::OperatorSpec;
+use prismwatch::pipeline::Pipeline;
+use prismwatch::rules::{load_rules, RuleSet};
+use prismwatch::tools::{clock, publish};
+use prismwatch::{bus, processor, subjects};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "processor bench",
+    about = "Benchmark the processor against local nats-servers"
+)]
+struct Cli {
+    #[command(flatten)]
+    args: BenchArgs,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = prismwatch::config::load(Some(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/prismwatch.yaml"
+    ))))?
+    .config;
+    let mut cfg = cfg;
+    cfg.rules.paths = vec![concat!(env!("CARGO_MANIFEST_DIR"), "/config/rules").into()];
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cfg, cli.args))
+}
 
 #[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
+struct BenchArgs {
     /// Messages in the single-point scenario.
     #[arg(long, default_value_t = 400_000)]
-    pub single_messages: usize,
+    single_messages: usize,
     /// Points in the batched scenario (messages of 100 points).
     #[arg(long, default_value_t = 3_000_000)]
-    pub batched_points: usize,
+    batched_points: usize,
     /// Distinct series the points are spread over.
     #[arg(long, default_value_t = 10_000)]
-    pub series: usize,
+    series: usize,
     /// Seconds of paced load for the latency measurement.
     #[arg(long, default_value_t = 10)]
-    pub latency_secs: u64,
+    latency_secs: u64,
     /// Series created for the memory measurement.
     #[arg(long, default_value_t = 200_000)]
-    pub memory_series: usize,
+    memory_series: usize,
     /// Series for the every-detector memory measurement.
     #[arg(long, default_value_t = 2_000)]
-    pub detector_series: usize,
+    detector_series: usize,
     /// Points per series for the every-detector memory measurement (detector state grows with
     /// history until its bounds).
     #[arg(long, default_value_t = 3_000)]
-    pub detector_points: usize,
+    detector_points: usize,
     /// Internal: measure memory of one operator set (`backbone` or `all`) in this fresh process
     /// and print one JSON line (the bench runs itself this way, so each heap starts empty).
     #[arg(long, hide = true)]
-    pub memory_only: Option<String>,
+    memory_only: Option<String>,
     /// Only measure latency, at this many messages/s (skips the throughput runs).
     #[arg(long)]
-    pub latency_rate: Option<f64>,
+    latency_rate: Option<f64>,
     /// Points per message with --latency-rate.
     #[arg(long, default_value_t = 1)]
-    pub latency_batch: usize,
+    latency_batch: usize,
     /// Consume passes per throughput scenario, alternating raw and processor; the report gives
     /// the medians (single runs on two shared cores vary by ±10 %).
     #[arg(long, default_value_t = 3)]
-    pub repeats: usize,
+    repeats: usize,
     /// Only the single-point runs of the backbone (throughput, live maximum, latency).
     #[arg(long)]
-    pub single_only: bool,
+    single_only: bool,
+    /// Series counts for the checkpoint measurement (each in a fresh process).
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    checkpoint_series: Vec<usize>,
+    /// Only the checkpoint measurement.
+    #[arg(long)]
+    checkpoints_only: bool,
+    /// Only the one-process / two-process comparison.
+    #[arg(long)]
+    processes_only: bool,
+    /// Internal: measure one checkpoint of this many series in this fresh process.
+    #[arg(long, hide = true)]
+    checkpoint_only: Option<usize>,
+    /// Internal: run as a processor (`prismwatch run`) against this NATS URL until SIGTERM.
+    #[arg(long, hide = true)]
+    serve: Option<String>,
+    /// Internal: the processor group of `--serve`.
+    #[arg(long, hide = true, default_value = "bench")]
+    serve_group: String,
 }
 
 const STEP_MS: i64 = 10_000;
@@ -115,7 +179,7 @@ struct Fresh {
 
 impl Fresh {
     async fn start(cfg: &Config) -> anyhow::Result<Fresh> {
-        let server = LocalNatsServer::start()?;
+        let server = LocalNatsServer::start();
         let mut cfg = cfg.clone();
         cfg.nats.url = server.url();
         let js = jetstream::new(bus::connect(&cfg.nats).await?);
@@ -159,7 +223,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// What reads the metric stream in a latency or live run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LatencyConsumer {
-    /// The processor (`runner::run`): alerts are JetStream-published events.
+    /// The processor (`app::run`): alerts are JetStream-published events.
     Processor,
     /// A bare pull consumer with the processor's batching and acking that republishes each
     /// trigger's id on core NATS: what JetStream alone costs, the floor for any processor.
@@ -212,7 +276,7 @@ fn memory_in_child(which: &str, args: &BenchArgs) -> anyhow::Result<Memory> {
     })
 }
 
-pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
+async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     if let Some(which) = &args.memory_only {
         let mut rules = load_rules(&cfg.rules.paths)?;
         rules.rules.retain(|r| r.name != "bench_trigger");
@@ -234,18 +298,37 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    cfg.telemetry.metrics_listen = String::new();
+    cfg.http.listen = String::new();
     let paths: Vec<_> = cfg.rules.paths.clone();
     let mut rules = load_rules(&paths)?;
     rules.add_file(
         "bench-trigger.yaml",
         "rules:\n  - name: bench_trigger\n    metric: bench_trigger\n    condition: value > 0\n    priority: P1\n",
     )?;
+    if let Some(url) = &args.serve {
+        let mut c = with_operators(&cfg, false);
+        c.nats.url = url.clone();
+        c.ingest.consumer_name = args.serve_group.clone();
+        let stop = CancellationToken::new();
+        app::stop_on_signals(stop.clone());
+        return app::run(c, rules, vec![Component::Processor], stop).await;
+    }
+    if let Some(n) = args.checkpoint_only {
+        println!("{}", checkpoint_cost(&cfg, &rules, n).await?);
+        return Ok(());
+    }
+    if args.checkpoints_only {
+        return print_checkpoint_costs(&args);
+    }
+    if args.processes_only {
+        return print_processes(&cfg, &rules, &args).await;
+    }
     let probe = Fresh::start(&cfg).await?;
     let version = probe.js.client().server_info().version;
     probe.close().await;
     println!(
-        "# prismwatch bench (nats-server {version} on loopback, a fresh server per run, {} shards, {} series, release build: {})",
+        "# prismwatch bench (nats-server {version} on loopback, a fresh server per run, {} partitions x {} shards, {} series, release build: {})",
+        cfg.streams.partitions,
         cfg.pipeline.shards,
         args.series,
         !cfg!(debug_assertions)
@@ -274,6 +357,8 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     for (name, ns) in detector_costs(args.detector_points * 10) {
         println!("- {name}: {ns:.0} ns/point");
     }
+
+    print_checkpoint_costs(&args)?;
 
     if let Some(rate) = args.latency_rate {
         for consumer in [LatencyConsumer::Processor, LatencyConsumer::RawEcho] {
@@ -408,13 +493,152 @@ pub async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
             }
         }
     }
+    if !args.single_only {
+        print_processes(&cfg, &rules, &args).await?;
+    }
     Ok(())
+}
+
+/// Checkpoint size and time for each of `--checkpoint-series`, each in a fresh process.
+fn print_checkpoint_costs(args: &BenchArgs) -> anyhow::Result<()> {
+    println!();
+    println!("## Checkpoints (backbone operators, default rules; one partition's state through a real object store)");
+    println!("| series | size | serialise | serialise + write | read + restore | RSS before | RSS rise while writing |");
+    println!("|---|---|---|---|---|---|---|");
+    for &n in &args.checkpoint_series {
+        let out = std::process::Command::new(std::env::current_exe()?)
+            .args(["--checkpoint-only", &n.to_string()])
+            .stderr(std::process::Stdio::inherit())
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "checkpoint measurement of {n} series failed"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let mb = |k: &str| v[k].as_f64().unwrap_or(0.0) / 1e6;
+        println!(
+            "| {n} | {:.1} MB | {:.2} s | {:.2} s | {:.2} s | {:.0} MB | {:.0} MB |",
+            mb("bytes"),
+            v["serialise_secs"].as_f64().unwrap_or(0.0),
+            v["write_secs"].as_f64().unwrap_or(0.0),
+            v["read_secs"].as_f64().unwrap_or(0.0),
+            mb("rss_before"),
+            (v["peak_rss_during_write"].as_f64().unwrap_or(0.0)
+                - v["rss_before"].as_f64().unwrap_or(0.0))
+            .max(0.0)
+                / 1e6,
+        );
+    }
+    Ok(())
+}
+
+/// The live maximum with one processor process and with two (the partitions shared), for
+/// 1-point and 100-point messages.
+async fn print_processes(cfg: &Config, rules: &RuleSet, args: &BenchArgs) -> anyhow::Result<()> {
+    println!();
+    println!("## One process or two (backbone operators; live maximum: JetStream-published while consumed; processes are `prismwatch run` equivalents sharing {} partitions)", cfg.streams.partitions);
+    println!("| messages | 1 process | 2 processes | 2 / 1 |");
+    println!("|---|---|---|---|");
+    let base = clock::now_ms() - 3_600_000;
+    for (batch, count) in [(1, args.single_messages), (100, args.batched_points)] {
+        let points = workload(count, args.series, base);
+        let mut rates = Vec::new();
+        for procs in [1, 2] {
+            rates.push(processes_rate(cfg, &points, batch, procs).await?);
+        }
+        println!(
+            "| {batch} point{} each | {:.0} points/s | {:.0} points/s | {:.2} |",
+            if batch == 1 { "" } else { "s" },
+            rates[0] * batch as f64,
+            rates[1] * batch as f64,
+            rates[1] / rates[0]
+        );
+    }
+    let _ = rules;
+    Ok(())
+}
+
+/// Messages/s of `procs` processor processes draining `points` published live, once the
+/// processes have shared out the partitions.
+async fn processes_rate(
+    cfg: &Config,
+    points: &[MetricPoint],
+    batch: usize,
+    procs: usize,
+) -> anyhow::Result<f64> {
+    let fresh = Fresh::start(cfg).await?;
+    let (js, cfg) = (&fresh.js, &fresh.cfg);
+    let group = format!("bench-procs-{procs}");
+    let mut children: Vec<std::process::Child> = (0..procs)
+        .map(|_| {
+            std::process::Command::new(std::env::current_exe()?)
+                .args(["--serve", &cfg.nats.url, "--serve-group", &group])
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .map_err(anyhow::Error::from)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    // Wait until the partitions are shared out: every lease held, by `procs` members.
+    let kv = loop {
+        if let Ok(kv) = js.get_key_value(subjects::LEASE_BUCKET).await {
+            break kv;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut owners = std::collections::BTreeSet::new();
+        let mut held = 0;
+        for p in 0..cfg.streams.partitions {
+            if let Ok(Some(v)) = kv.get(format!("lease.{group}.{p}")).await {
+                owners.insert(v);
+                held += 1;
+            }
+        }
+        if held == cfg.streams.partitions && owners.len() == procs {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "partitions not shared out in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stream = js.get_stream(&cfg.streams.metrics.name).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let prepared = encode(points, batch)?;
+    let t = Instant::now();
+    let mut acks = std::collections::VecDeque::new();
+    for (subject, payload) in &prepared {
+        acks.push_back(js.publish(subject.clone(), payload.clone()).await?);
+        if acks.len() >= 1000 {
+            acks.pop_front().expect("an ack").await?;
+        }
+    }
+    for a in acks {
+        a.await?;
+    }
+    let idle = tokio::spawn(std::future::pending::<()>());
+    wait_acked(&stream, cfg, &group, &idle).await?;
+    let rate = prepared.len() as f64 / t.elapsed().as_secs_f64();
+    idle.abort();
+    for c in &mut children {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+    }
+    for c in &mut children {
+        let _ = c.wait();
+    }
+    eprintln!("[processes] {procs} x{batch}: {rate:.0} msgs/s");
+    fresh.close().await;
+    Ok(rate)
 }
 
 /// ns/point of each detector alone (through the fusion, weights of the others at 0), of the
 /// z-score and of the whole fused detector, on one core.
 fn detector_costs(points: usize) -> Vec<(String, f64)> {
-    use crate::detect::{AnomalyConfig, AnomalyState, DetectorKind};
+    use prismwatch::detect::{AnomalyConfig, AnomalyState, DetectorKind};
     let series: Vec<(i64, f64)> = (0..points)
         .map(|i| {
             let day = (i % 1440) as f64 / 1440.0 * std::f64::consts::TAU;
@@ -436,7 +660,7 @@ fn detector_costs(points: usize) -> Vec<(String, f64)> {
         t.elapsed().as_nanos() as f64 / points as f64
     };
     let mut out = Vec::new();
-    let z = crate::detect::zscore::ZScoreConfig::default();
+    let z = prismwatch::detect::zscore::ZScoreConfig::default();
     let mut zs = Default::default();
     let t = Instant::now();
     for &(_, v) in &series {
@@ -612,67 +836,96 @@ async fn raw_pass(
     Ok(secs)
 }
 
-/// Seconds the processor (in-process, on a new durable consumer) takes to process and ack the
-/// stream up to `last`, from the creation of its consumer (its start-up before that, connecting
-/// and opening the checkpoint store, is not consuming).
+/// Seconds the processor (in-process, as a new processor group) takes to process and ack the
+/// whole stream, from the creation of its partitions' consumers (its start-up before that,
+/// connecting and taking its leases, is not consuming).
 async fn processor_pass(
     stream: &jetstream::stream::Stream,
     cfg: &Config,
     rules: &RuleSet,
     name: &str,
-    last: u64,
+    _last: u64,
 ) -> anyhow::Result<f64> {
     let mut pcfg = cfg.clone();
     pcfg.ingest.consumer_name = name.to_string();
-    let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(runner::run(pcfg, rules.clone(), rx));
-    wait_created(stream, name, &task).await?;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(app::run(
+        pcfg,
+        rules.clone(),
+        vec![Component::Processor],
+        stop.clone(),
+    ));
+    wait_created(stream, cfg, name, &task).await?;
     let t = Instant::now();
-    wait_acked(stream, name, last, &task).await?;
+    wait_acked(stream, cfg, name, &task).await?;
     let secs = t.elapsed().as_secs_f64();
-    let _ = tx.send(true);
+    stop.cancel();
     task.await??;
-    stream.delete_consumer(name).await?;
+    delete_group(stream, cfg, name).await?;
     Ok(secs)
 }
 
-/// Polls (every millisecond) until consumer `name` exists.
-async fn wait_created<T>(
+/// The consumers of a processor group (one per partition), or the one raw consumer `name`.
+fn consumers_of(cfg: &Config, name: &str) -> Vec<String> {
+    if name.starts_with("bench-raw") || name.starts_with("bench-echo") {
+        vec![name.to_string()]
+    } else {
+        (0..cfg.streams.partitions)
+            .map(|p| processor::consumer_name(name, p))
+            .collect()
+    }
+}
+
+async fn delete_group(
     stream: &jetstream::stream::Stream,
+    cfg: &Config,
     name: &str,
-    task: &tokio::task::JoinHandle<T>,
 ) -> anyhow::Result<()> {
-    while stream
-        .get_consumer::<consumer::pull::Config>(name)
-        .await
-        .is_err()
-    {
-        anyhow::ensure!(!task.is_finished(), "consumer {name} did not start");
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    for c in consumers_of(cfg, name) {
+        stream.delete_consumer(&c).await?;
     }
     Ok(())
 }
 
-/// Polls until consumer `name` has acked everything up to `last`.
-async fn wait_acked<T>(
+/// Polls (every millisecond) until every consumer of `name` exists.
+async fn wait_created<T>(
     stream: &jetstream::stream::Stream,
+    cfg: &Config,
     name: &str,
-    last: u64,
     task: &tokio::task::JoinHandle<T>,
 ) -> anyhow::Result<()> {
-    loop {
+    for c in consumers_of(cfg, name) {
+        while stream.consumer_info(&c).await.is_err() {
+            anyhow::ensure!(!task.is_finished(), "consumer {c} did not start");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Polls until every consumer of `name` has had everything delivered and acked.
+async fn wait_acked<T>(
+    stream: &jetstream::stream::Stream,
+    cfg: &Config,
+    name: &str,
+    task: &tokio::task::JoinHandle<T>,
+) -> anyhow::Result<()> {
+    let consumers = consumers_of(cfg, name);
+    'poll: loop {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        if let Ok(mut c) = stream.get_consumer::<consumer::pull::Config>(name).await {
-            if c.info().await?.ack_floor.stream_sequence >= last {
-                return Ok(());
+        anyhow::ensure!(!task.is_finished(), "consumer {name} stopped early");
+        for c in &consumers {
+            match stream.consumer_info(c).await {
+                Ok(i) if i.num_pending == 0 && i.num_ack_pending == 0 => {}
+                _ => continue 'poll,
             }
         }
-        anyhow::ensure!(!task.is_finished(), "consumer {name} stopped early");
+        return Ok(());
     }
 }
 
 /// The consumer of a latency or live run, started on the (purged) metric stream under a new
-/// consumer name. Stop it with the returned sender, then await the task.
+/// consumer (or processor group) name. Stop it with the returned token, then await the task.
 async fn start_consumer(
     js: &jetstream::Context,
     cfg: &Config,
@@ -680,23 +933,29 @@ async fn start_consumer(
     which: LatencyConsumer,
     name: &str,
 ) -> anyhow::Result<(
-    watch::Sender<bool>,
+    CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 )> {
-    let (tx, rx) = watch::channel(false);
+    let stop = CancellationToken::new();
     let mut ccfg = cfg.clone();
     ccfg.ingest.consumer_name = name.to_string();
     let task = match which {
-        LatencyConsumer::Processor => spawn_isolated(runner::run(ccfg, rules.clone(), rx)),
+        LatencyConsumer::Processor => spawn_isolated(app::run(
+            ccfg,
+            rules.clone(),
+            vec![Component::Processor],
+            stop.clone(),
+        )),
         LatencyConsumer::RawEcho => {
             let stream = js.get_stream(&cfg.streams.metrics.name).await?;
             let c: consumer::PullConsumer = stream
                 .create_consumer(raw_consumer_config(cfg, name, None))
                 .await?;
+            let stop = stop.clone();
             spawn_isolated(async move {
                 // A connection of its own, driven by its own runtime, like the processor's.
                 let client = bus::connect(&ccfg.nats).await?;
-                let result = raw_echo(client.clone(), c, ccfg.ingest.max_batch, rx).await;
+                let result = raw_echo(client.clone(), c, ccfg.ingest.max_batch, stop).await;
                 bus::close(&client).await;
                 result
             })
@@ -704,13 +963,14 @@ async fn start_consumer(
     };
     wait_created(
         &js.get_stream(&cfg.streams.metrics.name).await?,
+        cfg,
         name,
         &task,
     )
     .await?;
     // Give it a moment to issue its first pull.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    Ok((tx, task))
+    Ok((stop, task))
 }
 
 /// Runs a consumer on a runtime of its own (on its own threads, like `prismwatch run` in its own
@@ -742,7 +1002,7 @@ async fn raw_echo(
     client: async_nats::Client,
     consumer: consumer::PullConsumer,
     max_batch: usize,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut messages = consumer
         .stream()
@@ -752,19 +1012,19 @@ async fn raw_echo(
         .ready_chunks(max_batch);
     loop {
         let chunk = tokio::select! {
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.cancelled() => return Ok(()),
             chunk = messages.next() => chunk,
         };
         let Some(chunk) = chunk else { return Ok(()) };
         for m in chunk.iter().flatten() {
-            // A trigger is the first point of its message (see `latency`).
-            if m.subject.contains("bench_trigger") {
-                let first: MetricPoint = match rmp_serde::from_slice::<Vec<MetricPoint>>(&m.payload)
+            // A trigger is the last point of its message (see `latency`).
+            if m.subject.contains("bench_trigger") || m.subject.ends_with(".batch") {
+                let last: MetricPoint = match rmp_serde::from_slice::<Vec<MetricPoint>>(&m.payload)
                 {
-                    Ok(batch) => batch.into_iter().next().context("empty batch")?,
+                    Ok(batch) => batch.into_iter().last().context("empty batch")?,
                     Err(_) => rmp_serde::from_slice(&m.payload)?,
                 };
-                if let Some(id) = first.labels.get("trigger") {
+                if let Some(id) = last.labels.get("trigger") {
                     client
                         .publish(ECHO_SUBJECT, id.clone().into_bytes().into())
                         .await?;
@@ -808,7 +1068,10 @@ async fn live_rate(
     let (js, cfg) = (&fresh.js, &fresh.cfg);
     let stream = js.get_stream(&cfg.streams.metrics.name).await?;
     let prepared = encode(points, batch)?;
-    let name = format!("bench-live-{run}");
+    let name = match which {
+        LatencyConsumer::Processor => format!("bench-live-{run}"),
+        LatencyConsumer::RawEcho => format!("bench-echo-live-{run}"),
+    };
     let (stop, task) = start_consumer(js, cfg, rules, which, &name).await?;
     let t = Instant::now();
     let mut acks = std::collections::VecDeque::new();
@@ -822,11 +1085,12 @@ async fn live_rate(
     for a in acks {
         last = a.await?.sequence;
     }
-    wait_acked(&stream, &name, last, &task).await?;
+    let _ = last;
+    wait_acked(&stream, cfg, &name, &task).await?;
     let rate = prepared.len() as f64 / t.elapsed().as_secs_f64();
-    let _ = stop.send(true);
+    stop.cancel();
     task.await??;
-    stream.delete_consumer(&name).await?;
+    delete_group(&stream, cfg, &name).await?;
     eprintln!("[live] {} x{batch}: {rate:.0} msgs/s", which.name());
     fresh.close().await;
     Ok(rate)
@@ -852,7 +1116,10 @@ async fn latency(
     let stream = js.get_stream(&cfg.streams.metrics.name).await?;
     let client = bus::connect(&cfg.nats).await?;
     // A consumer (and so a checkpoint) of its own per run: series state starts fresh.
-    let name = format!("bench-latency-{batch}-{run}");
+    let name = match which {
+        LatencyConsumer::Processor => format!("bench-latency-{batch}-{run}"),
+        LatencyConsumer::RawEcho => format!("bench-echo-latency-{batch}-{run}"),
+    };
 
     let sent: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
@@ -899,7 +1166,9 @@ async fn latency(
             let n = m * batch + b;
             let ts = base + (n / series) as i64 * 100 + (n % 100) as i64;
             // No triggers in the first second: series creation and warm-up are not latency.
-            if b == 0 && m % trigger_every == 0 && m as f64 >= rate {
+            // A trigger is its message's last point: the message's subject (its source) is
+            // its first point's, as for the other messages of those series.
+            if b == batch - 1 && m % trigger_every == 0 && m as f64 >= rate {
                 triggers += 1;
                 let mut labels = BTreeMap::new();
                 labels.insert("run".to_string(), format!("b{batch}"));
@@ -946,9 +1215,9 @@ async fn latency(
     while hist.lock().unwrap().len() < triggers as u64 && Instant::now() < wait_until {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let _ = stop.send(true);
+    stop.cancel();
     task.await??;
-    stream.delete_consumer(&name).await?;
+    delete_group(&stream, cfg, &name).await?;
     receiver.abort();
     bus::close(&client).await;
     fresh.close().await;
@@ -1030,28 +1299,19 @@ struct Memory {
 fn memory_and_cpu(cfg: &Config, rules: &RuleSet, n_series: usize, rounds: usize) -> Memory {
     let mut pcfg = cfg.pipeline.clone();
     pcfg.shards = 1;
-    let mut pipeline = Pipeline::new(&pcfg, cfg.ingest.allowed_lateness_ms, rules.clone());
+    let mut pipeline = Pipeline::new(&pcfg, &cfg.ingest, rules.clone());
     let base = 1_700_000_000_000;
     let before = rss_bytes();
     let mut elapsed = Duration::ZERO;
     let mut points = 0usize;
     for j in 0..rounds {
         // Encode one round at a time (outside the timed part) to keep the heap small.
-        let messages: Vec<Vec<u8>> = (0..n_series.div_ceil(100))
-            .map(|m| {
-                let pts: Vec<MetricPoint> = (0..100)
-                    .map(|i| bench_point((m * 100 + i) % n_series, j, base))
-                    .collect();
-                rmp_serde::to_vec_named(&pts).expect("encode")
-            })
-            .collect();
         let published = base + (j as i64 + 1) * STEP_MS;
+        let messages = bench_round(n_series, j, base, published);
         let t = Instant::now();
         for m in &messages {
-            let decoded = decode_message(m, None, published, &cfg.ingest).expect("valid");
-            points += decoded.points.len();
-            pipeline.push_message(decoded.points);
-            pipeline.run();
+            let out = pipeline.process(std::slice::from_ref(m));
+            points += out.stats.points as usize;
         }
         elapsed += t.elapsed();
     }
@@ -1063,4 +1323,102 @@ fn memory_and_cpu(cfg: &Config, rules: &RuleSet, n_series: usize, rounds: usize)
         max_state: pipeline.max_state_bytes(),
         ns_per_point: elapsed.as_nanos() as f64 / points as f64,
     }
+}
+
+/// Round `j` of `n_series` series as stored messages of 100 points; message `m` always holds
+/// the same series, on a source of its own.
+fn bench_round(n_series: usize, j: usize, base: i64, published: i64) -> Vec<Incoming> {
+    (0..n_series.div_ceil(100))
+        .map(|m| {
+            let pts: Vec<MetricPoint> = (0..100)
+                .map(|i| bench_point((m * 100 + i) % n_series, j, base))
+                .collect();
+            Incoming {
+                subject: format!("prism.part.0.bench.m{m}.batch").into(),
+                payload: rmp_serde::to_vec_named(&pts).expect("encode").into(),
+                content_type: None,
+                stream_seq: (j * n_series + m) as u64 + 1,
+                published_ms: published,
+            }
+        })
+        .collect()
+}
+
+/// Peak RSS of this process so far (VmHWM), bytes.
+fn peak_rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<usize>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// Checkpoint cost of `n` series (backbone operators, default rules, 3 points each) through a
+/// real object store: serialise + write, and read + restore; sizes and RSS. In its own process.
+async fn checkpoint_cost(
+    cfg: &Config,
+    rules: &RuleSet,
+    n: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let c = with_operators(cfg, false);
+    let mut pcfg = c.pipeline.clone();
+    pcfg.shards = 1;
+    let mut pipeline = Pipeline::new(&pcfg, &c.ingest, rules.clone());
+    let base = 1_700_000_000_000;
+    for j in 0..3 {
+        for m in bench_round(n, j, base, base + (j as i64 + 1) * STEP_MS) {
+            pipeline.process(std::slice::from_ref(&m));
+        }
+    }
+    let fresh = Fresh::start(&c).await?;
+    let store = processor::CheckpointStore::open(&fresh.js).await?;
+    let rss_before = rss_bytes();
+    let (tx, rx) = tokio::sync::mpsc::channel(32);
+    let t = Instant::now();
+    let pipeline = Arc::new(pipeline);
+    let writer = {
+        let pipeline = pipeline.clone();
+        tokio::task::spawn_blocking(move || {
+            use prismwatch::pipeline::checkpoint::{CheckpointHeader, CheckpointWriter};
+            let header = CheckpointHeader {
+                partition: 0,
+                last_seq: 1,
+                written_at_ms: 0,
+                pipeline: pipeline.header(),
+            };
+            let mut w = CheckpointWriter::new(&header, |b| {
+                let _ = tx.blocking_send(Ok(b));
+            })
+            .expect("header");
+            pipeline.for_each_series(|s| w.series(&s).expect("series"));
+            (w.finish(), t.elapsed().as_secs_f64())
+        })
+    };
+    let bytes = store.save("bench-0", rx).await?;
+    let write_secs = t.elapsed().as_secs_f64();
+    let (_, serialise_secs) = writer.await?;
+    let rss_after_write = rss_bytes();
+    let peak_write = peak_rss_bytes();
+    let t = Instant::now();
+    let mut restored = Pipeline::new(&pcfg, &c.ingest, rules.clone());
+    let header = store
+        .load("bench-0", &mut restored)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let read_secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        restored.series_count() == n && header.last_seq == 1,
+        "restore mismatch"
+    );
+    fresh.close().await;
+    Ok(serde_json::json!({
+        "series": n, "bytes": bytes, "serialise_secs": serialise_secs, "write_secs": write_secs,
+        "read_secs": read_secs, "rss_before": rss_before, "rss_after_write": rss_after_write,
+        "peak_rss_during_write": peak_write,
+    }))
 }

@@ -78,8 +78,10 @@ pub fn init_logs(cfg: &TelemetryConfig) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if cfg.log_format == "json" {
         builder.json().try_init()
@@ -140,6 +142,8 @@ pub const SERIES_QUARANTINED_TOTAL: &str = "prismwatch_pipeline_series_quarantin
 pub const ALERTS_SUPPRESSED: &str = "prismwatch_alerts_republish_suppressed_total";
 pub const PUBLISH_FAILURES: &str = "prismwatch_alerts_publish_failures_total";
 pub const TICKS: &str = "prismwatch_ingest_ticks_published_total";
+pub const SERIES_CONFLICTS: &str = "prismwatch_pipeline_series_conflicts_total";
+pub const SERIES_CLAIMS_DROPPED: &str = "prismwatch_pipeline_series_claims_dropped_total";
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -236,5 +240,13 @@ fn describe() {
     describe_counter!(
         TICKS,
         "Ticks stored to move a quiet partition's stream time"
+    );
+    describe_counter!(
+        SERIES_CONFLICTS,
+        "Series seen from a second source in another partition (series registry)"
+    );
+    describe_counter!(
+        SERIES_CLAIMS_DROPPED,
+        "Series registry claims dropped because its queue was full (detection is best effort)"
     );
 }

@@ -100,6 +100,9 @@ fn streams_subjects_and_buckets_match_the_code_and_defaults() {
     find(&c["object_stores"], "name", subjects::CHECKPOINT_BUCKET);
     let leases = find(&c["kv_buckets"], "name", subjects::LEASE_BUCKET);
     assert_eq!(leases["history"], 1);
+    let series = find(&c["kv_buckets"], "name", subjects::SERIES_BUCKET);
+    assert_eq!(secs(&series["max_age"]), 7 * 86_400);
+    assert_eq!(prismwatch::processor::series_id("x").len(), 24);
 
     // Partitioning: the stored subjects, the transform and the ticks.
     let stored = find(&c["subjects"], "id", "metrics_stored");

@@ -9,23 +9,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use prismwatch::model::MetricPoint;
 
-/// The scenario on many exchanges (so over every partition), long enough to be interrupted.
-pub fn big_scenario() -> Vec<MetricPoint> {
-    let base = scenario();
-    let mut out = Vec::new();
-    for chunk in base.chunks(3) {
-        for copy in 0..8 {
-            for p in chunk {
-                let mut p = p.clone();
-                let ex = format!("{}-{copy}", p.labels["exchange"]);
-                p.labels.insert("exchange".into(), ex);
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 /// A fresh server whose metrics stream holds `points`, one per message.
 async fn server_with(points: &[MetricPoint]) -> (NatsServer, async_nats::jetstream::Context) {
     let srv = server();
@@ -94,8 +77,9 @@ async fn kill_and_restart_loses_nothing_and_duplicates_nothing() {
         "everything was already published before the kill"
     );
 
+    let since = prismwatch::tools::clock::now_ms() - 5;
     let mut p = ChildProcessor::spawn(&srv.url(), &rules, &extra, None);
-    wait_consumed(&js, GROUP, Duration::from_secs(120)).await;
+    wait_consumed_since(&js, GROUP, since, Duration::from_secs(120)).await;
     p.kill();
 
     let after = alert_events(&js).await;

@@ -161,7 +161,7 @@ pub async fn run(
         }
     }
     status.update(|s| s.shutting_down = true);
-    let drained = tokio::time::timeout(Duration::from_secs(25), async {
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(done) = tasks.join_next().await {
             if let Ok(Err(e)) = done {
                 tracing::error!(error = %e, "component failed while stopping");
@@ -170,7 +170,7 @@ pub async fn run(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("components did not stop within 25 s");
+        tracing::warn!("components did not stop within 10 s");
     }
     bus::close(&client).await;
     http_stop.cancel();

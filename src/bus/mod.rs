@@ -122,12 +122,15 @@ async fn connect_with(
 /// connection; returns once it is closed, or after two seconds. A client left open whose
 /// server goes away retries the connection for as long as the process lives.
 pub async fn close(client: &async_nats::Client) {
-    let _ = client.flush().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    if client.connection_state() != async_nats::connection::State::Connected {
+        return; // nothing to flush to; the client is dropped by its owner
+    }
+    let _ = tokio::time::timeout_at(deadline, client.flush()).await;
     if client.drain().await.is_err() {
         return; // already closed
     }
     // Flush fails once the connection has closed; until then it succeeds or waits.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     while let Ok(Ok(())) = tokio::time::timeout_at(deadline, client.flush()).await {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }

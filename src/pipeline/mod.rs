@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 pub use config::{MetricOperators, PipelineConfig};
 pub use shard::{
-    fingerprint, Emitted, Item, PipelineCtx, PointReject, SeriesSnapshot, Shard, ShardOut,
+    fingerprint, Claim, Emitted, Item, PipelineCtx, PointReject, SeriesSnapshot, Shard, ShardOut,
     ShardStats,
 };
 pub use time::{SourceId, TimeConfig, Timelines, TimelinesSnapshot};
@@ -54,6 +54,15 @@ pub struct BatchStats {
     pub shards: ShardStats,
 }
 
+/// A series' claim to its source (see [`Claim`]), with the source's name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesClaim {
+    pub key: Arc<str>,
+    pub source: String,
+    pub msg: u32,
+    pub new: bool,
+}
+
 /// What one batch did.
 #[derive(Debug, Default)]
 pub struct BatchOutput {
@@ -61,6 +70,9 @@ pub struct BatchOutput {
     pub events: Vec<Emitted>,
     /// Rejected points by message and reason, in message order.
     pub rejects: Vec<MessageReject>,
+    /// Series created (and, once a day of stream time, every series): for the registry that
+    /// spots a series published on subjects of two partitions.
+    pub claims: Vec<SeriesClaim>,
     pub stats: BatchStats,
 }
 
@@ -80,8 +92,14 @@ pub struct Pipeline {
     limits: IngestConfig,
     sweep_every_ms: i64,
     next_sweep_at: i64,
+    /// Sweeps so far: which slot of series renews its registry claims.
+    sweeps: usize,
     signals: Vec<TimeSignal>,
 }
+
+/// Every series' registry claim is renewed about this often (stream time); the registry keeps
+/// claims a week.
+const CLAIM_RENEWAL_MS: i64 = 86_400_000;
 
 impl Pipeline {
     pub fn new(config: &PipelineConfig, ingest: &IngestConfig, rules: RuleSet) -> Self {
@@ -101,6 +119,7 @@ impl Pipeline {
             limits: ingest.clone(),
             sweep_every_ms: (idle_evict_ms / 4).max(1000),
             next_sweep_at: i64::MIN,
+            sweeps: 0,
             signals: Vec::new(),
         }
     }
@@ -114,10 +133,14 @@ impl Pipeline {
             stats.messages += 1;
             self.time.on_message(m.published_ms, &mut self.signals);
             self.flush_signals(msg);
-            if self.time.stream_time() >= self.next_sweep_at {
-                self.next_sweep_at = self.time.stream_time().saturating_add(self.sweep_every_ms);
+            let t = self.time.stream_time();
+            if t >= self.next_sweep_at {
+                self.next_sweep_at = t.saturating_add(self.sweep_every_ms);
+                let slots = (CLAIM_RENEWAL_MS / self.sweep_every_ms).max(1) as usize;
+                let renew = (self.sweeps % slots, slots);
+                self.sweeps += 1;
                 for q in &mut self.queues {
-                    q.push(Item::Sweep);
+                    q.push(Item::Sweep { renew });
                 }
             }
             let source_name = match subjects::parse_stored(&m.subject) {
@@ -190,12 +213,44 @@ impl Pipeline {
         let out = self.run_shards();
         stats.shards = out.stats;
         for r in out.rejects {
-            rejects.add(r.msg, r.reason, r.detail);
+            let detail = self.name_sources(r.detail);
+            rejects.add(r.msg, r.reason, detail);
         }
+        let claims = out
+            .claims
+            .into_iter()
+            .map(|c| SeriesClaim {
+                key: c.key,
+                source: self.time.name(c.source).to_string(),
+                msg: c.msg,
+                new: c.new,
+            })
+            .collect();
         BatchOutput {
             events: out.events,
             rejects: rejects.0.into_values().collect(),
+            claims,
             stats,
+        }
+    }
+
+    /// Shards name sources by id (`{source:<id>}`); people read names.
+    fn name_sources(&self, detail: String) -> String {
+        let Some(start) = detail.find("{source:") else {
+            return detail;
+        };
+        let Some(len) = detail[start..].find('}') else {
+            return detail;
+        };
+        let id: Option<SourceId> = detail[start + 8..start + len].parse().ok();
+        match id {
+            Some(id) => format!(
+                "{}{}{}",
+                &detail[..start],
+                self.time.name(id),
+                &detail[start + len + 1..]
+            ),
+            None => detail,
         }
     }
 
@@ -244,15 +299,18 @@ impl Pipeline {
         }
         let mut events = Vec::new();
         let mut rejects = Vec::new();
+        let mut claims = Vec::new();
         for o in per_shard {
             events.extend(o.events);
             rejects.extend(o.rejects);
+            claims.extend(o.claims);
         }
         events.sort_by(|a, b| {
             (a.msg, a.event.sort_key())
                 .partial_cmp(&(b.msg, b.event.sort_key()))
                 .unwrap_or(std::cmp::Ordering::Equal)
         });
+        claims.sort_by(|a, b| (a.msg, &a.key).cmp(&(b.msg, &b.key)));
         // Whatever the shard count, the same first detail per (message, reason).
         rejects.sort_by(|a, b| (a.msg, a.reason, &a.detail).cmp(&(b.msg, b.reason, &b.detail)));
         let mut stats = ShardStats::default();
@@ -262,6 +320,7 @@ impl Pipeline {
         RunOut {
             events,
             rejects,
+            claims,
             stats,
         }
     }
@@ -363,6 +422,7 @@ impl Pipeline {
 struct RunOut {
     events: Vec<Emitted>,
     rejects: Vec<PointReject>,
+    claims: Vec<Claim>,
     stats: ShardStats,
 }
 

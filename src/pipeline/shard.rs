@@ -79,8 +79,10 @@ pub enum Item {
     Watermark { source: SourceId, at: i64, msg: u32 },
     /// The source is forgotten: drop its clock.
     Forget { source: SourceId },
-    /// Evict idle series (stream-time driven, every quarter of the eviction time).
-    Sweep,
+    /// Evict idle series (stream-time driven, every quarter of the eviction time), and renew
+    /// the registry claims of the series in slot `renew.0` of `renew.1` (by key hash), so every
+    /// series is renewed once per `renew.1` sweeps without a burst.
+    Sweep { renew: (usize, usize) },
 }
 
 /// An alert event and the message (index in its batch) that caused it.
@@ -98,11 +100,23 @@ pub struct PointReject {
     pub detail: String,
 }
 
+/// A series' claim to its source, for the cross-partition series registry: made when the
+/// series is created (`new`), and renewed now and then for every series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub key: Arc<str>,
+    pub source: SourceId,
+    /// The message that created the series (for `new` claims).
+    pub msg: u32,
+    pub new: bool,
+}
+
 /// What a shard produced from a run of items.
 #[derive(Debug, Default)]
 pub struct ShardOut {
     pub events: Vec<Emitted>,
     pub rejects: Vec<PointReject>,
+    pub claims: Vec<Claim>,
 }
 
 const NO_TIMER: i64 = i64::MAX;
@@ -280,7 +294,22 @@ impl Shard {
                 Item::Forget { source } => {
                     self.watermarks.remove(&source);
                 }
-                Item::Sweep => self.evict_idle(),
+                Item::Sweep {
+                    renew: (slot, slots),
+                } => {
+                    self.evict_idle();
+                    out.claims.extend(
+                        self.series
+                            .values()
+                            .filter(|st| SeriesKey::shard_of(&st.key, slots.max(1)) == slot)
+                            .map(|st| Claim {
+                                key: st.key.clone(),
+                                source: st.source,
+                                msg: 0,
+                                new: false,
+                            }),
+                    );
+                }
             }
         }
     }
@@ -314,8 +343,9 @@ impl Shard {
                     msg,
                     reason: RejectReason::SeriesConflict,
                     detail: format!(
-                        "series {} belongs to another source: a series must come from one subject's <domain>.<source>",
-                        SeriesKey(k.clone()).display()
+                        "series {} comes from source {{source:{}}} already: a series must always come from the same subject <domain>.<source>",
+                        SeriesKey(k.clone()).display(),
+                        st.source
                     ),
                 });
                 return None;
@@ -324,6 +354,12 @@ impl Shard {
             None => {
                 self.stats.series_created += 1;
                 let key: Arc<str> = kp.key.into();
+                out.claims.push(Claim {
+                    key: key.clone(),
+                    source,
+                    msg,
+                    new: true,
+                });
                 let st = new_series(&self.ctx, key.clone(), source);
                 self.series.insert(key.clone(), st);
                 key

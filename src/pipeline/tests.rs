@@ -399,8 +399,20 @@ fn a_series_from_a_second_source_is_refused() {
         (r.msg, r.reason, r.points),
         (1, RejectReason::SeriesConflict, 1)
     );
-    assert!(r.detail.contains("exchange=\"binance\""), "{}", r.detail);
+    assert!(
+        r.detail.contains("exchange=\"binance\"")
+            && r.detail.contains("source exchange.binance already"),
+        "{}",
+        r.detail
+    );
     assert_eq!(p.series_count(), 2);
+    // Each new series is claimed for the registry, with its source.
+    let claims: Vec<(&str, bool)> = out
+        .claims
+        .iter()
+        .map(|c| (c.source.as_str(), c.new))
+        .collect();
+    assert_eq!(claims, [("exchange.binance", true), ("exchange.all", true)]);
 }
 
 #[test]

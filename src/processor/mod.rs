@@ -20,6 +20,7 @@ mod error;
 pub mod lease;
 mod partition;
 mod publish;
+mod registry;
 pub mod replay;
 mod store;
 mod worker;
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use consume::consumer_name;
 pub use error::{ProcessorError, Retry};
+pub use registry::series_id;
 pub use store::CheckpointStore;
 
 use crate::app::status::StatusHandle;
@@ -101,6 +103,7 @@ pub struct ProcessorCtx {
     pub js: jetstream::Context,
     pub status: StatusHandle,
     pub store: CheckpointStore,
+    pub registry: registry::Registry,
 }
 
 /// A partition this process owns.
@@ -109,6 +112,152 @@ struct Owned {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<Exit, ProcessorError>>,
     releasing: bool,
+}
+
+/// The lease loop's state: what this process owns and what it saw of the others.
+struct Keeper {
+    ctx: Arc<ProcessorCtx>,
+    leases: Leases,
+    member: String,
+    partitions: u32,
+    renew: Duration,
+    owned: BTreeMap<u32, Owned>,
+    /// When each unowned partition was first seen free.
+    free_since: BTreeMap<u32, Instant>,
+    /// Partitions whose run failed: not taken again before then.
+    retry_after: BTreeMap<u32, Instant>,
+    warned_at: Option<Instant>,
+}
+
+impl Keeper {
+    /// One round: heartbeat, renew, reap finished partitions, then release and acquire what
+    /// the plan says.
+    async fn round(&mut self, stop: &CancellationToken) {
+        let sent = Instant::now();
+        let joined = self.leases.heartbeat().await;
+        self.ctx
+            .status
+            .update(|s| s.processor.joined = joined.is_ok());
+        if let Err(e) = joined {
+            if self
+                .warned_at
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+            {
+                tracing::warn!(error = %e, "cannot reach the lease bucket; owned partitions stop publishing once their leases lapse");
+                self.warned_at = Some(Instant::now());
+            }
+            return;
+        }
+        // Renew first: a lease must not lapse while the rest of the round runs.
+        for (p, o) in self.owned.iter_mut() {
+            match self.leases.renew(*p, o.handle.revision).await {
+                Ok(Some(rev)) => o.handle.extend(rev, sent + self.leases.valid_for()),
+                Ok(None) => {
+                    tracing::warn!(partition = p, "lease taken by another process");
+                    o.handle.lose();
+                }
+                Err(e) => tracing::warn!(partition = p, error = %e, "lease renewal failed"),
+            }
+        }
+        self.reap().await;
+        let view = match self.leases.view().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the group");
+                return;
+            }
+        };
+        let now = Instant::now();
+        for p in 0..self.partitions {
+            if view.owners.contains_key(&p) || self.owned.contains_key(&p) {
+                self.free_since.remove(&p);
+            } else {
+                self.free_since.entry(p).or_insert(now);
+            }
+        }
+        let grace = 3 * self.renew;
+        let free_too_long: BTreeSet<u32> = self
+            .free_since
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) > grace)
+            .map(|(p, _)| *p)
+            .collect();
+        let mine: BTreeSet<u32> = self.owned.keys().copied().collect();
+        let plan = lease::plan(self.partitions, &self.member, &view, &mine, &free_too_long);
+        for p in plan.release {
+            if let Some(o) = self.owned.get_mut(&p) {
+                if !o.releasing {
+                    tracing::info!(
+                        partition = p,
+                        "handing the partition over to its preferred member"
+                    );
+                    o.releasing = true;
+                    o.stop.cancel();
+                }
+            }
+        }
+        for p in plan.acquire {
+            if self.retry_after.get(&p).is_some_and(|t| *t > now) {
+                continue;
+            }
+            let sent = Instant::now();
+            match self.leases.acquire(p).await {
+                Ok(Some(rev)) => {
+                    let (handle, guard) = LeaseHandle::new(p, rev, sent + self.leases.valid_for());
+                    let part_stop = stop.child_token();
+                    let task = tokio::spawn(partition::run(
+                        self.ctx.clone(),
+                        p,
+                        guard,
+                        part_stop.clone(),
+                    ));
+                    self.owned.insert(
+                        p,
+                        Owned {
+                            handle,
+                            stop: part_stop,
+                            task,
+                            releasing: false,
+                        },
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(partition = p, error = %e, "acquire failed"),
+            }
+        }
+    }
+
+    /// Collects finished partitions: releases the leases of those that stopped (or failed).
+    async fn reap(&mut self) {
+        let finished: Vec<u32> = self
+            .owned
+            .iter()
+            .filter(|(_, o)| o.task.is_finished())
+            .map(|(p, _)| *p)
+            .collect();
+        for p in finished {
+            let o = self.owned.remove(&p).expect("listed");
+            match o.task.await {
+                Ok(Ok(Exit::Stopped)) => self.leases.release(p, o.handle.revision).await,
+                Ok(Ok(Exit::LeaseLost)) => {}
+                Ok(Err(e)) => {
+                    let wait = match e.retry() {
+                        Retry::Transient => Duration::from_secs(2),
+                        Retry::Permanent => Duration::from_secs(30),
+                    };
+                    tracing::error!(partition = p, error = %e, retry_in_secs = wait.as_secs(), "partition stopped with an error; giving it up for now");
+                    self.leases.release(p, o.handle.revision).await;
+                    self.retry_after.insert(p, Instant::now() + wait);
+                }
+                Err(join) => {
+                    tracing::error!(partition = p, error = %join, "partition task panicked; giving it up for now");
+                    self.leases.release(p, o.handle.revision).await;
+                    self.retry_after
+                        .insert(p, Instant::now() + Duration::from_secs(30));
+                }
+            }
+        }
+    }
 }
 
 /// Runs the processor until `stop`: joins the group, takes and gives back partitions, runs each
@@ -128,6 +277,7 @@ pub async fn run(
     let leases = Leases::open(&js, &group, &member, Duration::from_millis(pc.lease_ttl_ms)).await?;
     let ctx = Arc::new(ProcessorCtx {
         store: CheckpointStore::open(&js).await?,
+        registry: registry::Registry::start(&js, stop.clone()).await?,
         cfg,
         rules,
         js,
@@ -140,150 +290,69 @@ pub async fn run(
     });
     tracing::info!(group = %group, member = %member, partitions, lease_ttl_ms = leases.ttl.as_millis() as u64, "processor joining its group");
 
-    let mut owned: BTreeMap<u32, Owned> = BTreeMap::new();
-    let mut free_since: BTreeMap<u32, Instant> = BTreeMap::new();
-    let mut retry_after: BTreeMap<u32, Instant> = BTreeMap::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(pc.lease_renew_ms));
+    let mut keeper = Keeper {
+        ctx,
+        leases,
+        member,
+        partitions,
+        renew: Duration::from_millis(pc.lease_renew_ms),
+        owned: BTreeMap::new(),
+        free_since: BTreeMap::new(),
+        retry_after: BTreeMap::new(),
+        warned_at: None,
+    };
+    let mut tick = tokio::time::interval(keeper.renew);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut warned_at: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let sent = Instant::now();
-        let joined = leases.heartbeat().await;
-        status.update(|s| s.processor.joined = joined.is_ok());
-        if let Err(e) = joined {
-            if warned_at.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                tracing::warn!(error = %e, "cannot reach the lease bucket; owned partitions stop publishing once their leases lapse");
-                warned_at = Some(Instant::now());
-            }
-            continue;
-        }
-        // Renew first: a lease must not lapse while the rest of the round runs.
-        for (p, o) in owned.iter_mut() {
-            match leases.renew(*p, o.handle.revision).await {
-                Ok(Some(rev)) => o.handle.extend(rev, sent + leases.valid_for()),
-                Ok(None) => {
-                    tracing::warn!(partition = p, "lease taken by another process");
-                    o.handle.lose();
-                }
-                Err(e) => tracing::warn!(partition = p, error = %e, "lease renewal failed"),
-            }
-        }
-        // Reap finished partitions.
-        let finished: Vec<u32> = owned
-            .iter()
-            .filter(|(_, o)| o.task.is_finished())
-            .map(|(p, _)| *p)
-            .collect();
-        for p in finished {
-            let o = owned.remove(&p).expect("listed");
-            match o.task.await {
-                Ok(Ok(Exit::Stopped)) => leases.release(p, o.handle.revision).await,
-                Ok(Ok(Exit::LeaseLost)) => {}
-                Ok(Err(e)) => {
-                    let wait = match e.retry() {
-                        Retry::Transient => Duration::from_secs(2),
-                        Retry::Permanent => Duration::from_secs(30),
-                    };
-                    tracing::error!(partition = p, error = %e, retry_in_secs = wait.as_secs(), "partition stopped with an error; giving it up for now");
-                    leases.release(p, o.handle.revision).await;
-                    retry_after.insert(p, Instant::now() + wait);
-                }
-                Err(join) => {
-                    tracing::error!(partition = p, error = %join, "partition task panicked; giving it up for now");
-                    leases.release(p, o.handle.revision).await;
-                    retry_after.insert(p, Instant::now() + Duration::from_secs(30));
-                }
-            }
-        }
-        let view = match leases.view().await {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read the group");
-                continue;
-            }
-        };
-        let now = Instant::now();
-        for p in 0..partitions {
-            if view.owners.contains_key(&p) || owned.contains_key(&p) {
-                free_since.remove(&p);
-            } else {
-                free_since.entry(p).or_insert(now);
-            }
-        }
-        let grace = 3 * Duration::from_millis(pc.lease_renew_ms);
-        let free_too_long: BTreeSet<u32> = free_since
-            .iter()
-            .filter(|(_, t)| now.duration_since(**t) > grace)
-            .map(|(p, _)| *p)
-            .collect();
-        let mine: BTreeSet<u32> = owned.keys().copied().collect();
-        let plan = lease::plan(partitions, &member, &view, &mine, &free_too_long);
-        for p in plan.release {
-            if let Some(o) = owned.get_mut(&p) {
-                if !o.releasing {
-                    tracing::info!(
-                        partition = p,
-                        "handing the partition over to its preferred member"
-                    );
-                    o.releasing = true;
-                    o.stop.cancel();
-                }
-            }
-        }
-        for p in plan.acquire {
-            if retry_after.get(&p).is_some_and(|t| *t > now) {
-                continue;
-            }
-            let sent = Instant::now();
-            match leases.acquire(p).await {
-                Ok(Some(rev)) => {
-                    let (handle, guard) = LeaseHandle::new(p, rev, sent + leases.valid_for());
-                    let part_stop = stop.child_token();
-                    let task =
-                        tokio::spawn(partition::run(ctx.clone(), p, guard, part_stop.clone()));
-                    owned.insert(
-                        p,
-                        Owned {
-                            handle,
-                            stop: part_stop,
-                            task,
-                            releasing: false,
-                        },
-                    );
-                }
-                Ok(None) => {}
-                Err(e) => tracing::debug!(partition = p, error = %e, "acquire failed"),
-            }
+        // A round waits on NATS; shutdown must not wait for it.
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = keeper.round(&stop) => {}
         }
     }
+    let Keeper {
+        leases, mut owned, ..
+    } = keeper;
     // Shutdown: every partition finishes and checkpoints (they saw `stop` too) while its lease
-    // is still renewed; then the lease is released so another member takes over at once.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // is still renewed; then the lease is released so another member takes over at once. Each
+    // step is bounded: with NATS gone, shutdown must not wait for it.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let step = |d: Duration| d.min(deadline.saturating_duration_since(Instant::now()));
     while !owned.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(pc.lease_renew_ms.min(200))).await;
+        tokio::time::sleep(step(Duration::from_millis(200))).await;
         let sent = Instant::now();
         let mut done = Vec::new();
         for (p, o) in owned.iter_mut() {
             if o.task.is_finished() {
                 done.push(*p);
-            } else if let Ok(Some(rev)) = leases.renew(*p, o.handle.revision).await {
+            } else if let Ok(Ok(Some(rev))) = tokio::time::timeout(
+                step(Duration::from_millis(500)),
+                leases.renew(*p, o.handle.revision),
+            )
+            .await
+            {
                 o.handle.extend(rev, sent + leases.valid_for());
             }
         }
         for p in done {
             let o = owned.remove(&p).expect("listed");
             if let Ok(Ok(Exit::Stopped)) = o.task.await {
-                leases.release(p, o.handle.revision).await;
+                let _ = tokio::time::timeout(
+                    step(Duration::from_millis(500)),
+                    leases.release(p, o.handle.revision),
+                )
+                .await;
             }
         }
     }
     for p in owned.keys() {
         tracing::warn!(partition = p, "partition did not stop in time");
     }
-    leases.leave().await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), leases.leave()).await;
     Ok(())
 }

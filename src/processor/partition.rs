@@ -51,10 +51,19 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<Exit, ProcessorError> {
     set_status(&ctx, p, PartitionPhase::Recovering, 0, None);
+    let running = AtomicBool::new(false);
+    // Once running, a stop is handled inside (gracefully); while recovering, it ends here.
+    let stopped_while_recovering = async {
+        stop.cancelled().await;
+        if running.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
     let result = tokio::select! {
-        // Lease lost during recovery: nothing was published yet; just stop.
+        // Lost or stopped while recovering: nothing was published yet; just stop.
         _ = guard.lost() => Ok(Exit::LeaseLost),
-        r = run_owned(&ctx, p, &guard, &stop) => r,
+        _ = stopped_while_recovering => Ok(Exit::Stopped),
+        r = run_owned(&ctx, p, &guard, &stop, &running) => r,
     };
     ctx.status.update(|s| {
         s.processor.partitions.remove(&p);
@@ -71,6 +80,7 @@ async fn run_owned(
     p: u32,
     guard: &LeaseGuard,
     stop: &CancellationToken,
+    running: &AtomicBool,
 ) -> Result<Exit, ProcessorError> {
     let cfg = &ctx.cfg;
     let group = &cfg.ingest.consumer_name;
@@ -178,6 +188,8 @@ async fn run_owned(
         batch_duration: metrics::histogram!(telemetry::BATCH_DURATION),
     };
     set_status(ctx, p, PartitionPhase::Running, last_seq, None);
+    // From here on a stop is graceful: in-flight work finishes and a checkpoint is written.
+    running.store(true, Ordering::Relaxed);
 
     let checkpoint_every = Duration::from_millis(cfg.pipeline.checkpoint_interval_ms);
     let mut next_checkpoint = Instant::now() + checkpoint_every;
@@ -236,13 +248,14 @@ async fn run_owned(
         );
         return Ok(Exit::LeaseLost);
     }
-    // Graceful: finish what was started, publish and ack it, then a final checkpoint. A stop
-    // that comes while NATS is away must not wait for it: `finish` gives up on a second stop.
+    // Graceful: finish what was started, publish and ack it, then a final checkpoint, all
+    // within a few seconds: a stop that comes while NATS is away must not wait for it.
+    let deadline = Instant::now() + Duration::from_secs(4);
     let hurry = CancellationToken::new();
     let hurry_on = {
         let hurry = hurry.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            tokio::time::sleep_until(deadline).await;
             hurry.cancel();
         })
     };
@@ -254,14 +267,15 @@ async fn run_owned(
         }
     }
     if let Some(u) = upload {
-        let _ = tokio::time::timeout(Duration::from_secs(5), u).await;
+        let _ = tokio::time::timeout_at(deadline, u).await;
     }
     if sink.last_seq != checkpointed_seq
         && !hurry.is_cancelled()
+        && ctx.js.client().connection_state() == async_nats::connection::State::Connected
         && guard.wait_valid(&hurry).await.is_ok()
     {
         let u = checkpoint(ctx, &worker, p, sink.last_seq, &checkpoint_name).await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), u).await;
+        let _ = tokio::time::timeout_at(deadline, u).await;
     }
     hurry_on.abort();
     tracing::info!(
@@ -360,6 +374,9 @@ impl DoneSink {
             .map(|m| m.stream_seq)
             .fold(self.last_seq, u64::max);
         self.has_timers.store(done.has_timers, Ordering::Relaxed);
+        self.ctx
+            .registry
+            .claim(self.partition, &out.claims, &done.batch);
         self.record(&done, batch.started);
         Ok(())
     }

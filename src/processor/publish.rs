@@ -122,6 +122,21 @@ impl Publisher {
         Ok(report)
     }
 
+    /// Publishes one dead letter (the series registry's reports).
+    pub async fn publish_dead_letter(
+        &self,
+        m: &Incoming,
+        r: &MessageReject,
+        guard: &LeaseGuard,
+        stop: &CancellationToken,
+    ) -> Result<(), ProcessorError> {
+        self.publish_all(vec![self.dead_letter(m, r)], guard, stop)
+            .await?;
+        metrics::counter!(telemetry::MESSAGES_DEADLETTERED).increment(1);
+        metrics::counter!(telemetry::POINTS_REJECTED, "reason" => r.reason.as_str()).increment(1);
+        Ok(())
+    }
+
     fn event(&self, e: &Emitted, cause: &Incoming) -> Outgoing {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", e.event.msg_id().as_str());

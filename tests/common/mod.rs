@@ -132,6 +132,38 @@ pub fn scenario() -> Vec<MetricPoint> {
     out
 }
 
+/// The scenario on 8 copies of each exchange (so over every partition), long enough to be
+/// interrupted.
+pub fn big_scenario() -> Vec<MetricPoint> {
+    let base = scenario();
+    let mut out = Vec::new();
+    for chunk in base.chunks(3) {
+        for copy in 0..8 {
+            for p in chunk {
+                let mut p = p.clone();
+                let ex = format!("{}-{copy}", p.labels["exchange"]);
+                p.labels.insert("exchange".into(), ex);
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Partition → owning member, from the lease bucket.
+pub async fn lease_owners(js: &jetstream::Context, group: &str) -> BTreeMap<u32, String> {
+    let mut out = BTreeMap::new();
+    let Ok(kv) = js.get_key_value("PRISM_LEASES").await else {
+        return out;
+    };
+    for p in 0..4 {
+        if let Ok(Some(v)) = kv.get(format!("lease.{group}.{p}")).await {
+            out.insert(p, String::from_utf8_lossy(&v).into_owned());
+        }
+    }
+    out
+}
+
 pub async fn js(server: &NatsServer) -> jetstream::Context {
     js_at(&server.url()).await
 }
@@ -216,25 +248,48 @@ pub async fn dead_letters(
         .collect()
 }
 
-/// True when every partition's consumer exists and has every message of its partition
-/// delivered and acked.
-pub async fn consumed(js: &jetstream::Context, group: &str, partitions: u32) -> bool {
+/// True when every partition's consumer exists (created at or after `since`, ms since the
+/// epoch) and has every message of its partition delivered and acked.
+pub async fn consumed_since(
+    js: &jetstream::Context,
+    group: &str,
+    partitions: u32,
+    since: i64,
+) -> bool {
     let Ok(stream) = js.get_stream("PRISM_METRICS").await else {
         return false;
     };
     for p in 0..partitions {
         match stream.consumer_info(format!("{group}-{p}")).await {
-            Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => {}
+            Ok(info)
+                if info.num_pending == 0
+                    && info.num_ack_pending == 0
+                    && (info.created.unix_timestamp_nanos() / 1_000_000) as i64 >= since => {}
             _ => return false,
         }
     }
     true
 }
 
+pub async fn consumed(js: &jetstream::Context, group: &str, partitions: u32) -> bool {
+    consumed_since(js, group, partitions, 0).await
+}
+
 /// Waits until the processor group has consumed and acked every message.
 pub async fn wait_consumed(js: &jetstream::Context, group: &str, timeout: Duration) {
+    wait_consumed_since(js, group, 0, timeout).await
+}
+
+/// Waits until consumers created at or after `since` (a new owner's) have consumed and acked
+/// every message.
+pub async fn wait_consumed_since(
+    js: &jetstream::Context,
+    group: &str,
+    since: i64,
+    timeout: Duration,
+) {
     let deadline = Instant::now() + timeout;
-    while !consumed(js, group, 4).await {
+    while !consumed_since(js, group, 4, since).await {
         assert!(
             Instant::now() < deadline,
             "the processor did not consume the stream in time"
@@ -309,11 +364,19 @@ impl RunningApp {
     }
 }
 
-/// Runs the app until it has consumed the whole metrics stream, then stops it.
+/// Runs the app until it has taken over every partition and consumed the whole metrics
+/// stream, then stops it.
 pub async fn process_all(cfg: &Config, rules: RuleSet) {
     let js = js_at(&cfg.nats.url).await;
+    let since = prismwatch::tools::clock::now_ms() - 5;
     let app = RunningApp::start(cfg.clone(), rules);
-    wait_consumed(&js, &cfg.ingest.consumer_name, Duration::from_secs(60)).await;
+    wait_consumed_since(
+        &js,
+        &cfg.ingest.consumer_name,
+        since,
+        Duration::from_secs(60),
+    )
+    .await;
     app.stop().await.unwrap();
 }
 
