@@ -260,7 +260,7 @@ fn with_operators(cfg: &Config, all_detectors: bool) -> Config {
 /// Runs the memory measurement of one operator set in a child process (a fresh heap).
 fn memory_in_child(which: &str, args: &BenchArgs) -> anyhow::Result<Memory> {
     let out = std::process::Command::new(std::env::current_exe()?)
-        .args(["bench", "--memory-only", which])
+        .args(["--memory-only", which])
         .args(["--memory-series", &args.memory_series.to_string()])
         .args(["--detector-series", &args.detector_series.to_string()])
         .args(["--detector-points", &args.detector_points.to_string()])

@@ -123,9 +123,11 @@ pub struct StoredSubject<'a> {
 }
 
 /// Parses `prism.part.<p>.<d>.<s>.<m>`, `prism.part.<p>.tick` or `prism.metrics.<d>.<s>.<m>`.
+/// Runs on every message: byte scans, no allocation.
 pub fn parse_stored(subject: &str) -> Option<StoredSubject<'_>> {
     if let Some(rest) = subject.strip_prefix("prism.part.") {
-        let (p, rest) = rest.split_once('.')?;
+        let dot = memchr::memchr(b'.', rest.as_bytes())?;
+        let (p, rest) = (&rest[..dot], &rest[dot + 1..]);
         let partition = p.parse().ok();
         if rest == "tick" {
             return Some(StoredSubject {
@@ -162,8 +164,9 @@ pub fn published_subject(stored: &str) -> String {
 
 /// `<d>.<s>` of `<d>.<s>.<m>`.
 fn source_tokens(rest: &str) -> Option<&str> {
-    let first = rest.find('.')?;
-    let second = first + 1 + rest[first + 1..].find('.')?;
+    let b = rest.as_bytes();
+    let first = memchr::memchr(b'.', b)?;
+    let second = first + 1 + memchr::memchr(b'.', &b[first + 1..])?;
     Some(&rest[..second])
 }
 

@@ -119,6 +119,13 @@ impl Encoding {
     /// with `{` or `[` (after whitespace); anything else is taken as MessagePack.
     pub fn detect(content_type: Option<&str>, payload: &[u8]) -> Encoding {
         if let Some(ct) = content_type {
+            // The two usual values first: this runs on every message.
+            if ct == "application/msgpack" {
+                return Encoding::MsgPack;
+            }
+            if ct == "application/json" {
+                return Encoding::Json;
+            }
             let ct = ct.to_ascii_lowercase();
             if ct.contains("json") {
                 return Encoding::Json;

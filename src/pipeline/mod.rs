@@ -139,8 +139,12 @@ impl Pipeline {
                 let slots = (CLAIM_RENEWAL_MS / self.sweep_every_ms).max(1) as usize;
                 let renew = (self.sweeps % slots, slots);
                 self.sweeps += 1;
+                let watermarks = Arc::new(self.time.delivered_watermarks());
                 for q in &mut self.queues {
-                    q.push(Item::Sweep { renew });
+                    q.push(Item::Sweep {
+                        watermarks: watermarks.clone(),
+                        renew,
+                    });
                 }
             }
             let source_name = match subjects::parse_stored(&m.subject) {
@@ -257,12 +261,11 @@ impl Pipeline {
     /// Queues the time signals gathered so far behind the items of message `msg`.
     fn flush_signals(&mut self, msg: u32) {
         for s in self.signals.drain(..) {
-            let item = match s {
-                TimeSignal::Watermark { source, at } => Item::Watermark { source, at, msg },
-                TimeSignal::Forget { source } => Item::Forget { source },
-            };
-            for q in &mut self.queues {
-                q.push(item.clone());
+            // A forgotten source has no series left anywhere: the shards keep nothing of it.
+            if let TimeSignal::Watermark { source, at } = s {
+                for q in &mut self.queues {
+                    q.push(Item::Watermark { source, at, msg });
+                }
             }
         }
     }
@@ -392,15 +395,6 @@ impl Pipeline {
         let ctx = self.shards[0].ctx_arc();
         let n = self.shards.len();
         self.shards = (0..n).map(|_| Shard::new(ctx.clone())).collect();
-        let delivered: Vec<(SourceId, i64)> = h
-            .timelines
-            .sources
-            .iter()
-            .map(|c| (c.id, c.delivered))
-            .collect();
-        for s in &mut self.shards {
-            s.restore_watermarks(delivered.iter().copied());
-        }
         for key in &h.quarantined {
             self.shards[SeriesKey::shard_of(key, n)].restore_quarantined(key);
         }

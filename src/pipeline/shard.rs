@@ -77,12 +77,14 @@ pub enum Item {
     },
     /// `source`'s watermark advanced to `at`.
     Watermark { source: SourceId, at: i64, msg: u32 },
-    /// The source is forgotten: drop its clock.
-    Forget { source: SourceId },
-    /// Evict idle series (stream-time driven, every quarter of the eviction time), and renew
-    /// the registry claims of the series in slot `renew.0` of `renew.1` (by key hash), so every
-    /// series is renewed once per `renew.1` sweeps without a burst.
-    Sweep { renew: (usize, usize) },
+    /// Evict series idle for longer than the eviction time on their source's clock (every
+    /// source's watermark, by id, is in `watermarks`), and renew the registry claims of the
+    /// series in slot `renew.0` of `renew.1` (by key hash), so every series is renewed once per
+    /// `renew.1` sweeps without a burst.
+    Sweep {
+        watermarks: Arc<HashMap<SourceId, i64>>,
+        renew: (usize, usize),
+    },
 }
 
 /// An alert event and the message (index in its batch) that caused it.
@@ -246,14 +248,70 @@ impl ShardStats {
 /// source's watermark pops exactly its own due timers.
 type Timer = (SourceId, i64, Arc<str>, u32);
 
+/// A shard's timers, by source: a source's watermark looks at that source's earliest timer
+/// only (one hash lookup and a peek, for every watermark of every source).
+#[derive(Default)]
+struct Timers {
+    by_source: HashMap<SourceId, SourceTimers, foldhash::fast::FixedState>,
+    len: usize,
+}
+
+/// One source's timers in a shard: (due, series key, rule index), earliest first.
+type SourceTimers = BTreeSet<(i64, Arc<str>, u32)>;
+
+impl Timers {
+    fn insert(&mut self, (source, due, key, rule): Timer) {
+        if self
+            .by_source
+            .entry(source)
+            .or_default()
+            .insert((due, key, rule))
+        {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, (source, due, key, rule): &Timer) {
+        let Some(set) = self.by_source.get_mut(source) else {
+            return;
+        };
+        if set.remove(&(*due, key.clone(), *rule)) {
+            self.len -= 1;
+            if set.is_empty() {
+                self.by_source.remove(source);
+            }
+        }
+    }
+
+    /// Removes and returns the first timer of `source` due at or before `w`.
+    fn pop_due(&mut self, source: SourceId, w: i64) -> Option<Timer> {
+        let set = self.by_source.get_mut(&source)?;
+        if set.first().is_none_or(|t| t.0 > w) {
+            return None;
+        }
+        let (due, key, rule) = set.pop_first()?;
+        self.len -= 1;
+        if set.is_empty() {
+            self.by_source.remove(&source);
+        }
+        Some((source, due, key, rule))
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 pub struct Shard {
     ctx: Arc<PipelineCtx>,
     /// Randomly seeded hashing resists hash flooding from hostile label values; nothing
     /// iterates this map where order would show (snapshots sort, eviction only removes).
     series: HashMap<Arc<str>, SeriesState, RandomState>,
-    timers: BTreeSet<Timer>,
-    /// The watermark each source last delivered to this shard.
-    watermarks: HashMap<SourceId, i64>,
+    timers: Timers,
     /// Series whose operator or rule code panicked: their points are refused from then on.
     quarantined: HashSet<Arc<str>, RandomState>,
     stats: ShardStats,
@@ -264,8 +322,7 @@ impl Shard {
         Self {
             ctx,
             series: HashMap::default(),
-            timers: BTreeSet::new(),
-            watermarks: HashMap::new(),
+            timers: Timers::default(),
             quarantined: HashSet::default(),
             stats: ShardStats::default(),
         }
@@ -291,13 +348,11 @@ impl Shard {
                     self.on_point(point, source, msg, out);
                 }
                 Item::Watermark { source, at, msg } => self.on_watermark(source, at, msg, out),
-                Item::Forget { source } => {
-                    self.watermarks.remove(&source);
-                }
                 Item::Sweep {
+                    watermarks,
                     renew: (slot, slots),
                 } => {
-                    self.evict_idle();
+                    self.evict_idle(&watermarks);
                     out.claims.extend(
                         self.series
                             .values()
@@ -325,8 +380,16 @@ impl Shard {
         msg: u32,
         out: &mut ShardOut,
     ) -> Option<PointCtx> {
-        self.stats.points += 1;
-        if self.quarantined.contains(kp.key.as_str()) {
+        let Shard {
+            ctx,
+            series,
+            timers,
+            stats,
+            quarantined,
+            ..
+        } = self;
+        stats.points += 1;
+        if !quarantined.is_empty() && quarantined.contains(kp.key.as_str()) {
             out.rejects.push(PointReject {
                 msg,
                 reason: RejectReason::Quarantined,
@@ -337,22 +400,23 @@ impl Shard {
             });
             return None;
         }
-        let key: Arc<str> = match self.series.get_key_value(kp.key.as_str()) {
-            Some((k, st)) if st.source != source => {
+        // One lookup per point on the hot path.
+        let st = match series.get_mut(kp.key.as_str()) {
+            Some(st) if st.source != source => {
                 out.rejects.push(PointReject {
                     msg,
                     reason: RejectReason::SeriesConflict,
                     detail: format!(
                         "series {} comes from source {{source:{}}} already: a series must always come from the same subject <domain>.<source>",
-                        SeriesKey(k.clone()).display(),
+                        SeriesKey(st.key.clone()).display(),
                         st.source
                     ),
                 });
                 return None;
             }
-            Some((k, _)) => k.clone(),
+            Some(st) => st,
             None => {
-                self.stats.series_created += 1;
+                stats.series_created += 1;
                 let key: Arc<str> = kp.key.into();
                 out.claims.push(Claim {
                     key: key.clone(),
@@ -360,21 +424,12 @@ impl Shard {
                     msg,
                     new: true,
                 });
-                let st = new_series(&self.ctx, key.clone(), source);
-                self.series.insert(key.clone(), st);
-                key
+                let st = new_series(ctx, key.clone(), source);
+                series.entry(key).or_insert(st)
             }
         };
         let before = out.events.len();
         let result = catch_unwind(AssertUnwindSafe(|| {
-            let Shard {
-                ctx,
-                series,
-                timers,
-                stats,
-                ..
-            } = self;
-            let st = series.get_mut(&key).expect("series present");
             point_through_series(
                 ctx,
                 st,
@@ -389,6 +444,7 @@ impl Shard {
         match result {
             Ok(p) => p,
             Err(panic) => {
+                let key = st.key.clone();
                 out.events.truncate(before);
                 self.quarantine(&key, msg, &*panic, out);
                 None
@@ -397,21 +453,8 @@ impl Shard {
     }
 
     fn on_watermark(&mut self, source: SourceId, w: i64, msg: u32, out: &mut ShardOut) {
-        let current = self.watermarks.entry(source).or_insert(i64::MIN);
-        if w <= *current {
-            return;
-        }
-        *current = w;
         let staleness = self.ctx.staleness_ms;
-        let from: Timer = (source, i64::MIN, Arc::from(""), 0);
-        while let Some((_, due, key, idx)) = self
-            .timers
-            .range(&from..)
-            .next()
-            .filter(|t| t.0 == source && t.1 <= w)
-            .cloned()
-        {
-            self.timers.remove(&(source, due, key.clone(), idx));
+        while let Some((_, due, key, idx)) = self.timers.pop_due(source, w) {
             let before = out.events.len();
             let result = catch_unwind(AssertUnwindSafe(|| {
                 let Some(st) = self.series.get_mut(&key) else {
@@ -480,10 +523,9 @@ impl Shard {
 
     /// Drops series idle for longer than the eviction time on their source's clock that have
     /// no active alert (an alert keeps its state until it resolves).
-    fn evict_idle(&mut self) {
+    fn evict_idle(&mut self, watermarks: &HashMap<SourceId, i64>) {
         let idle = self.ctx.idle_ms;
         let before = self.series.len();
-        let watermarks = &self.watermarks;
         self.series.retain(|_, st| {
             let w = watermarks.get(&st.source).copied().unwrap_or(i64::MIN);
             st.last.ts.saturating_add(idle) >= w || st.rules.iter().any(|s| s.state.is_active())
@@ -527,11 +569,6 @@ impl Shard {
         self.quarantined.insert(key.into());
     }
 
-    /// Sets the watermark of each source, from a checkpoint (timers due by then already fired).
-    pub fn restore_watermarks(&mut self, watermarks: impl IntoIterator<Item = (SourceId, i64)>) {
-        self.watermarks.extend(watermarks);
-    }
-
     /// Adds a series from a checkpoint (rules matched afresh; states kept by rule name).
     pub fn restore_series(&mut self, snap: SeriesSnapshot) {
         let key: Arc<str> = snap.key.into();
@@ -569,7 +606,8 @@ impl Shard {
     pub fn approx_state_bytes(&self) -> usize {
         let buckets = self.series.capacity() * 8 / 7;
         let table = buckets * (std::mem::size_of::<(Arc<str>, SeriesState)>() + 1);
-        let timers = self.timers.len() * (std::mem::size_of::<Timer>() + 16);
+        let timers = self.timers.len() * (std::mem::size_of::<Timer>() + 16)
+            + self.timers.by_source.len() * 64;
         table + timers + self.series.values().map(series_heap_bytes).sum::<usize>()
     }
 
@@ -611,7 +649,7 @@ fn series_heap_bytes(st: &SeriesState) -> usize {
 fn point_through_series(
     ctx: &PipelineCtx,
     st: &mut SeriesState,
-    timers: &mut BTreeSet<Timer>,
+    timers: &mut Timers,
     stats: &mut ShardStats,
     ts: i64,
     value: f64,
@@ -680,7 +718,7 @@ fn new_series(ctx: &PipelineCtx, key: Arc<str>, source: SourceId) -> SeriesState
 }
 
 fn reschedule(
-    timers: &mut BTreeSet<Timer>,
+    timers: &mut Timers,
     key: &Arc<str>,
     source: SourceId,
     slot: &mut RuleSlot,
@@ -692,7 +730,10 @@ fn reschedule(
         .state
         .next_due(rule, last_ts, staleness_ms)
         .unwrap_or(NO_TIMER);
-    if due == slot.timer {
+    // A due that moved later (a firing series' staleness, pushed back by every point) keeps
+    // its registered timer: when that fires, the state finds nothing due yet and the timer is
+    // registered again at the new due. Most points then touch no timer at all.
+    if due == slot.timer || (slot.timer != NO_TIMER && due != NO_TIMER && due > slot.timer) {
         return;
     }
     if slot.timer != NO_TIMER {

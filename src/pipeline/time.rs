@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::{FixedState, RandomState};
 use serde::{Deserialize, Serialize};
 
 /// Dense id of a source within one partition's pipeline (never reused).
@@ -80,12 +81,15 @@ pub enum TimeSignal {
 pub struct Timelines {
     cfg: TimeConfig,
     stream_time: i64,
-    by_name: HashMap<Box<str>, SourceId>,
+    /// Randomly seeded: source names come from publishers' subjects.
+    by_name: HashMap<Box<str>, SourceId, RandomState>,
     /// Clocks by id (a map: ids are not reused when sources are forgotten).
-    clocks: HashMap<SourceId, SourceClock>,
+    clocks: HashMap<SourceId, SourceClock, FixedState>,
     next_id: SourceId,
     /// Stream time of the next sweep over quiet sources.
     next_sweep: i64,
+    /// The last source looked up by name.
+    last: Option<(Box<str>, SourceId)>,
 }
 
 /// Timelines as stored in a checkpoint.
@@ -103,10 +107,11 @@ impl Timelines {
         Self {
             cfg,
             stream_time: i64::MIN,
-            by_name: HashMap::new(),
-            clocks: HashMap::new(),
+            by_name: HashMap::default(),
+            clocks: HashMap::default(),
             next_id: 0,
             next_sweep: i64::MIN,
+            last: None,
         }
     }
 
@@ -142,6 +147,7 @@ impl Timelines {
         for (id, name) in forget {
             self.clocks.remove(&id);
             self.by_name.remove(name.as_str());
+            self.last = None;
             out.push(TimeSignal::Forget { source: id });
         }
     }
@@ -149,6 +155,15 @@ impl Timelines {
     /// The source of a message from `name` (created on first sight); its last arrival is now.
     pub fn source(&mut self, name: &str) -> SourceId {
         let t = self.stream_time;
+        // Messages come in runs from one source: a one-entry cache spares the hash lookup.
+        if let Some((last, id)) = &self.last {
+            if **last == *name {
+                if let Some(c) = self.clocks.get_mut(id) {
+                    c.last_arrival = t;
+                    return *id;
+                }
+            }
+        }
         let id = match self.by_name.get(name) {
             Some(&id) => id,
             None => {
@@ -171,6 +186,7 @@ impl Timelines {
         if let Some(c) = self.clocks.get_mut(&id) {
             c.last_arrival = t;
         }
+        self.last = Some((name.into(), id));
         id
     }
 
@@ -218,6 +234,14 @@ impl Timelines {
             .unwrap_or_else(|| t.saturating_sub(self.cfg.lateness_ms))
     }
 
+    /// Every source's watermark as last delivered to the shards, by id.
+    pub fn delivered_watermarks(&self) -> HashMap<SourceId, i64> {
+        self.clocks
+            .iter()
+            .map(|(id, c)| (*id, c.delivered))
+            .collect()
+    }
+
     /// The source's name, for logs and dead letters.
     pub fn name(&self, source: SourceId) -> &str {
         self.clocks.get(&source).map_or("?", |c| c.name.as_str())
@@ -244,6 +268,7 @@ impl Timelines {
             .map(|c| (c.name.as_str().into(), c.id))
             .collect();
         self.clocks = snap.sources.into_iter().map(|c| (c.id, c)).collect();
+        self.last = None;
     }
 }
 

@@ -184,8 +184,7 @@ async fn run_owned(
         last_seq,
         has_timers,
         logs: LogLimiter::new(Duration::from_secs(10)),
-        latency: metrics::histogram!(telemetry::PROCESSING_LATENCY),
-        batch_duration: metrics::histogram!(telemetry::BATCH_DURATION),
+        m: SinkMetrics::new(p),
     };
     set_status(ctx, p, PartitionPhase::Running, last_seq, None);
     // From here on a stop is graceful: in-flight work finishes and a checkpoint is written.
@@ -200,6 +199,9 @@ async fn run_owned(
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     // Before a checkpoint no new batch is started, so the snapshot covers exactly what is acked.
     let mut draining = false;
+    // One timer for the next checkpoint, reset when it moves (not a new one per batch).
+    let checkpoint_due = tokio::time::sleep_until(next_checkpoint);
+    tokio::pin!(checkpoint_due);
     let end = loop {
         let upload_idle = upload.as_ref().is_none_or(|h| h.is_finished());
         if !checkpoint_every.is_zero() && Instant::now() >= next_checkpoint && upload_idle {
@@ -211,10 +213,10 @@ async fn run_owned(
                 checkpointed_seq = sink.last_seq;
             }
             next_checkpoint = Instant::now() + checkpoint_every;
+            checkpoint_due.as_mut().reset(next_checkpoint);
             draining = false;
         }
         let can_pull = !draining && in_flight.len() < MAX_IN_FLIGHT;
-        let checkpoint_due = tokio::time::sleep_until(next_checkpoint);
         tokio::select! {
             biased;
             _ = guard.lost() => break Exit::LeaseLost,
@@ -238,7 +240,7 @@ async fn run_owned(
                     .ok_or_else(|| ProcessorError::Permanent("the pipeline thread stopped".into()))?;
                 in_flight.push_back(InFlight { started: Instant::now(), ack: last, done });
             }
-            _ = checkpoint_due, if !checkpoint_every.is_zero() && !draining => {}
+            _ = &mut checkpoint_due, if !checkpoint_every.is_zero() && !draining && Instant::now() < next_checkpoint => {}
         }
     };
     if end == Exit::LeaseLost {
@@ -336,8 +338,41 @@ struct DoneSink {
     last_seq: u64,
     has_timers: Arc<AtomicBool>,
     logs: LogLimiter,
+    m: SinkMetrics,
+}
+
+/// The metric handles a partition records into after every batch (registered once).
+struct SinkMetrics {
     latency: metrics::Histogram,
     batch_duration: metrics::Histogram,
+    messages: metrics::Counter,
+    points: metrics::Counter,
+    late: metrics::Counter,
+    deduplicated: metrics::Counter,
+    out_of_order: metrics::Counter,
+    evicted: metrics::Counter,
+    quarantined: metrics::Counter,
+    series: metrics::Gauge,
+    watermark: metrics::Gauge,
+}
+
+impl SinkMetrics {
+    fn new(p: u32) -> Self {
+        let part = p.to_string();
+        Self {
+            latency: metrics::histogram!(telemetry::PROCESSING_LATENCY),
+            batch_duration: metrics::histogram!(telemetry::BATCH_DURATION),
+            messages: metrics::counter!(telemetry::MESSAGES_RECEIVED),
+            points: metrics::counter!(telemetry::POINTS_RECEIVED),
+            late: metrics::counter!(telemetry::POINTS_LATE),
+            deduplicated: metrics::counter!(telemetry::POINTS_DEDUPLICATED),
+            out_of_order: metrics::counter!(telemetry::POINTS_OUT_OF_ORDER),
+            evicted: metrics::counter!(telemetry::SERIES_EVICTED),
+            quarantined: metrics::counter!(telemetry::SERIES_QUARANTINED_TOTAL),
+            series: metrics::gauge!(telemetry::SERIES_ACTIVE, "partition" => part.clone()),
+            watermark: metrics::gauge!(telemetry::WATERMARK, "partition" => part),
+        }
+    }
 }
 
 impl DoneSink {
@@ -401,29 +436,26 @@ impl DoneSink {
 
     fn record(&mut self, done: &BatchDone, started: Instant) {
         let s = &done.output.stats;
-        let part = self.partition.to_string();
-        metrics::counter!(telemetry::MESSAGES_RECEIVED).increment(s.messages - s.ticks);
-        metrics::counter!(telemetry::POINTS_RECEIVED).increment(s.points);
-        metrics::counter!(telemetry::POINTS_LATE).increment(s.late);
-        metrics::counter!(telemetry::POINTS_DEDUPLICATED).increment(s.shards.duplicates);
-        metrics::counter!(telemetry::POINTS_OUT_OF_ORDER).increment(s.shards.out_of_order);
-        metrics::counter!(telemetry::SERIES_EVICTED).increment(s.shards.series_evicted);
-        metrics::counter!(telemetry::SERIES_QUARANTINED_TOTAL)
-            .increment(s.shards.series_quarantined);
-        metrics::gauge!(telemetry::SERIES_ACTIVE, "partition" => part.clone())
-            .set(done.series as f64);
-        metrics::gauge!(telemetry::WATERMARK, "partition" => part)
-            .set(done.watermark.max(0) as f64 / 1000.0);
+        let m = &self.m;
+        m.messages.increment(s.messages - s.ticks);
+        m.points.increment(s.points);
+        m.late.increment(s.late);
+        m.deduplicated.increment(s.shards.duplicates);
+        m.out_of_order.increment(s.shards.out_of_order);
+        m.evicted.increment(s.shards.series_evicted);
+        m.quarantined.increment(s.shards.series_quarantined);
+        m.series.set(done.series as f64);
+        m.watermark.set(done.watermark.max(0) as f64 / 1000.0);
         for r in &done.output.rejects {
             metrics::counter!(telemetry::POINTS_REJECTED, "reason" => r.reason.as_str())
                 .increment(r.points as u64);
         }
         let now_ms = clock::now_ms();
-        for m in &done.batch {
-            self.latency
-                .record((now_ms - m.published_ms).max(0) as f64 / 1000.0);
+        for msg in &done.batch {
+            m.latency
+                .record((now_ms - msg.published_ms).max(0) as f64 / 1000.0);
         }
-        self.batch_duration.record(started.elapsed().as_secs_f64());
+        m.batch_duration.record(started.elapsed().as_secs_f64());
         let (p, last_seq) = (self.partition, self.last_seq);
         self.ctx.status.update(|st| {
             if let Some(ps) = st.processor.partitions.get_mut(&p) {

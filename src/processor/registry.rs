@@ -30,7 +30,11 @@ use crate::telemetry::{self, LogLimiter};
 /// detection is best effort, processing never waits for it.
 const QUEUE: usize = 65_536;
 /// KV requests in flight at once.
-const CONCURRENCY: usize = 32;
+const CONCURRENCY: usize = 16;
+/// Claims filed per second at most: a burst of new series (a cold start, a new collector)
+/// must not take the server's attention from the metrics themselves. A claim dropped from a
+/// full queue is made again with its series' daily renewal.
+const CLAIMS_PER_SEC: u64 = 2_000;
 
 /// A claim and, for a new series, the message that created it.
 pub struct Pending {
@@ -101,8 +105,13 @@ async fn file_claims(
     stop: CancellationToken,
 ) {
     let logs = std::sync::Mutex::new(LogLimiter::new(Duration::from_secs(10)));
-    let claims =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
+    let mut pace = tokio::time::interval(Duration::from_micros(1_000_000 / CLAIMS_PER_SEC));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let claims = futures::stream::unfold((rx, pace), |(mut rx, mut pace)| async move {
+        let p = rx.recv().await?;
+        pace.tick().await;
+        Some((p, (rx, pace)))
+    });
     let work = claims.for_each_concurrent(CONCURRENCY, |p| {
         let (kv, js, logs) = (&kv, &js, &logs);
         async move {

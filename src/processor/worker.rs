@@ -61,6 +61,9 @@ impl PipelineWorker {
         std::thread::Builder::new()
             .name(format!("pipeline-p{partition}"))
             .spawn(move || {
+                // The combined watermark visits every source: refreshed now and then, not
+                // after every batch (it is only a gauge).
+                let mut watermark = (i64::MIN, 0u32);
                 for job in rx {
                     match job {
                         Job::Process { mut batch, reply } => {
@@ -72,6 +75,10 @@ impl PipelineWorker {
                                 .map(|m| m.stream_seq)
                                 .fold(processed_through, u64::max);
                             let output = pipeline.process(&batch);
+                            if watermark.1 % 64 == 0 {
+                                watermark.0 = pipeline.watermark();
+                            }
+                            watermark.1 = watermark.1.wrapping_add(1);
                             let _ = reply.send(BatchDone {
                                 batch,
                                 output,
@@ -79,7 +86,7 @@ impl PipelineWorker {
                                 series: pipeline.series_count(),
                                 sources: pipeline.source_count(),
                                 quarantined: pipeline.quarantined_count(),
-                                watermark: pipeline.watermark(),
+                                watermark: watermark.0,
                             });
                         }
                         Job::Checkpoint {
