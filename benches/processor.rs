@@ -104,7 +104,7 @@ struct BenchArgs {
     latency_batch: usize,
     /// Consume passes per throughput scenario, alternating raw and processor; the report gives
     /// the medians (single runs on two shared cores vary by ±10 %).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     repeats: usize,
     /// Only the single-point runs of the backbone (throughput, live maximum, latency).
     #[arg(long)]
@@ -1017,8 +1017,9 @@ async fn raw_echo(
         };
         let Some(chunk) = chunk else { return Ok(()) };
         for m in chunk.iter().flatten() {
-            // A trigger is the last point of its message (see `latency`).
-            if m.subject.contains("bench_trigger") || m.subject.ends_with(".batch") {
+            // A trigger is the last point of its message (see `latency`); only messages that
+            // hold the label are decoded.
+            if memchr::memmem::find(&m.payload, b"trigger").is_some() {
                 let last: MetricPoint = match rmp_serde::from_slice::<Vec<MetricPoint>>(&m.payload)
                 {
                     Ok(batch) => batch.into_iter().last().context("empty batch")?,

@@ -111,6 +111,16 @@ pub fn install_metrics() -> metrics_exporter_prometheus::PrometheusHandle {
             // Another recorder may already be installed (tests run several apps in a process).
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            // Histograms buffer their samples until upkeep folds them in: without it they grow
+            // for as long as nobody scrapes /metrics.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                })
+                .expect("spawn the metrics upkeep thread");
             handle
         })
         .clone()

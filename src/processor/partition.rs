@@ -384,17 +384,19 @@ impl DoneSink {
         stop: &CancellationToken,
     ) -> Result<(), ProcessorError> {
         let out = &done.output;
-        self.log_rejects(&done);
-        self.publisher
-            .publish_batch(
-                &done.batch,
-                &out.events,
-                &out.rejects,
-                &mut self.suppressor,
-                guard,
-                stop,
-            )
-            .await?;
+        if !out.events.is_empty() || !out.rejects.is_empty() {
+            self.log_rejects(&done);
+            self.publisher
+                .publish_batch(
+                    &done.batch,
+                    &out.events,
+                    &out.rejects,
+                    &mut self.suppressor,
+                    guard,
+                    stop,
+                )
+                .await?;
+        }
         // Cumulative ack: the batch's last message acks all of it, now that all it caused is
         // stored. Only while the lease holds: a lost partition's messages are the next owner's.
         guard.wait_valid(stop).await?;
