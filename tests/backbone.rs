@@ -10,10 +10,7 @@ use prismwatch::processor::replay;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spike_and_for_duration_give_exactly_the_documented_events() {
-    let srv = server();
-    let cfg = config(&srv);
-    let js = js(&srv).await;
-    declare(&js, &cfg).await;
+    let (_srv, cfg, js) = fresh().await;
     publish(&js, &scenario(), 3).await;
     process_all(&cfg, test_rules()).await;
 
@@ -110,18 +107,12 @@ async fn spike_and_for_duration_give_exactly_the_documented_events() {
 async fn publishing_every_message_twice_changes_nothing() {
     let points = scenario();
     let once = {
-        let srv = server();
-        let cfg = config(&srv);
-        let js = js(&srv).await;
-        declare(&js, &cfg).await;
+        let (_srv, cfg, js) = fresh().await;
         publish(&js, &points, 3).await;
         process_all(&cfg, test_rules()).await;
         alert_events(&js).await
     };
-    let srv = server();
-    let cfg = config(&srv);
-    let js = js(&srv).await;
-    declare(&js, &cfg).await;
+    let (_srv, cfg, js) = fresh().await;
     // At-least-once publishers: each message twice in a row, then the whole stream again.
     for tick in points.chunks(3) {
         publish(&js, tick, 3).await;
@@ -136,10 +127,7 @@ async fn publishing_every_message_twice_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_the_stream_twice_gives_identical_sequences() {
-    let srv = server();
-    let mut cfg = config(&srv);
-    let js = js(&srv).await;
-    declare(&js, &cfg).await;
+    let (_srv, mut cfg, js) = fresh().await;
     publish(&js, &scenario(), 3).await;
     process_all(&cfg, test_rules()).await;
     let live = alert_events(&js).await;

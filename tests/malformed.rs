@@ -4,22 +4,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use common::*;
 use prismwatch::model::MetricPoint;
 use prismwatch::rules::RuleSet;
-
-fn scrape(addr: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
-}
 
 fn counter(text: &str, line_start: &str) -> f64 {
     text.lines()
@@ -34,12 +24,7 @@ async fn bad_messages_are_counted_dead_lettered_and_do_not_stall() {
     let srv = server();
     let mut cfg = config(&srv);
     cfg.ingest.max_message_bytes = 4096;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    cfg.http.listen = format!("127.0.0.1:{port}");
+    cfg.http.listen = free_listen_addr();
     let mut rules = RuleSet::default();
     rules
         .add_file(
@@ -192,7 +177,7 @@ async fn bad_messages_are_counted_dead_lettered_and_do_not_stall() {
     );
 
     // Counted by reason on /metrics.
-    let text = scrape(&cfg.http.listen);
+    let (_, text) = http_get(&cfg.http.listen, "/metrics").await;
     let rejected = |r: &str| {
         counter(
             &text,

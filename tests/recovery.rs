@@ -116,12 +116,7 @@ async fn a_deleted_checkpoint_rebuilds_state_without_publishing_old_alerts_again
 async fn a_corrupt_checkpoint_is_ignored_said_so_and_nothing_is_published_again() {
     let srv = server();
     let mut cfg = short_window(&srv);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    cfg.http.listen = format!("127.0.0.1:{port}");
+    cfg.http.listen = free_listen_addr();
     let js = js(&srv).await;
     declare(&js, &cfg).await;
     publish(&js, &scenario(), 3).await;
@@ -147,7 +142,7 @@ async fn a_corrupt_checkpoint_is_ignored_said_so_and_nothing_is_published_again(
     let since = clock::now_ms() - 5;
     let app = RunningApp::start(cfg.clone(), test_rules());
     wait_consumed_since(&js, GROUP, since, Duration::from_secs(60)).await;
-    let metrics = http_get(&cfg.http.listen, "/metrics").await;
+    let (_, metrics) = http_get(&cfg.http.listen, "/metrics").await;
     app.stop().await.unwrap();
     assert_eq!(msg_ids(&js).await, before);
     let unreadable = metrics
@@ -158,24 +153,9 @@ async fn a_corrupt_checkpoint_is_ignored_said_so_and_nothing_is_published_again(
     assert_eq!(unreadable as usize, corrupted, "{metrics}");
 }
 
-/// GET `path` on `addr`; the body.
-async fn http_get(addr: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_1_mib_message_with_one_bad_point_is_dead_lettered_by_reference_and_nothing_stalls() {
-    let srv = server();
-    let cfg = config(&srv);
-    let js = js(&srv).await;
-    declare(&js, &cfg).await;
+    let (_srv, cfg, js) = fresh().await;
     let app = RunningApp::start(
         cfg.clone(),
         rules("rules:\n  - name: hot\n    metric: temperature\n    condition: value > 100\n    priority: P1\n"),
@@ -277,10 +257,7 @@ async fn a_1_mib_message_with_one_bad_point_is_dead_lettered_by_reference_and_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_on_one_series_quarantines_it_the_rest_goes_on_and_restarts_do_not_crash() {
     use prismwatch::pipeline::operator::FAULT_PANIC_VALUE;
-    let srv = server();
-    let cfg = config(&srv);
-    let js = js(&srv).await;
-    declare(&js, &cfg).await;
+    let (_srv, cfg, js) = fresh().await;
     let mut points = scenario();
     // The poison point sits among the others; later points of its series follow.
     let i = points.len() / 3;
@@ -319,10 +296,7 @@ async fn a_panic_on_one_series_quarantines_it_the_rest_goes_on_and_restarts_do_n
 
     // Every other series gave exactly its events.
     let reference = {
-        let srv = server();
-        let js = js_at(&srv.url()).await;
-        let cfg = config(&srv);
-        declare(&js, &cfg).await;
+        let (_srv, cfg, js) = fresh().await;
         publish(&js, &scenario(), 1).await;
         process_all(&cfg, test_rules()).await;
         alert_events(&js).await
@@ -349,10 +323,7 @@ async fn a_panic_on_one_series_quarantines_it_the_rest_goes_on_and_restarts_do_n
 async fn nats_server_killed_and_restarted_mid_stream_loses_and_duplicates_nothing() {
     let points = scenario();
     let reference = {
-        let srv = server();
-        let cfg = config(&srv);
-        let js = js(&srv).await;
-        declare(&js, &cfg).await;
+        let (_srv, cfg, js) = fresh().await;
         publish(&js, &points, 1).await;
         process_all(&cfg, test_rules()).await;
         alert_events(&js).await

@@ -12,10 +12,7 @@ use common::*;
 use prismwatch::model::AlertEvent;
 
 async fn undisturbed(points: &[prismwatch::model::MetricPoint]) -> Vec<AlertEvent> {
-    let srv = server();
-    let cfg = config(&srv);
-    let js = js(&srv).await;
-    declare(&js, &cfg).await;
+    let (_srv, cfg, js) = fresh().await;
     publish(&js, points, 1).await;
     process_all(&cfg, test_rules()).await;
     alert_events(&js).await
@@ -28,10 +25,7 @@ async fn kill_one_of(n: usize) {
     let reference = undisturbed(&points).await;
     assert!(reference.len() >= 8 * 7);
 
-    let srv = server();
-    let cfg = config(&srv);
-    let js = js(&srv).await;
-    declare(&js, &cfg).await;
+    let (srv, _cfg, js) = fresh().await;
     let dir = tempfile::tempdir().unwrap();
     let rules_path = rules_file(&dir, TEST_RULES);
     let extra = [("PRISMWATCH__INGEST__MAX_BATCH", "20")];
@@ -130,22 +124,14 @@ async fn three_processors_one_killed_the_others_take_over_and_nothing_is_lost_or
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_readiness_report_connection_and_partitions() {
-    let srv = server();
-    let mut cfg = config(&srv);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    cfg.http.listen = format!("127.0.0.1:{port}");
-    let js = js(&srv).await;
-    declare(&js, &cfg).await;
+    let (srv, mut cfg, _js) = fresh().await;
+    cfg.http.listen = free_listen_addr();
     let app = RunningApp::start(cfg.clone(), test_rules());
     wait_for("ready", Duration::from_secs(20), || async {
-        get(&cfg.http.listen, "/readyz").await.0 == 200
+        http_get(&cfg.http.listen, "/readyz").await.0 == 200
     })
     .await;
-    let (code, body) = get(&cfg.http.listen, "/readyz").await;
+    let (code, body) = http_get(&cfg.http.listen, "/readyz").await;
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["ready"], true);
@@ -159,40 +145,20 @@ async fn health_and_readiness_report_connection_and_partitions() {
         .collect();
     assert_eq!(owned, ["0", "1", "2", "3"]);
     assert_eq!(v["processor"]["partitions"]["0"]["phase"], "running");
-    let (code, body) = get(&cfg.http.listen, "/healthz").await;
+    let (code, body) = http_get(&cfg.http.listen, "/healthz").await;
     assert_eq!(code, 200, "{body}");
-    let (code, metrics) = get(&cfg.http.listen, "/metrics").await;
+    let (code, metrics) = http_get(&cfg.http.listen, "/metrics").await;
     assert_eq!(code, 200);
     assert!(metrics.contains("prismwatch_"), "{metrics}");
 
     // The server goes away: not ready, and it says why; still alive.
     drop(srv);
     wait_for("not ready", Duration::from_secs(20), || async {
-        get(&cfg.http.listen, "/readyz").await.0 == 503
+        http_get(&cfg.http.listen, "/readyz").await.0 == 503
     })
     .await;
-    let (_, body) = get(&cfg.http.listen, "/readyz").await;
+    let (_, body) = http_get(&cfg.http.listen, "/readyz").await;
     assert!(body.contains("not connected to NATS"), "{body}");
-    assert_eq!(get(&cfg.http.listen, "/healthz").await.0, 200);
+    assert_eq!(http_get(&cfg.http.listen, "/healthz").await.0, 200);
     app.stop().await.unwrap();
-}
-
-/// GET `path`: (status code, body).
-async fn get(addr: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
-        return (0, String::new());
-    };
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
-    (code, body)
 }

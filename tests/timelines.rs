@@ -27,10 +27,7 @@ fn of<'a>(events: &'a [AlertEvent], rule: &str) -> Vec<&'a AlertEvent> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_publisher_and_a_skewed_clock_each_stay_on_their_own_timeline() {
-    let srv = server();
-    let cfg = config(&srv);
-    let js = js(&srv).await;
-    declare(&js, &cfg).await;
+    let (_srv, cfg, js) = fresh().await;
     let app = RunningApp::start(
         cfg.clone(),
         prismwatch::rules::load_rules(&cfg.rules.paths).unwrap(),
@@ -200,10 +197,7 @@ async fn a_quiet_series_fires_at_for_and_resolves_as_stale_in_wall_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_series_sent_on_a_second_subject_is_refused_and_said_so() {
-    let srv = server();
-    let cfg = config(&srv);
-    let js = js(&srv).await;
-    declare(&js, &cfg).await;
+    let (_srv, cfg, js) = fresh().await;
     let app = RunningApp::start(cfg.clone(), test_rules());
     let now = clock::now_ms();
     let p = point("market_data_delay_seconds", "binance", now, 1.0);

@@ -19,7 +19,8 @@ use crate::detect::zscore::ZScoreConfig;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
-    /// Worker shards (threads); series are assigned by a hash of their key. 0 is invalid.
+    /// Worker shards (threads) of each partition's pipeline; series are assigned by a hash of
+    /// their key. 1 by default: the partitions already spread the work over the cores.
     pub shards: usize,
     /// Operators run on every point of every series, in this order.
     pub operators: Vec<OperatorSpec>,
@@ -44,10 +45,9 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
-            shards: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-                .min(8),
+            // Partitions already spread the work over the cores; a shard thread per batch
+            // would only add switching. Raise it when one partition needs several cores.
+            shards: 1,
             operators: vec![
                 OperatorSpec::Dedup(DedupConfig::default()),
                 OperatorSpec::Zscore(ZScoreConfig::default()),

@@ -29,6 +29,45 @@ pub fn server() -> NatsServer {
     NatsServer::start()
 }
 
+/// A fresh server, the test config pointing at it, a JetStream context, and the streams.
+pub async fn fresh() -> (NatsServer, Config, jetstream::Context) {
+    let srv = server();
+    let cfg = config(&srv);
+    let js = js(&srv).await;
+    declare(&js, &cfg).await;
+    (srv, cfg, js)
+}
+
+/// `127.0.0.1:<a free port>`, for an HTTP listener.
+pub fn free_listen_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// GET `path` on `addr`: (status code, body); (0, "") when nothing listens.
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (code, body)
+}
+
 /// Config for a test: the fixture's URL, no HTTP listener, frequent checkpoints, short leases
 /// and ticks (so takeovers and quiet-time transitions happen within a test's patience).
 pub fn config(server: &NatsServer) -> Config {

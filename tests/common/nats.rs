@@ -13,16 +13,8 @@ pub struct NatsServer {
     store: tempfile::TempDir,
 }
 
-/// `$NATS_SERVER_BIN`, else `nats-server` on PATH.
-pub fn binary() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("nats-server"))
-        .find(|p| p.is_file())
-}
+/// `$NATS_SERVER_BIN`, else `nats-server` on PATH (found the way the demo finds it).
+pub use prismwatch::tools::server::binary;
 
 impl NatsServer {
     /// Starts `nats-server` (>= 2.10; .ci/run installs it).
