@@ -1139,6 +1139,9 @@ async fn latency(
         LatencyConsumer::RawEcho => client.subscribe(ECHO_SUBJECT).await?,
     };
     let (s2, h2) = (sent.clone(), hist.clone());
+    // Slow triggers (over 20 ms) with when they were sent, to tell a stall from a slow path.
+    let slow: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::default();
+    let slow2 = slow.clone();
     let receiver = tokio::spawn(async move {
         while let Some(m) = alerts.next().await {
             let now = Instant::now();
@@ -1150,6 +1153,9 @@ async fn latency(
             };
             if let Some(t0) = id.and_then(|id| s2.lock().unwrap().get(&id).copied()) {
                 let _ = h2.lock().unwrap().record((now - t0).as_micros() as u64);
+                if now - t0 > Duration::from_millis(20) {
+                    slow2.lock().unwrap().push((t0, now - t0));
+                }
             }
         }
     });
@@ -1223,6 +1229,17 @@ async fn latency(
     bus::close(&client).await;
     fresh.close().await;
     let h = hist.lock().unwrap().clone();
+    let slow = slow.lock().unwrap().clone();
+    if let Some(&(first, _)) = slow.first() {
+        let (last, _) = slow[slow.len() - 1];
+        let worst = slow.iter().map(|s| s.1).max().unwrap_or_default();
+        eprintln!(
+            "[latency] {} triggers over 20 ms, sent from {:.2} s to {:.2} s after the load started, worst {worst:?}",
+            slow.len(),
+            (first - start).as_secs_f64(),
+            (last - start).as_secs_f64(),
+        );
+    }
     eprintln!(
         "[latency] sent {sent_count} messages, {triggers} triggers, {} alerts received",
         h.len()

@@ -17,9 +17,11 @@
 //! | [`detect`] | pure detector maths (z-score, seasonal, trend, variance, forest, fusion) |
 //! | [`rules`] | rule files, matchers, conditions, templates, lifecycle state machine |
 //! | [`processor`] | the async side: partition leases, consume, publish, ack, checkpoint, replay |
+//! | [`alerting`] | the alert manager: alert state, acks, silences, inhibition, routing and grouping, storms, flapping |
 //! | [`telemetry`] | logs and every Prometheus metric |
 //! | [`tools`] | CLI tools: publish, tail, demo, detect (offline scoring), the demo's nats-server |
 
+pub mod alerting;
 pub mod app;
 pub mod bus;
 pub mod config;

@@ -6,12 +6,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use async_nats::jetstream;
 use clap::{Parser, Subcommand, ValueEnum};
+use prismwatch::alerting::command::CommandBody;
 use prismwatch::app::{self, Component};
 use prismwatch::config::{self, Loaded};
 use prismwatch::ingest::Encoding;
 use prismwatch::model::MetricPoint;
 use prismwatch::processor::replay;
-use prismwatch::rules::{load_rules, RuleSet};
+use prismwatch::rules::RuleSet;
+use prismwatch::tools::manage::{self, SilenceAdd};
 use prismwatch::tools::{clock, demo, detect, publish, tail};
 use prismwatch::{bus, telemetry};
 use tokio_util::sync::CancellationToken;
@@ -42,8 +44,10 @@ enum Format {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run PrismWatch: the processor (metrics in, alert events out) and the HTTP listener.
-    /// Any number of processes may run: they share the partitions of the metrics stream.
+    /// Run PrismWatch: the processor (metrics in, alert events out), the alert manager and the
+    /// HTTP listener. Any number of processes may run: they share the partitions of the metrics
+    /// stream, and one alert manager is active while the others stand by. SIGHUP reloads the
+    /// rules and routes.
     Run {
         /// Run only these components (repeatable); default: all of them.
         #[arg(long, value_enum)]
@@ -95,6 +99,50 @@ enum Command {
         #[arg(long)]
         count: Option<usize>,
     },
+    /// Silences: add, query, expire (like amtool).
+    Silence {
+        #[command(subcommand)]
+        action: SilenceCommand,
+    },
+    /// Acknowledge an alert (by id, or by fingerprint: its current episode): no more repeats.
+    Ack {
+        alert: String,
+        #[arg(long, short = 'm', default_value = "")]
+        comment: String,
+        /// The acknowledgement ends after this long (e.g. 2h); still firing then, it is notified.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Who acknowledges (default: $USER).
+        #[arg(long, short = 'a')]
+        author: Option<String>,
+    },
+    /// Withdraw an acknowledgement.
+    Unack {
+        alert: String,
+        #[arg(long, short = 'a')]
+        author: Option<String>,
+    },
+    /// Resolve an external alert by hand (rule alerts resolve when their condition does).
+    Resolve {
+        alert: String,
+        #[arg(long, short = 'm', default_value = "")]
+        comment: String,
+        #[arg(long, short = 'a')]
+        author: Option<String>,
+    },
+    /// List the alert manager's alerts (active ones; --all adds the ended ones it still keeps).
+    Alerts {
+        #[arg(long)]
+        all: bool,
+        /// One JSON object per line (the stored record).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reload rules and routes in every process (validated first; a bad file changes nothing).
+    Reload {
+        #[arg(long, short = 'a')]
+        author: Option<String>,
+    },
     /// Validate the config and rule files, and print a summary.
     CheckConfig {
         /// Also print the effective configuration (defaults, file and environment) as YAML.
@@ -133,30 +181,62 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum SilenceCommand {
+    /// Silence the alerts matching every matcher (name=value, name!=value, name=~regex,
+    /// name!~regex); prints the new silence's id.
+    Add {
+        #[arg(required = true)]
+        matchers: Vec<String>,
+        #[arg(long, short = 'm', default_value = "")]
+        comment: String,
+        /// How long from its start (e.g. 30m, 2h, 1d).
+        #[arg(long, short = 'd', default_value = "1h")]
+        duration: String,
+        /// Start (RFC 3339, e.g. 2026-11-29T22:00:00Z); default now.
+        #[arg(long)]
+        start: Option<String>,
+        /// End (RFC 3339); overrides --duration.
+        #[arg(long)]
+        end: Option<String>,
+        /// Who creates it (default: $USER).
+        #[arg(long, short = 'a')]
+        author: Option<String>,
+    },
+    /// List active and pending silences (with --expired, expired ones too), those having every
+    /// given matcher.
+    Query {
+        matchers: Vec<String>,
+        #[arg(long)]
+        expired: bool,
+        /// Only the ids.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
+    /// Expire silences now.
+    Expire {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[arg(long, short = 'a')]
+        author: Option<String>,
+    },
+}
+
 fn load(cli_path: &Option<PathBuf>) -> anyhow::Result<(Loaded, RuleSet)> {
     let default = PathBuf::from("config/prismwatch.yaml");
     let path = cli_path
         .clone()
         .or_else(|| default.exists().then_some(default));
     let loaded = config::load(path.as_deref())?;
-    let paths: Vec<PathBuf> = loaded
-        .config
-        .rules
-        .paths
-        .iter()
-        .map(|p| loaded.resolve(p))
-        .collect();
-    let rules = load_rules(&paths)?;
-    if let Some((file, rule, problem)) = loaded
-        .config
-        .pipeline
-        .rule_problems(&rules)
-        .into_iter()
-        .next()
-    {
-        anyhow::bail!("{file}: rule {rule}: {problem}");
-    }
+    let rules = app::reload::load_rules_of(&loaded)?;
     Ok((loaded, rules))
+}
+
+/// A JetStream context for the CLI's one-shot commands.
+async fn connect(cfg: &config::Config) -> anyhow::Result<jetstream::Context> {
+    let js = jetstream::new(bus::connect(&cfg.nats).await?);
+    bus::ensure_streams(&js, &cfg.streams).await?;
+    Ok(js)
 }
 
 fn main() -> ExitCode {
@@ -220,7 +300,72 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let stop = CancellationToken::new();
             app::stop_on_signals(stop.clone());
-            app::run(cfg, rules, components, stop).await
+            app::run_from(cfg, loaded.file.clone(), rules, components, stop).await
+        }
+        Command::Silence { action } => {
+            let js = connect(&cfg).await?;
+            match action {
+                SilenceCommand::Add {
+                    matchers,
+                    comment,
+                    duration,
+                    start,
+                    end,
+                    author,
+                } => {
+                    manage::silence_add(
+                        &js,
+                        SilenceAdd {
+                            matchers: &matchers,
+                            comment: &comment,
+                            duration: &duration,
+                            start: start.as_deref(),
+                            end: end.as_deref(),
+                            author: author.as_deref(),
+                        },
+                    )
+                    .await
+                }
+                SilenceCommand::Query {
+                    matchers,
+                    expired,
+                    quiet,
+                } => manage::silence_query(&js, &matchers, expired, quiet).await,
+                SilenceCommand::Expire { ids, author } => {
+                    manage::silence_expire(&js, &ids, author.as_deref()).await
+                }
+            }
+        }
+        Command::Ack {
+            alert,
+            comment,
+            expires,
+            author,
+        } => {
+            let js = connect(&cfg).await?;
+            manage::ack(&js, &alert, &comment, expires.as_deref(), author.as_deref()).await
+        }
+        Command::Unack { alert, author } => {
+            let js = connect(&cfg).await?;
+            manage::command(&js, CommandBody::Unack { alert }, author.as_deref()).await
+        }
+        Command::Resolve {
+            alert,
+            comment,
+            author,
+        } => {
+            let js = connect(&cfg).await?;
+            manage::command(
+                &js,
+                CommandBody::Resolve { alert, comment },
+                author.as_deref(),
+            )
+            .await
+        }
+        Command::Alerts { all, json } => manage::alerts(&connect(&cfg).await?, all, json).await,
+        Command::Reload { author } => {
+            let js = connect(&cfg).await?;
+            manage::command(&js, CommandBody::RulesReload, author.as_deref()).await
         }
         Command::Publish {
             name,

@@ -34,6 +34,29 @@ pub const LEASE_BUCKET: &str = "PRISM_LEASES";
 /// KV bucket recording which partition first saw each series (conflict detection).
 pub const SERIES_BUCKET: &str = "PRISM_SERIES";
 
+/// Commands to the alert manager: `prism.cmd.<kind>` (ack, unack, resolve, silence.create,
+/// silence.expire, alert.external, rules.reload), and their results: `prism.audit.<kind>`.
+/// Both are kept in `PRISM_COMMANDS`: the audit log.
+pub const COMMANDS_STREAM: &str = "PRISM_COMMANDS";
+pub const COMMANDS_ALL: &str = "prism.cmd.>";
+pub const AUDIT_ALL: &str = "prism.audit.>";
+/// Notifications for the notifier workers: `prism.notify.send.<receiver>`; their delivery
+/// outcomes: `prism.notify.outcome.<receiver>` (both in `PRISM_NOTIFY`).
+pub const NOTIFY_STREAM: &str = "PRISM_NOTIFY";
+pub const NOTIFY_SEND_ALL: &str = "prism.notify.send.*";
+pub const NOTIFY_OUTCOME_ALL: &str = "prism.notify.outcome.*";
+/// Notifications that could not be delivered: `prism.notify.dead.<receiver>`.
+pub const NOTIFY_DEAD_STREAM: &str = "PRISM_NOTIFY_DEAD";
+pub const NOTIFY_DEAD_ALL: &str = "prism.notify.dead.*";
+/// Tells every process to reload its rules and routes (core NATS).
+pub const RELOAD_SUBJECT: &str = "prism.ctl.reload";
+/// The alert manager's KV buckets: alert state (key = alert id), silences (key = silence id),
+/// notification log (key = group id) and its own records (flap/storm state, stream cursors).
+pub const ALERT_STATE_BUCKET: &str = "PRISM_ALERT_STATE";
+pub const SILENCE_BUCKET: &str = "PRISM_SILENCES";
+pub const NOTIFY_LOG_BUCKET: &str = "PRISM_NOTIFY_LOG";
+pub const MANAGER_BUCKET: &str = "PRISM_MANAGER";
+
 /// Header carrying the payload encoding of a metric message.
 pub const HEADER_CONTENT_TYPE: &str = "Content-Type";
 /// Header on dead-lettered messages: why it was rejected.
@@ -168,6 +191,31 @@ fn source_tokens(rest: &str) -> Option<&str> {
     let first = memchr::memchr(b'.', b)?;
     let second = first + 1 + memchr::memchr(b'.', &b[first + 1..])?;
     Some(&rest[..second])
+}
+
+/// `prism.cmd.<kind>` (kinds may hold a dot: `silence.create`).
+pub fn command_subject(kind: &str) -> String {
+    format!("prism.cmd.{kind}")
+}
+
+/// `prism.audit.<kind>`.
+pub fn audit_subject(kind: &str) -> String {
+    format!("prism.audit.{kind}")
+}
+
+/// `prism.notify.send.<receiver>`.
+pub fn notify_subject(receiver: &str) -> String {
+    format!("prism.notify.send.{}", token(receiver))
+}
+
+/// `prism.notify.outcome.<receiver>`.
+pub fn outcome_subject(receiver: &str) -> String {
+    format!("prism.notify.outcome.{}", token(receiver))
+}
+
+/// `prism.notify.dead.<receiver>`.
+pub fn notify_dead_subject(receiver: &str) -> String {
+    format!("prism.notify.dead.{}", token(receiver))
 }
 
 pub fn deadletter_subject(reason: &str) -> String {

@@ -154,6 +154,19 @@ pub const PUBLISH_FAILURES: &str = "prismwatch_alerts_publish_failures_total";
 pub const TICKS: &str = "prismwatch_ingest_ticks_published_total";
 pub const SERIES_CONFLICTS: &str = "prismwatch_pipeline_series_conflicts_total";
 pub const SERIES_CLAIMS_DROPPED: &str = "prismwatch_pipeline_series_claims_dropped_total";
+pub const MANAGER_ACTIVE: &str = "prismwatch_manager_active";
+pub const MANAGER_ALERTS: &str = "prismwatch_manager_alerts";
+pub const MANAGER_NOTIFICATIONS: &str = "prismwatch_manager_notifications_total";
+pub const MANAGER_COMMANDS: &str = "prismwatch_manager_commands_total";
+pub const MANAGER_DELIVERIES: &str = "prismwatch_manager_delivery_outcomes_total";
+pub const MANAGER_SILENCES_ACTIVE: &str = "prismwatch_manager_silences_active";
+pub const MANAGER_SILENCED: &str = "prismwatch_manager_alerts_silenced";
+pub const MANAGER_INHIBITED: &str = "prismwatch_manager_alerts_inhibited";
+pub const MANAGER_FLAPPING: &str = "prismwatch_manager_alerts_flapping";
+pub const MANAGER_STORMS: &str = "prismwatch_manager_storms_active";
+pub const MANAGER_OVER_LIMIT: &str = "prismwatch_manager_alerts_over_limit";
+pub const MANAGER_GROUPS: &str = "prismwatch_manager_groups";
+pub const RELOADS: &str = "prismwatch_config_reloads_total";
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -258,5 +271,45 @@ fn describe() {
     describe_counter!(
         SERIES_CLAIMS_DROPPED,
         "Series registry claims dropped because its queue was full (detection is best effort)"
+    );
+    describe_gauge!(
+        MANAGER_ACTIVE,
+        "1 while this process's alert manager is the active one of its group"
+    );
+    describe_gauge!(
+        MANAGER_ALERTS,
+        "Alerts the manager holds, by status and priority"
+    );
+    describe_counter!(
+        MANAGER_NOTIFICATIONS,
+        "Notifications published for the notifiers, by receiver and kind"
+    );
+    describe_counter!(
+        MANAGER_COMMANDS,
+        "Commands applied (ack, silence, ...), by kind and result"
+    );
+    describe_counter!(
+        MANAGER_DELIVERIES,
+        "Delivery outcomes reported by the notifiers, by receiver and outcome"
+    );
+    describe_gauge!(MANAGER_SILENCES_ACTIVE, "Silences in effect now");
+    describe_gauge!(MANAGER_SILENCED, "Active alerts muted by a silence");
+    describe_gauge!(
+        MANAGER_INHIBITED,
+        "Active alerts muted by an inhibition rule"
+    );
+    describe_gauge!(MANAGER_FLAPPING, "Alerts marked flapping");
+    describe_gauge!(
+        MANAGER_STORMS,
+        "Alert storms in progress (per receiver, or one global)"
+    );
+    describe_gauge!(
+        MANAGER_OVER_LIMIT,
+        "Alerts held beyond alerting.max_alerts (active ones are never dropped)"
+    );
+    describe_gauge!(MANAGER_GROUPS, "Aggregation groups with alerts");
+    describe_counter!(
+        RELOADS,
+        "Rule and route reloads, by result (ok, refused: the old set stays)"
     );
 }

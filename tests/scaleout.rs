@@ -127,9 +127,16 @@ async fn health_and_readiness_report_connection_and_partitions() {
     let (srv, mut cfg, _js) = fresh().await;
     cfg.http.listen = free_listen_addr();
     let app = RunningApp::start(cfg.clone(), test_rules());
-    wait_for("ready", Duration::from_secs(20), || async {
-        http_get(&cfg.http.listen, "/readyz").await.0 == 200
-    })
+    // Ready as soon as it joined (a standby owning nothing is ready too): wait until this,
+    // the only member, also owns every partition.
+    wait_for(
+        "ready and owning 4 partitions",
+        Duration::from_secs(20),
+        || async {
+            let (code, body) = http_get(&cfg.http.listen, "/readyz").await;
+            code == 200 && body.matches("\"phase\":\"running\"").count() == 4
+        },
+    )
     .await;
     let (code, body) = http_get(&cfg.http.listen, "/readyz").await;
     assert_eq!(code, 200, "{body}");

@@ -4,10 +4,14 @@
 //! `run` connects to NATS (waiting for it, and saying so, when it is not up yet), declares the
 //! streams, then starts the components this process runs: by default all of them (one binary,
 //! one command); `prismwatch run --only processor` runs one, for scale-out. SIGTERM or SIGINT
-//! stops every component within seconds, in every state (a second signal exits at once).
+//! stops every component within seconds, in every state (a second signal exits at once); SIGHUP
+//! reloads rules and routes (`reload.rs`).
 
 pub mod http;
+pub mod reload;
 pub mod status;
+
+use std::path::PathBuf;
 
 use std::time::Duration;
 
@@ -15,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::rules::RuleSet;
-use crate::{bus, processor, subjects, telemetry};
+use crate::{alerting, bus, processor, subjects, telemetry};
+use reload::{Definitions, Reloader, Sources};
 use status::StatusHandle;
 
 /// The parts a process can run.
@@ -23,10 +28,13 @@ use status::StatusHandle;
 pub enum Component {
     /// Metric messages in, alert events out (partitions shared by every processor of a group).
     Processor,
+    /// Alert events, commands and external alerts in; alert state, silences and notifications
+    /// out (one active per group, the others stand by).
+    Manager,
 }
 
 impl Component {
-    pub const ALL: [Component; 1] = [Component::Processor];
+    pub const ALL: [Component; 2] = [Component::Processor, Component::Manager];
 }
 
 /// A process's identity in its groups: host, pid and a random suffix.
@@ -71,14 +79,42 @@ async fn signal() {
 }
 
 /// Runs `components` until `stop` (or until one fails: then the others are stopped too and the
-/// error is returned).
+/// error is returned). Rules and routes reload from the paths `cfg` names.
 pub async fn run(
     cfg: Config,
     rules: RuleSet,
     components: Vec<Component>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_from(cfg, None, rules, components, stop).await
+}
+
+/// [`run`] for a config read from `config_file` (relative rule and routing paths resolve
+/// against it on reload too).
+pub async fn run_from(
+    cfg: Config,
+    config_file: Option<PathBuf>,
+    rules: RuleSet,
+    components: Vec<Component>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let with_manager = components.contains(&Component::Manager);
+    let sources = Sources::new(cfg.clone(), config_file, with_manager);
+    let routing = if with_manager {
+        Some(sources.load_routing()?)
+    } else {
+        None
+    };
     let member = member_id();
+    let reloader = Reloader::new(
+        sources,
+        Definitions {
+            rules,
+            routing,
+            generation: 0,
+        },
+        &member,
+    );
     let status = StatusHandle::new(&member, &cfg.nats.url);
     let metrics = telemetry::install_metrics();
     let http_stop = CancellationToken::new();
@@ -128,22 +164,31 @@ pub async fn run(
     let js = async_nats::jetstream::new(client.clone());
     declare_streams(&js, &cfg, &stop).await?;
 
+    let reloads = tokio::spawn(reloader.clone().serve(client.clone(), stop.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     for c in &components {
+        let (cfg, js, status, member, stop) = (
+            cfg.clone(),
+            js.clone(),
+            status.clone(),
+            member.clone(),
+            stop.clone(),
+        );
         match c {
             Component::Processor => {
-                let (cfg, rules, js, status, member, stop) = (
-                    cfg.clone(),
-                    rules.clone(),
-                    js.clone(),
-                    status.clone(),
-                    member.clone(),
-                    stop.clone(),
-                );
+                let defs = reloader.watch();
                 tasks.spawn(async move {
-                    processor::run(cfg, rules, js, status, member, stop)
+                    processor::run(cfg, defs, js, status, member, stop)
                         .await
                         .map_err(|e| anyhow::anyhow!("processor: {e}"))
+                });
+            }
+            Component::Manager => {
+                let reloader = reloader.clone();
+                tasks.spawn(async move {
+                    alerting::run(cfg, reloader, js, status, member, stop)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("alert manager: {e}"))
                 });
             }
         }
@@ -172,6 +217,7 @@ pub async fn run(
     if drained.is_err() {
         tracing::warn!("components did not stop within 10 s");
     }
+    reloads.abort();
     bus::close(&client).await;
     http_stop.cancel();
     if let Some(h) = http {

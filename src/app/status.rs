@@ -17,6 +17,7 @@ pub struct Status {
     pub started_at_ms: i64,
     pub nats: NatsStatus,
     pub processor: ProcessorStatus,
+    pub manager: ManagerStatus,
     pub shutting_down: bool,
 }
 
@@ -37,6 +38,17 @@ pub struct ProcessorStatus {
     pub partitions_total: u32,
     /// The partitions this process owns.
     pub partitions: BTreeMap<u32, PartitionStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ManagerStatus {
+    /// The alert manager runs in this process.
+    pub enabled: bool,
+    /// This process's manager is the active one of its group (the others stand by).
+    pub active: bool,
+    /// Alerts held (every state), as of the last count.
+    pub alerts: usize,
+    pub silences_active: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,6 +87,7 @@ impl StatusHandle {
                 ..Default::default()
             },
             processor: ProcessorStatus::default(),
+            manager: ManagerStatus::default(),
             shutting_down: false,
         });
         Self(Arc::new(tx))

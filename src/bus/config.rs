@@ -84,6 +84,13 @@ pub struct StreamsConfig {
     pub alerts: StreamConfig,
     /// Rejected metric messages.
     pub deadletter: StreamConfig,
+    /// Commands to the alert manager and their results: the audit log.
+    pub commands: StreamConfig,
+    /// Notifications for the notifier workers, and their delivery outcomes. Its duplicate
+    /// window must cover a manager's restart or failover (a flush is re-sent with its id).
+    pub notify: StreamConfig,
+    /// Notifications that could not be delivered.
+    pub notify_dead: StreamConfig,
 }
 
 impl Default for StreamsConfig {
@@ -115,11 +122,50 @@ impl Default for StreamsConfig {
                 replicas: 1,
                 duplicate_window_secs: 120,
             },
+            commands: StreamConfig {
+                name: subjects::COMMANDS_STREAM.into(),
+                subjects: vec![subjects::COMMANDS_ALL.into(), subjects::AUDIT_ALL.into()],
+                max_age_secs: 365 * DAY,
+                max_bytes: -1,
+                replicas: 1,
+                duplicate_window_secs: DAY,
+            },
+            notify: StreamConfig {
+                name: subjects::NOTIFY_STREAM.into(),
+                subjects: vec![
+                    subjects::NOTIFY_SEND_ALL.into(),
+                    subjects::NOTIFY_OUTCOME_ALL.into(),
+                ],
+                max_age_secs: 7 * DAY,
+                max_bytes: -1,
+                replicas: 1,
+                duplicate_window_secs: DAY,
+            },
+            notify_dead: StreamConfig {
+                name: subjects::NOTIFY_DEAD_STREAM.into(),
+                subjects: vec![subjects::NOTIFY_DEAD_ALL.into()],
+                max_age_secs: 30 * DAY,
+                max_bytes: -1,
+                replicas: 1,
+                duplicate_window_secs: DAY,
+            },
         }
     }
 }
 
 impl StreamsConfig {
+    /// Every stream, for declaring them.
+    pub fn all(&self) -> [&StreamConfig; 6] {
+        [
+            &self.metrics,
+            &self.alerts,
+            &self.deadletter,
+            &self.commands,
+            &self.notify,
+            &self.notify_dead,
+        ]
+    }
+
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         if !(1..=1024).contains(&self.partitions) {
@@ -139,6 +185,9 @@ impl StreamsConfig {
             ("metrics", &self.metrics),
             ("alerts", &self.alerts),
             ("deadletter", &self.deadletter),
+            ("commands", &self.commands),
+            ("notify", &self.notify),
+            ("notify_dead", &self.notify_dead),
         ] {
             if s.name.is_empty() || s.name.contains(['.', ' ', '*', '>']) {
                 out.push((

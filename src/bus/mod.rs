@@ -1,6 +1,7 @@
 //! The NATS side: connecting (with a server version check) and declaring streams.
 
 mod config;
+pub mod lease;
 
 use std::time::Duration;
 
@@ -167,7 +168,7 @@ pub async fn ensure_streams(js: &jetstream::Context, cfg: &StreamsConfig) -> Res
             }
         }
     }
-    for s in [&cfg.metrics, &cfg.alerts, &cfg.deadletter] {
+    for s in cfg.all() {
         let mut config = stream_config(s);
         if std::ptr::eq(s, &cfg.metrics) {
             let (source, destination) = subjects::partition_transform(cfg.partitions);

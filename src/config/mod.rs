@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_norway::Value;
 
+use crate::alerting::AlertingConfig;
 use crate::app::http::HttpConfig;
 use crate::bus::{NatsConfig, StreamsConfig};
 use crate::ingest::IngestConfig;
@@ -34,6 +35,8 @@ pub struct Config {
     pub rules: RulesConfig,
     /// Partition leases, ticks, readiness.
     pub processor: ProcessorConfig,
+    /// The alert manager: routing file, retention, storm and flap protection, its group.
+    pub alerting: AlertingConfig,
     /// The HTTP listener: `/healthz`, `/readyz`, `/metrics`.
     pub http: HttpConfig,
     /// Logs.
@@ -214,6 +217,7 @@ impl Config {
         section("ingest", self.ingest.problems());
         section("pipeline", self.pipeline.problems());
         section("processor", self.processor.problems());
+        section("alerting", self.alerting.problems());
         section("http", self.http.problems());
         section("telemetry", self.telemetry.problems());
         out

@@ -101,6 +101,9 @@ pub enum EndReason {
     /// Its series sent no point for `pipeline.staleness_secs`: no data is not a recovery, but
     /// the alert can no longer be evaluated (as in Prometheus).
     Stale,
+    /// Its rule was removed by a reload (set by the alert manager; the processor no longer
+    /// evaluates it).
+    Removed,
 }
 
 /// One lifecycle transition of one alert. Serialised as JSON (`subjects/schemas/alert-event.schema.json`).

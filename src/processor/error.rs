@@ -51,3 +51,18 @@ pub fn publish_retry(kind: async_nats::jetstream::context::PublishErrorKind) -> 
         }
     }
 }
+
+impl From<crate::bus::lease::Lapse> for ProcessorError {
+    fn from(l: crate::bus::lease::Lapse) -> Self {
+        match l {
+            crate::bus::lease::Lapse::Lost(p) => ProcessorError::LeaseLost(p),
+            crate::bus::lease::Lapse::Stopped => ProcessorError::Stopped,
+        }
+    }
+}
+
+impl From<crate::bus::lease::LeaseError> for ProcessorError {
+    fn from(e: crate::bus::lease::LeaseError) -> Self {
+        ProcessorError::Nats(e.0)
+    }
+}

@@ -3,11 +3,10 @@
 //! `PRISM_METRICS` is split into partitions by a hash of each subject's `<domain>.<source>`
 //! (a stream subject transform, see `subjects/`). Each partition has one durable consumer, one
 //! checkpoint and one lease; any number of processes of a group share the partitions, each
-//! owned by exactly one of them at a time ([`lease`]). The files, by job:
+//! owned by exactly one of them at a time (`bus::lease`). The files, by job:
 //!
 //! | file | its job |
 //! |---|---|
-//! | `lease.rs` | membership, leases, who should own what |
 //! | `partition.rs` | one owned partition: recover, consume, process, publish, ack, checkpoint |
 //! | `consume.rs` | the partition's consumer and the task that pulls batches |
 //! | `worker.rs` | the pipeline thread (processing and checkpoint serialisation) |
@@ -17,7 +16,6 @@
 
 mod consume;
 mod error;
-pub mod lease;
 mod partition;
 mod publish;
 mod registry;
@@ -31,6 +29,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -39,10 +38,11 @@ pub use error::{ProcessorError, Retry};
 pub use registry::series_id;
 pub use store::CheckpointStore;
 
+use crate::app::reload::Definitions;
 use crate::app::status::StatusHandle;
+use crate::bus::lease::{self, LeaseHandle, Leases};
 use crate::config::Config;
 use crate::rules::RuleSet;
-use lease::{LeaseHandle, Leases};
 use partition::Exit;
 
 /// Leases, ticks and readiness of the processor.
@@ -99,11 +99,19 @@ impl ProcessorConfig {
 /// What every partition of a process shares.
 pub struct ProcessorCtx {
     pub cfg: Config,
-    pub rules: RuleSet,
+    /// Replaced by a reload; a partition takes the set current when it starts.
+    rules: std::sync::RwLock<RuleSet>,
     pub js: jetstream::Context,
     pub status: StatusHandle,
     pub store: CheckpointStore,
     pub registry: registry::Registry,
+}
+
+impl ProcessorCtx {
+    /// The rules in force.
+    pub fn rules(&self) -> RuleSet {
+        self.rules.read().expect("rules lock").clone()
+    }
 }
 
 /// A partition this process owns.
@@ -112,6 +120,8 @@ struct Owned {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<Exit, ProcessorError>>,
     releasing: bool,
+    /// Stopped to start again at once under the same lease (new rules).
+    restarting: bool,
 }
 
 /// The lease loop's state: what this process owns and what it saw of the others.
@@ -159,7 +169,7 @@ impl Keeper {
                 Err(e) => tracing::warn!(partition = p, error = %e, "lease renewal failed"),
             }
         }
-        self.reap().await;
+        self.reap(stop).await;
         let view = match self.leases.view().await {
             Ok(v) => v,
             Err(e) => {
@@ -203,23 +213,8 @@ impl Keeper {
             let sent = Instant::now();
             match self.leases.acquire(p).await {
                 Ok(Some(rev)) => {
-                    let (handle, guard) = LeaseHandle::new(p, rev, sent + self.leases.valid_for());
-                    let part_stop = stop.child_token();
-                    let task = tokio::spawn(partition::run(
-                        self.ctx.clone(),
-                        p,
-                        guard,
-                        part_stop.clone(),
-                    ));
-                    self.owned.insert(
-                        p,
-                        Owned {
-                            handle,
-                            stop: part_stop,
-                            task,
-                            releasing: false,
-                        },
-                    );
+                    let (handle, _) = LeaseHandle::new(p, rev, sent + self.leases.valid_for());
+                    self.start(p, handle, stop);
                 }
                 Ok(None) => {}
                 Err(e) => tracing::debug!(partition = p, error = %e, "acquire failed"),
@@ -227,8 +222,39 @@ impl Keeper {
         }
     }
 
-    /// Collects finished partitions: releases the leases of those that stopped (or failed).
-    async fn reap(&mut self) {
+    /// Runs partition `p` under `handle`'s lease.
+    fn start(&mut self, p: u32, handle: LeaseHandle, stop: &CancellationToken) {
+        let part_stop = stop.child_token();
+        let task = tokio::spawn(partition::run(
+            self.ctx.clone(),
+            p,
+            handle.guard(),
+            part_stop.clone(),
+        ));
+        self.owned.insert(
+            p,
+            Owned {
+                handle,
+                stop: part_stop,
+                task,
+                releasing: false,
+                restarting: false,
+            },
+        );
+    }
+
+    /// New rules: every owned partition checkpoints and starts again with them.
+    fn reload(&mut self, rules: RuleSet) {
+        *self.ctx.rules.write().expect("rules lock") = rules;
+        for o in self.owned.values_mut().filter(|o| !o.releasing) {
+            o.restarting = true;
+            o.stop.cancel();
+        }
+    }
+
+    /// Collects finished partitions: releases the leases of those that stopped (or failed),
+    /// restarts those stopped for a reload.
+    async fn reap(&mut self, stop: &CancellationToken) {
         let finished: Vec<u32> = self
             .owned
             .iter()
@@ -238,6 +264,15 @@ impl Keeper {
         for p in finished {
             let o = self.owned.remove(&p).expect("listed");
             match o.task.await {
+                Ok(Ok(Exit::Stopped)) if o.restarting && !o.handle.is_lost() => {
+                    // Checkpointed with the old rules; the new run restores it (rule states
+                    // are kept by rule name) and goes on from the same message.
+                    tracing::info!(
+                        partition = p,
+                        "partition restarting with the reloaded rules"
+                    );
+                    self.start(p, o.handle, stop);
+                }
                 Ok(Ok(Exit::Stopped)) => self.leases.release(p, o.handle.revision).await,
                 Ok(Ok(Exit::LeaseLost)) => {}
                 Ok(Err(e)) => {
@@ -265,7 +300,7 @@ impl Keeper {
 /// lease is released so the others take over at once.
 pub async fn run(
     cfg: Config,
-    rules: RuleSet,
+    mut defs: watch::Receiver<Arc<Definitions>>,
     js: jetstream::Context,
     status: StatusHandle,
     member: String,
@@ -279,7 +314,7 @@ pub async fn run(
         store: CheckpointStore::open(&js).await?,
         registry: registry::Registry::start(&js, stop.clone()).await?,
         cfg,
-        rules,
+        rules: std::sync::RwLock::new(defs.borrow_and_update().rules.clone()),
         js,
         status: status.clone(),
     });
@@ -301,12 +336,23 @@ pub async fn run(
         retry_after: BTreeMap::new(),
         warned_at: None,
     };
+    let mut defs_open = true;
     let mut tick = tokio::time::interval(keeper.renew);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
+            changed = defs.changed(), if defs_open => {
+                match changed {
+                    Ok(()) => {
+                        let rules = defs.borrow_and_update().rules.clone();
+                        keeper.reload(rules);
+                    }
+                    Err(_) => defs_open = false,
+                }
+                continue;
+            }
         }
         // A round waits on NATS; shutdown must not wait for it.
         tokio::select! {

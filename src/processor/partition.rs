@@ -15,12 +15,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::consume::{self, Pulled};
-use super::lease::LeaseGuard;
 use super::publish::{Publisher, Suppressor};
 use super::store::{CheckpointStore, NoCheckpoint};
 use super::worker::{BatchDone, PipelineWorker, MAX_IN_FLIGHT};
 use super::{ProcessorCtx, ProcessorError};
 use crate::app::status::{PartitionPhase, PartitionStatus};
+use crate::bus::lease::LeaseGuard;
 use crate::ingest::RejectReason;
 use crate::pipeline::Pipeline;
 use crate::telemetry::{self, LogLimiter};
@@ -94,7 +94,8 @@ async fn run_owned(
 
     // Restore the checkpoint, or rebuild from the stream's start.
     let checkpoint_name = CheckpointStore::object_name(group, p);
-    let mut pipeline = Pipeline::new(&cfg.pipeline, &cfg.ingest, ctx.rules.clone());
+    let rules = ctx.rules();
+    let mut pipeline = Pipeline::new(&cfg.pipeline, &cfg.ingest, rules.clone());
     let last_seq = match ctx.store.load(&checkpoint_name, &mut pipeline).await? {
         Ok(h) if h.partition == p => h.last_seq,
         found => {
@@ -112,7 +113,7 @@ async fn run_owned(
                 metrics::counter!(telemetry::CHECKPOINTS_UNREADABLE).increment(1);
                 tracing::warn!(partition = p, checkpoint = %checkpoint_name, reason = %why, "unreadable checkpoint ignored: rebuilding the partition's state from the stream (alerts it already published are not published again)");
             }
-            pipeline = Pipeline::new(&cfg.pipeline, &cfg.ingest, ctx.rules.clone());
+            pipeline = Pipeline::new(&cfg.pipeline, &cfg.ingest, rules.clone());
             0
         }
     };

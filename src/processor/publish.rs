@@ -18,7 +18,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{publish_retry, ProcessorError, Retry};
-use super::lease::LeaseGuard;
+use crate::bus::lease::LeaseGuard;
 use crate::ingest::Incoming;
 use crate::pipeline::{Emitted, MessageReject};
 use crate::tools::clock;

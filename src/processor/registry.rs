@@ -17,9 +17,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::lease::LeaseGuard;
 use super::publish::Publisher;
 use super::ProcessorError;
+use crate::bus::lease::LeaseGuard;
 use crate::ingest::{Incoming, RejectReason};
 use crate::model::SeriesKey;
 use crate::pipeline::{MessageReject, SeriesClaim};

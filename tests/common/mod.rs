@@ -2,6 +2,7 @@
 //! in this process or as a child process (to kill -9), and helpers to read streams back.
 #![allow(dead_code)]
 
+pub mod manager;
 pub mod nats;
 
 use std::collections::BTreeMap;
@@ -379,13 +380,12 @@ pub struct RunningApp {
 
 impl RunningApp {
     pub fn start(cfg: Config, rules: RuleSet) -> Self {
+        Self::start_with(cfg, rules, vec![Component::Processor])
+    }
+
+    pub fn start_with(cfg: Config, rules: RuleSet, components: Vec<Component>) -> Self {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(app::run(
-            cfg,
-            rules,
-            vec![Component::Processor],
-            stop.clone(),
-        ));
+        let task = tokio::spawn(app::run(cfg, rules, components, stop.clone()));
         Self { stop, task }
     }
 
@@ -434,8 +434,20 @@ impl ChildProcessor {
         extra: &[(&str, &str)],
         log: Option<PathBuf>,
     ) -> Self {
+        Self::spawn_with(url, rules_file, &["--only", "processor"], extra, log)
+    }
+
+    /// [`ChildProcessor::spawn`] with `run`'s arguments (e.g. `--only manager`).
+    pub fn spawn_with(
+        url: &str,
+        rules_file: &str,
+        args: &[&str],
+        extra: &[(&str, &str)],
+        log: Option<PathBuf>,
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_prismwatch"));
         cmd.arg("run")
+            .args(args)
             .env(
                 "PRISMWATCH_CONFIG",
                 concat!(env!("CARGO_MANIFEST_DIR"), "/config/prismwatch.yaml"),

@@ -1,7 +1,9 @@
-//! One owner per partition: membership and partition leases in a JetStream KV bucket.
+//! One owner per partition: membership and partition leases in a JetStream KV bucket. The
+//! processor leases its partitions; the alert manager leases its single "partition" (one
+//! active manager, the others standing by).
 //!
-//! Every `prismwatch run` of a processor group heartbeats `member.<group>.<member>` and holds
-//! the partitions it owns as `lease.<group>.<partition>`. The bucket's `max_age` is the lease
+//! Every process of a group heartbeats `member.<group>.<member>` and holds the partitions it
+//! owns as `lease.<group>.<partition>`. The bucket's `max_age` is the lease
 //! TTL: an entry not renewed for that long disappears on the server, so a killed owner's
 //! partitions are free again after one TTL and the others take them over. Renewals are
 //! compare-and-set on the entry's revision, so a paused owner that comes back finds its lease
@@ -21,8 +23,17 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::ProcessorError;
 use crate::subjects;
+
+/// A lease operation failed in a way that may pass (NATS unreachable, a timeout); a lease
+/// taken by someone else is not an error but an answer (`None`, [`LeaseGuard::lost`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LeaseError(pub String);
+
+fn nats<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> LeaseError {
+    move |e: E| LeaseError(format!("{what}: {e}"))
+}
 
 /// What an owner knows of its lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +42,15 @@ enum LeaseState {
     ValidUntil(Instant),
     /// Another process may own the partition now: stop without publishing anything more.
     Lost,
+}
+
+/// Why [`LeaseGuard::wait_valid`] gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lapse {
+    /// The partition's lease is lost.
+    Lost(u32),
+    /// Shutdown was asked meanwhile.
+    Stopped,
 }
 
 /// Held by a partition's runner: may it still publish and ack?
@@ -72,6 +92,19 @@ impl LeaseHandle {
         self.state.send_replace(LeaseState::ValidUntil(valid_until));
     }
 
+    /// Another guard on the same lease (a partition restarted under it, e.g. after a reload).
+    pub fn guard(&self) -> LeaseGuard {
+        LeaseGuard {
+            partition: self.partition,
+            state: self.state.subscribe(),
+            _owner: None,
+        }
+    }
+
+    pub fn is_lost(&self) -> bool {
+        *self.state.borrow() == LeaseState::Lost
+    }
+
     pub fn lose(&self) {
         self.state.send_replace(LeaseState::Lost);
     }
@@ -92,20 +125,20 @@ impl LeaseGuard {
 
     /// Returns once publishing is allowed: at once while the lease is valid; after a renewal
     /// when it has lapsed (e.g. NATS was unreachable); an error when it is lost or on shutdown.
-    pub async fn wait_valid(&self, stop: &CancellationToken) -> Result<(), ProcessorError> {
+    pub async fn wait_valid(&self, stop: &CancellationToken) -> Result<(), Lapse> {
         let mut rx = self.state.clone();
         loop {
             let state = *rx.borrow_and_update();
             match state {
-                LeaseState::Lost => return Err(ProcessorError::LeaseLost(self.partition)),
+                LeaseState::Lost => return Err(Lapse::Lost(self.partition)),
                 LeaseState::ValidUntil(t) if t > Instant::now() => return Ok(()),
                 LeaseState::ValidUntil(_) => {}
             }
             tokio::select! {
-                _ = stop.cancelled() => return Err(ProcessorError::Stopped),
+                _ = stop.cancelled() => return Err(Lapse::Stopped),
                 changed = rx.changed() => {
                     if changed.is_err() {
-                        return Err(ProcessorError::LeaseLost(self.partition));
+                        return Err(Lapse::Lost(self.partition));
                     }
                 }
             }
@@ -191,19 +224,28 @@ impl Leases {
         group: &str,
         member: &str,
         ttl: Duration,
-    ) -> Result<Self, ProcessorError> {
+    ) -> Result<Self, LeaseError> {
         let kv = match js.get_key_value(subjects::LEASE_BUCKET).await {
             Ok(kv) => kv,
-            Err(_) => js
+            Err(_) => match js
                 .create_key_value(kv::Config {
                     bucket: subjects::LEASE_BUCKET.to_string(),
-                    description: "PrismWatch processor membership and partition leases".into(),
+                    description:
+                        "PrismWatch membership and leases (partitions, the active alert manager)"
+                            .into(),
                     history: 1,
                     max_age: ttl,
                     ..Default::default()
                 })
                 .await
-                .map_err(ProcessorError::nats("create the lease bucket"))?,
+            {
+                Ok(kv) => kv,
+                // Created meanwhile by another member (or another component of this process).
+                Err(e) => js
+                    .get_key_value(subjects::LEASE_BUCKET)
+                    .await
+                    .map_err(|_| LeaseError(format!("create the lease bucket: {e}")))?,
+            },
         };
         // An existing bucket's TTL wins (every member must agree on it).
         let ttl = match kv.status().await {
@@ -232,16 +274,16 @@ impl Leases {
         self.ttl.mul_f64(0.8)
     }
 
-    pub async fn heartbeat(&self) -> Result<(), ProcessorError> {
+    pub async fn heartbeat(&self) -> Result<(), LeaseError> {
         self.kv
             .put(self.member_key(), self.member.clone().into())
             .await
             .map(|_| ())
-            .map_err(ProcessorError::nats("heartbeat"))
+            .map_err(nats("heartbeat"))
     }
 
     /// Takes a free partition; `None` when someone holds it.
-    pub async fn acquire(&self, partition: u32) -> Result<Option<u64>, ProcessorError> {
+    pub async fn acquire(&self, partition: u32) -> Result<Option<u64>, LeaseError> {
         match self
             .kv
             .create(self.lease_key(partition), self.member.clone().into())
@@ -249,18 +291,12 @@ impl Leases {
         {
             Ok(rev) => Ok(Some(rev)),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
-            Err(e) => Err(ProcessorError::Nats(format!(
-                "acquire partition {partition}: {e}"
-            ))),
+            Err(e) => Err(LeaseError(format!("acquire partition {partition}: {e}"))),
         }
     }
 
     /// Renews a lease held at `revision`; `None` when it is no longer ours.
-    pub async fn renew(
-        &self,
-        partition: u32,
-        revision: u64,
-    ) -> Result<Option<u64>, ProcessorError> {
+    pub async fn renew(&self, partition: u32, revision: u64) -> Result<Option<u64>, LeaseError> {
         match self
             .kv
             .update(
@@ -272,9 +308,7 @@ impl Leases {
         {
             Ok(rev) => Ok(Some(rev)),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
-            Err(e) => Err(ProcessorError::Nats(format!(
-                "renew partition {partition}: {e}"
-            ))),
+            Err(e) => Err(LeaseError(format!("renew partition {partition}: {e}"))),
         }
     }
 
@@ -295,18 +329,18 @@ impl Leases {
     }
 
     /// The live members and the partition owners.
-    pub async fn view(&self) -> Result<View, ProcessorError> {
+    pub async fn view(&self) -> Result<View, LeaseError> {
         let mut keys = self
             .kv
             .keys()
             .await
-            .map_err(ProcessorError::nats("list the lease bucket"))?;
+            .map_err(nats("list the lease bucket"))?;
         let member_prefix = format!("member.{}.", self.group);
         let lease_prefix = format!("lease.{}.", self.group);
         let mut view = View::default();
         let mut lease_keys = Vec::new();
         while let Some(k) = keys.next().await {
-            let k = k.map_err(ProcessorError::nats("list the lease bucket"))?;
+            let k = k.map_err(nats("list the lease bucket"))?;
             if let Some(m) = k.strip_prefix(&member_prefix) {
                 view.members.push(m.to_string());
             } else if let Some(p) = k.strip_prefix(&lease_prefix).and_then(|p| p.parse().ok()) {
@@ -314,12 +348,7 @@ impl Leases {
             }
         }
         for (p, k) in lease_keys {
-            if let Some(v) = self
-                .kv
-                .get(k)
-                .await
-                .map_err(ProcessorError::nats("read a lease"))?
-            {
+            if let Some(v) = self.kv.get(k).await.map_err(nats("read a lease"))? {
                 view.owners
                     .insert(p, String::from_utf8_lossy(&v).into_owned());
             }
@@ -410,10 +439,7 @@ mod tests {
         handle.extend(2, Instant::now() + Duration::from_secs(4));
         waiting.await.unwrap().unwrap();
         handle.lose();
-        assert!(matches!(
-            guard.wait_valid(&stop).await,
-            Err(ProcessorError::LeaseLost(0))
-        ));
+        assert_eq!(guard.wait_valid(&stop).await, Err(Lapse::Lost(0)));
         guard.lost().await;
     }
 }
