@@ -1065,6 +1065,10 @@ async fn live_rate(
 ) -> anyhow::Result<f64> {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // The earlier phases leave gigabytes of dirty pages (streams, checkpoints); their writeback
+    // lands on the same disk as this run's JetStream store and stalls nats-server for hundreds
+    // of milliseconds. Flush them first so the tail measured is ours, not the kernel's.
+    let _ = std::process::Command::new("sync").status();
     let fresh = Fresh::start(cfg).await?;
     let (js, cfg) = (&fresh.js, &fresh.cfg);
     let stream = js.get_stream(&cfg.streams.metrics.name).await?;
@@ -1112,6 +1116,10 @@ async fn latency(
 ) -> anyhow::Result<LatencyRun> {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // The earlier phases leave gigabytes of dirty pages (streams, checkpoints); their writeback
+    // lands on the same disk as this run's JetStream store and stalls nats-server for hundreds
+    // of milliseconds. Flush them first so the tail measured is ours, not the kernel's.
+    let _ = std::process::Command::new("sync").status();
     let fresh = Fresh::start(cfg).await?;
     let (js, cfg) = (&fresh.js, &fresh.cfg);
     let stream = js.get_stream(&cfg.streams.metrics.name).await?;

@@ -249,3 +249,396 @@ fn schemas_match_the_types() {
         cfg.ingest.max_points_per_message
     );
 }
+
+/// The keys a value serialises to.
+fn keys_of<T: serde::Serialize>(v: &T) -> BTreeSet<String> {
+    serde_json::to_value(v)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+fn schema(name: &str) -> Value {
+    let path = format!("{}/subjects/schemas/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn properties(v: &Value) -> BTreeSet<String> {
+    v["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn alert_manager_streams_subjects_and_buckets_match_the_code() {
+    let c = catalog();
+    let cfg = Config::default();
+    for s in [
+        &cfg.streams.commands,
+        &cfg.streams.notify,
+        &cfg.streams.notify_dead,
+    ] {
+        let entry = find(&c["streams"], "name", &s.name);
+        let subjects: Vec<String> = entry["subjects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().into())
+            .collect();
+        assert_eq!(subjects, s.subjects, "{}", s.name);
+        assert_eq!(secs(&entry["max_age"]), s.max_age_secs, "{}", s.name);
+        assert_eq!(
+            secs(&entry["duplicate_window"]),
+            s.duplicate_window_secs,
+            "{}",
+            s.name
+        );
+    }
+    for (id, filter, stream) in [
+        (
+            "commands",
+            subjects::COMMANDS_ALL,
+            subjects::COMMANDS_STREAM,
+        ),
+        ("audit", subjects::AUDIT_ALL, subjects::COMMANDS_STREAM),
+        (
+            "notify_send",
+            subjects::NOTIFY_SEND_ALL,
+            subjects::NOTIFY_STREAM,
+        ),
+        (
+            "notify_outcome",
+            subjects::NOTIFY_OUTCOME_ALL,
+            subjects::NOTIFY_STREAM,
+        ),
+        (
+            "notify_dead",
+            subjects::NOTIFY_DEAD_ALL,
+            subjects::NOTIFY_DEAD_STREAM,
+        ),
+    ] {
+        let s = find(&c["subjects"], "id", id);
+        assert_eq!(s["filter"], filter, "{id}");
+        assert_eq!(s["stream"], stream, "{id}");
+    }
+    assert_eq!(
+        find(&c["subjects"], "id", "reload")["filter"],
+        subjects::RELOAD_SUBJECT
+    );
+    // Every command kind is documented as a subject token, and is the schema's kind.
+    use prismwatch::alerting::command::CommandBody;
+    let kinds = [
+        CommandBody::Ack {
+            alert: "a".into(),
+            comment: String::new(),
+            expires_at: None,
+        },
+        CommandBody::Unack { alert: "a".into() },
+        CommandBody::Resolve {
+            alert: "a".into(),
+            comment: String::new(),
+        },
+        CommandBody::SilenceCreate {
+            id: None,
+            matchers: vec![],
+            starts_at: None,
+            ends_at: 0,
+            comment: String::new(),
+        },
+        CommandBody::SilenceExpire { id: "s".into() },
+        CommandBody::AlertExternal { alerts: vec![] },
+        CommandBody::RulesReload,
+    ];
+    let documented: BTreeSet<String> = find(&c["subjects"], "id", "commands")["tokens"]["kind"]
+        .as_str()
+        .unwrap()
+        .split('|')
+        .map(|t| t.trim().to_string())
+        .collect();
+    let command_schema = schema("command.schema.json");
+    let schema_kinds: BTreeSet<String> = command_schema["properties"]["kind"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    for k in &kinds {
+        assert!(documented.contains(k.kind()), "{} not in catalog", k.kind());
+        let tag = serde_json::to_value(k).unwrap()["kind"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(tag, k.kind().replace('.', "_"));
+        assert!(schema_kinds.contains(&tag), "{tag} not in the schema");
+    }
+    assert_eq!(documented.len(), kinds.len());
+    assert_eq!(schema_kinds.len(), kinds.len());
+
+    let group = prismwatch::alerting::config::AlertingConfig::default().group;
+    assert_eq!(group, "prismwatch-manager");
+    for (name, stream) in [
+        ("<manager group>-alerts", subjects::ALERTS_STREAM),
+        ("<manager group>-commands", subjects::COMMANDS_STREAM),
+        ("<manager group>-outcomes", subjects::NOTIFY_STREAM),
+    ] {
+        assert_eq!(find(&c["consumers"], "name", name)["stream"], stream);
+    }
+    for b in [
+        subjects::ALERT_STATE_BUCKET,
+        subjects::SILENCE_BUCKET,
+        subjects::NOTIFY_LOG_BUCKET,
+        subjects::MANAGER_BUCKET,
+    ] {
+        assert_eq!(find(&c["kv_buckets"], "name", b)["history"], 1, "{b}");
+    }
+}
+
+#[test]
+fn alert_manager_schemas_match_the_types() {
+    use prismwatch::alerting::alert::{AlertSource, HistoryEntry, ManagedAlert, NotifyRecord};
+    use prismwatch::alerting::command::{Command, CommandBody, ExternalAlert, Reply};
+    use prismwatch::alerting::matchers::MatcherDef;
+    use prismwatch::alerting::silence::Silence;
+    use prismwatch::model::{
+        AckInfo, DeliveryOutcome, Notification, NotificationKind, NotifiedAlert, StormSummary,
+    };
+
+    // Every optional field set, so every key appears.
+    let ack = AckInfo {
+        by: "ana".into(),
+        at: 1,
+        comment: "on it".into(),
+        expires_at: Some(2),
+    };
+    let alert = NotifiedAlert {
+        id: "a".into(),
+        fingerprint: "f".into(),
+        rule: "r".into(),
+        priority: Priority::P1,
+        status: AlertStatus::Firing,
+        labels: Default::default(),
+        annotations: Default::default(),
+        value: 1.0,
+        starts_at: 1,
+        ends_at: None,
+        acknowledged: Some(ack.clone()),
+        flapping: false,
+        generator_url: "http://x".into(),
+    };
+    let storm = StormSummary {
+        alerts: 60,
+        window_secs: 60,
+        started_at: 1,
+        ended_at: Some(2),
+        by_rule: Default::default(),
+        by_priority: Default::default(),
+        by_exchange: Default::default(),
+    };
+    let n = Notification {
+        id: "slack.abc.1".into(),
+        kind: NotificationKind::Storm,
+        receiver: "slack".into(),
+        status: AlertStatus::Firing,
+        priority: Priority::P1,
+        group_key: "g".into(),
+        group_labels: Default::default(),
+        common_labels: Default::default(),
+        common_annotations: Default::default(),
+        alerts: vec![alert.clone()],
+        truncated: 0,
+        storm: Some(storm.clone()),
+        created_at: 1,
+        sequence: 1,
+    };
+    let ns = schema("notification.schema.json");
+    assert_eq!(keys_of(&n), properties(&ns));
+    assert_eq!(keys_of(&alert), properties(&ns["$defs"]["alert"]));
+    assert_eq!(keys_of(&storm), properties(&ns["$defs"]["storm"]));
+    assert_eq!(keys_of(&ack), properties(&ns["$defs"]["ack"]));
+    let kinds: BTreeSet<String> = ns["properties"]["kind"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().into())
+        .collect();
+    for k in [
+        NotificationKind::Group,
+        NotificationKind::Storm,
+        NotificationKind::StormOver,
+        NotificationKind::Test,
+    ] {
+        assert!(kinds.contains(serde_json::to_value(k).unwrap().as_str().unwrap()));
+    }
+
+    let outcome = DeliveryOutcome {
+        notification_id: "n".into(),
+        receiver: "r".into(),
+        outcome: "dead_lettered".into(),
+        attempts: 3,
+        at: 1,
+        alert_ids: vec![],
+        error: "HTTP 500".into(),
+    };
+    assert_eq!(
+        keys_of(&outcome),
+        properties(&schema("delivery-outcome.schema.json"))
+    );
+
+    let reply = Reply {
+        request_id: "q".into(),
+        kind: "ack".into(),
+        principal: "p".into(),
+        ok: true,
+        message: "m".into(),
+        result: serde_json::json!({"id": "x"}),
+        at: 1,
+    };
+    assert_eq!(
+        keys_of(&reply),
+        properties(&schema("command-reply.schema.json"))
+    );
+
+    // Commands: the envelope plus each kind's own fields, as the schema's branches list them.
+    let cs = schema("command.schema.json");
+    let matcher = MatcherDef {
+        name: "exchange".into(),
+        value: "binance".into(),
+        is_regex: false,
+        is_equal: true,
+    };
+    assert_eq!(keys_of(&matcher), properties(&cs["$defs"]["matcher"]));
+    let ext = ExternalAlert {
+        labels: Default::default(),
+        annotations: Default::default(),
+        starts_at: Some(1),
+        ends_at: Some(2),
+        generator_url: "g".into(),
+        priority: Some(Priority::P2),
+    };
+    assert_eq!(keys_of(&ext), properties(&cs["$defs"]["external_alert"]));
+    let bodies = [
+        CommandBody::Ack {
+            alert: "a".into(),
+            comment: "c".into(),
+            expires_at: Some(1),
+        },
+        CommandBody::Unack { alert: "a".into() },
+        CommandBody::Resolve {
+            alert: "a".into(),
+            comment: "c".into(),
+        },
+        CommandBody::SilenceCreate {
+            id: Some("s".into()),
+            matchers: vec![matcher.clone()],
+            starts_at: Some(1),
+            ends_at: 2,
+            comment: "c".into(),
+        },
+        CommandBody::SilenceExpire { id: "s".into() },
+        CommandBody::AlertExternal {
+            alerts: vec![ext.clone()],
+        },
+        CommandBody::RulesReload,
+    ];
+    let envelope = properties(&cs);
+    let branches = cs["oneOf"].as_array().unwrap();
+    for body in bodies {
+        let c = Command {
+            request_id: "q".into(),
+            principal: "p".into(),
+            at: 1,
+            body: body.clone(),
+        };
+        let tag = serde_json::to_value(&body).unwrap()["kind"].clone();
+        let branch = branches
+            .iter()
+            .find(|b| b["properties"]["kind"]["const"] == tag)
+            .unwrap_or_else(|| panic!("no schema branch for {tag}"));
+        let mut expected = envelope.clone();
+        expected.extend(properties(branch));
+        assert_eq!(keys_of(&c), expected, "{tag}");
+        // What the schema describes is what the manager reads back.
+        let back: Command = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    let managed = ManagedAlert {
+        id: "a".into(),
+        fingerprint: "f".into(),
+        rule: "r".into(),
+        priority: Priority::P1,
+        status: AlertStatus::Firing,
+        source: AlertSource::External,
+        labels: Default::default(),
+        annotations: Default::default(),
+        value: 1.0,
+        starts_at: 1,
+        ends_at: Some(2),
+        end_reason: Some(prismwatch::model::EndReason::Removed),
+        generator_url: "g".into(),
+        received_at: 1,
+        fired_at: Some(1),
+        updated_at: 1,
+        expires_at: Some(3),
+        ack: Some(ack.clone()),
+        silenced_by: vec![],
+        inhibited_by: vec![],
+        flapping: false,
+        notifications: [(
+            "slack".to_string(),
+            NotifyRecord {
+                sent: 1,
+                last_notification: "n".into(),
+                last_sent_at: 1,
+                last_status: Some(AlertStatus::Firing),
+                outcome: "delivered".into(),
+                outcome_at: Some(2),
+                attempts: 1,
+            },
+        )]
+        .into(),
+        history: vec![HistoryEntry {
+            at: 1,
+            what: "firing".into(),
+            by: "x".into(),
+        }],
+    };
+    let st = schema("alert-state.schema.json");
+    assert_eq!(keys_of(&managed), properties(&st));
+    assert_eq!(
+        keys_of(&managed.notifications["slack"]),
+        properties(&st["$defs"]["notify_record"])
+    );
+    assert_eq!(
+        keys_of(&managed.history[0]),
+        properties(&st["$defs"]["history"])
+    );
+    assert_eq!(keys_of(&ack), properties(&st["$defs"]["ack"]));
+    let reasons: Vec<Value> = st["properties"]["end_reason"]["enum"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for r in ["condition", "stale", "removed"] {
+        assert!(reasons.contains(&Value::from(r)), "{r}");
+    }
+
+    let silence = Silence {
+        id: "s".into(),
+        matchers: vec![matcher],
+        starts_at: 1,
+        ends_at: 2,
+        created_by: "p".into(),
+        comment: "c".into(),
+        updated_at: 1,
+    };
+    assert_eq!(
+        keys_of(&silence),
+        properties(&schema("silence.schema.json"))
+    );
+}

@@ -1137,25 +1137,26 @@ impl Manager {
             while q.front().is_some_and(|(t, _)| *t <= now - window) {
                 q.pop_front();
             }
-            let in_window: Vec<String> = q.iter().map(|(_, id)| id.clone()).collect();
+            // Runs on every alert start: count, and look at the ids only when a storm begins.
+            let in_window = q.len();
             if let Some((t, _)) = q.front() {
                 next = Some(next.map_or(t + window, |n: i64| n.min(t + window)));
             }
             let state = self.storms.entry(key.clone()).or_default();
             let mut summary = None;
-            if !state.active && in_window.len() > max {
+            if !state.active && in_window > max {
                 *state = StormState {
                     active: true,
                     started_at: now,
                     ..Default::default()
                 };
-                for id in &in_window {
+                for (_, id) in q.iter() {
                     if let Some(a) = self.alerts.get(id) {
                         count_into(state, a);
                     }
                 }
                 summary = Some(NotificationKind::Storm);
-            } else if state.active && in_window.len() <= max / 2 {
+            } else if state.active && in_window <= max / 2 {
                 summary = Some(NotificationKind::StormOver);
             } else if state.active
                 && now >= state.last_summary_at + self.cfg.storm.summary_interval_secs as i64 * 1000
@@ -1447,8 +1448,8 @@ impl Manager {
         }
     }
 
-    /// Removes ended alerts past their retention, and the oldest ended ones beyond
-    /// `max_alerts`.
+    /// Removes ended alerts and expired silences past their retention, and the oldest ended
+    /// alerts beyond `max_alerts`.
     fn gc(&mut self, now: i64) {
         let keep_ms = self.cfg.resolved_retention_secs as i64 * 1000;
         let in_groups: BTreeSet<&String> = self
@@ -1487,6 +1488,17 @@ impl Manager {
                 }
                 self.fx.alerts.insert(id, None);
             }
+        }
+        // Expired silences are kept as long as ended alerts (Alertmanager shows them too).
+        let expired: Vec<String> = self
+            .silences
+            .iter()
+            .filter(|s| s.ends_at + keep_ms <= now)
+            .map(|s| s.id.clone())
+            .collect();
+        for id in expired {
+            self.silences.remove(&id);
+            self.fx.silences.insert(id, None);
         }
     }
 

@@ -321,6 +321,7 @@ async fn active(
     };
     let mut renew_tick = tokio::time::interval(keep.every);
     let mut gauges_tick = tokio::time::interval(Duration::from_secs(5));
+    let mut sweep_tick = tokio::time::interval(store::TOMBSTONE_KEEP / 4);
     let out = Out {
         js: js.clone(),
         store: store.clone(),
@@ -366,6 +367,13 @@ async fn active(
                         s.manager.alerts = g.alerts.values().sum();
                         s.manager.silences_active = g.silences_active;
                     });
+                }
+                _ = sweep_tick.tick() => {
+                    match store.sweep_tombstones(store::TOMBSTONE_KEEP).await {
+                        Ok(n) if n > 0 => tracing::debug!(removed = n, "delete markers removed from the manager's buckets"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "could not remove delete markers"),
+                    }
                 }
                 Ok(()) = reload.changed() => {
                     let defs = reload.borrow_and_update().clone();

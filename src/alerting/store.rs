@@ -2,7 +2,9 @@
 //! `PRISM_SILENCES`, `PRISM_NOTIFY_LOG` (what each group last sent) and `PRISM_MANAGER` (flap
 //! and storm records, stream cursors). A watch of any of them is a change feed.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, kv};
 use futures::StreamExt;
@@ -18,6 +20,11 @@ use crate::subjects;
 /// KV writes in flight at once.
 const CONCURRENCY: usize = 64;
 
+/// How long a deleted key's marker stays in its bucket's stream: long enough for watchers to
+/// see the delete, short enough that markers do not pile up (with `history: 1` a KV delete
+/// still leaves one marker message per key forever).
+pub const TOMBSTONE_KEEP: Duration = Duration::from_secs(600);
+
 #[derive(Clone)]
 pub struct Store {
     js: jetstream::Context,
@@ -25,7 +32,13 @@ pub struct Store {
     pub silences: kv::Store,
     pub logs: kv::Store,
     pub meta: kv::Store,
+    /// Keys deleted (bucket, key) and when, oldest first: their markers are removed once older
+    /// than [`TOMBSTONE_KEEP`].
+    tombstones: Arc<Mutex<VecDeque<Tombstone>>>,
 }
+
+/// A deleted key: when, bucket, key.
+type Tombstone = (Instant, &'static str, String);
 
 /// What a takeover reads back.
 #[derive(Default)]
@@ -53,6 +66,18 @@ async fn bucket(
             .await
             .map_err(|e| ManagerError::Nats(format!("create bucket {name}: {e}"))),
     }
+}
+
+/// The static name of one of the manager's buckets.
+fn bucket_name(bucket: &str) -> Option<&'static str> {
+    [
+        subjects::ALERT_STATE_BUCKET,
+        subjects::SILENCE_BUCKET,
+        subjects::NOTIFY_LOG_BUCKET,
+        subjects::MANAGER_BUCKET,
+    ]
+    .into_iter()
+    .find(|b| *b == bucket)
 }
 
 /// KV keys may hold `[-/_=.a-zA-Z0-9]`: ids are hex, dashes and dots already; anything else
@@ -92,6 +117,7 @@ impl Store {
                 "PrismWatch alert manager records",
             )
             .await?,
+            tombstones: Arc::default(),
         })
     }
 
@@ -133,7 +159,14 @@ impl Store {
                 .as_ref()
                 .and_then(|h| h.get("KV-Operation"))
                 .is_some_and(|v| v.as_str() == "DEL" || v.as_str() == "PURGE");
-            if !deleted && !m.payload.is_empty() {
+            if deleted {
+                if let (Some(k), Some(b)) = (m.subject.strip_prefix(&prefix), bucket_name(bucket)) {
+                    self.tombstones
+                        .lock()
+                        .unwrap()
+                        .push_back((Instant::now(), b, k.to_string()));
+                }
+            } else if !m.payload.is_empty() {
                 if let (Some(k), Ok(v)) = (
                     m.subject.strip_prefix(&prefix),
                     serde_json::from_slice::<T>(&m.payload),
@@ -180,6 +213,47 @@ impl Store {
 
     /// Stores a step's records (notifications are the shell's, published before).
     pub async fn apply(&self, fx: &Effects) -> Result<(), ManagerError> {
+        {
+            let deleted = [
+                (
+                    subjects::ALERT_STATE_BUCKET,
+                    fx.alerts
+                        .iter()
+                        .filter(|(_, v)| v.is_none())
+                        .map(|(k, _)| k)
+                        .collect::<Vec<_>>(),
+                ),
+                (
+                    subjects::SILENCE_BUCKET,
+                    fx.silences
+                        .iter()
+                        .filter(|(_, v)| v.is_none())
+                        .map(|(k, _)| k)
+                        .collect(),
+                ),
+                (
+                    subjects::NOTIFY_LOG_BUCKET,
+                    fx.logs
+                        .iter()
+                        .filter(|(_, v)| v.is_none())
+                        .map(|(k, _)| k)
+                        .collect(),
+                ),
+                (
+                    subjects::MANAGER_BUCKET,
+                    fx.meta
+                        .iter()
+                        .filter(|(_, v)| v.is_none())
+                        .map(|(k, _)| k)
+                        .collect(),
+                ),
+            ];
+            let now = Instant::now();
+            let mut t = self.tombstones.lock().unwrap();
+            for (bucket, ids) in deleted {
+                t.extend(ids.into_iter().map(|id| (now, bucket, key(id))));
+            }
+        }
         let mut ops = Vec::new();
         fn op<'a, T: Serialize>(
             kv: &'a kv::Store,
@@ -229,6 +303,50 @@ impl Store {
             ))),
             None => Ok(()),
         }
+    }
+
+    /// Removes the delete markers older than `keep` (the markers only: a key written again
+    /// since is left alone). Returns how many were removed.
+    pub async fn sweep_tombstones(&self, keep: Duration) -> Result<usize, ManagerError> {
+        let due: Vec<(&'static str, String)> = {
+            let mut t = self.tombstones.lock().unwrap();
+            let mut due = Vec::new();
+            while t.front().is_some_and(|(at, _, _)| at.elapsed() >= keep) {
+                let (_, b, k) = t.pop_front().expect("checked");
+                due.push((b, k));
+            }
+            due
+        };
+        let mut removed = 0;
+        for (bucket, k) in due {
+            let stream = self
+                .js
+                .get_stream(format!("KV_{bucket}"))
+                .await
+                .map_err(|e| ManagerError::Nats(format!("look up bucket {bucket}: {e}")))?;
+            let Ok(last) = stream
+                .get_last_raw_message_by_subject(&format!("$KV.{bucket}.{k}"))
+                .await
+            else {
+                continue; // gone already
+            };
+            let marker = last
+                .headers
+                .get("KV-Operation")
+                .is_some_and(|v| v.as_str() == "DEL" || v.as_str() == "PURGE");
+            // KV streams deny deleting single messages; a purge of the key's subject up to and
+            // including the marker is allowed, and leaves a later write alone.
+            if marker {
+                let purged = stream
+                    .purge()
+                    .filter(format!("$KV.{bucket}.{k}"))
+                    .sequence(last.sequence + 1)
+                    .await
+                    .map_err(|e| ManagerError::Nats(format!("purge {bucket} {k}: {e}")))?;
+                removed += purged.purged as usize;
+            }
+        }
+        Ok(removed)
     }
 
     /// A consumed stream's cursor: the last sequence whose effects are stored.

@@ -195,13 +195,16 @@ pub async fn run_from(
     }
     let mut failure = None;
     tokio::select! {
+        biased;
         _ = stop.cancelled() => {}
         Some(done) = tasks.join_next() => {
-            failure = Some(match done {
-                Ok(Ok(())) => anyhow::anyhow!("a component ended unexpectedly"),
-                Ok(Err(e)) => e,
-                Err(e) => anyhow::anyhow!("a component panicked: {e}"),
-            });
+            failure = match done {
+                // Stopped meanwhile: a component that returns at once on the token is no failure.
+                Ok(Ok(())) if stop.is_cancelled() => None,
+                Ok(Ok(())) => Some(anyhow::anyhow!("a component ended unexpectedly")),
+                Ok(Err(e)) => Some(e),
+                Err(e) => Some(anyhow::anyhow!("a component panicked: {e}")),
+            };
             stop.cancel();
         }
     }

@@ -375,8 +375,20 @@ fn a_silence_mutes_and_its_end_lets_a_firing_alert_through() {
         s.command(CommandBody::SilenceExpire { id: sid2.clone() })
             .ok
     );
-    assert!(!s.command(CommandBody::SilenceExpire { id: sid2 }).ok);
+    assert!(
+        !s.command(CommandBody::SilenceExpire { id: sid2.clone() })
+            .ok
+    );
     assert!(s.stored.silences.len() == 2);
+
+    // Expired silences are kept for the resolved retention (1 day), then deleted.
+    let expired_at = s.now;
+    s.at((expired_at - T0) / S + 86_000);
+    assert_eq!(s.m.silences().count(), 2);
+    s.at((expired_at - T0) / S + 86_400 + 120);
+    assert_eq!(s.m.silences().count(), 0);
+    assert_eq!(s.stored.silences[&sid2], None);
+    assert_eq!(s.stored.silences[&sid], None);
 }
 
 #[test]
