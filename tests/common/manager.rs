@@ -259,12 +259,17 @@ impl Scenario {
     /// A fresh server and a manager with `routing` (and `tweak` applied to its settings),
     /// answering the clock at T0.
     pub async fn start(routing: &str, tweak: impl FnOnce(&mut AlertingConfig)) -> Scenario {
+        Self::start_with(routing, |cfg| tweak(&mut cfg.alerting)).await
+    }
+
+    /// The same, with `tweak` applied to the whole configuration.
+    pub async fn start_with(routing: &str, tweak: impl FnOnce(&mut Config)) -> Scenario {
         let (srv, mut cfg, js) = fresh().await;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("routing.yaml");
         std::fs::write(&file, routing).unwrap();
         cfg.alerting = alerting(&file.display().to_string());
-        tweak(&mut cfg.alerting);
+        tweak(&mut cfg);
         let app =
             RunningApp::start_with(cfg.clone(), super::test_rules(), vec![Component::Manager]);
         let d = Driver::new(js, cfg);
