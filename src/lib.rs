@@ -18,6 +18,7 @@
 //! | [`rules`] | rule files, matchers, conditions, templates, lifecycle state machine |
 //! | [`processor`] | the async side: partition leases, consume, publish, ack, checkpoint, replay |
 //! | [`alerting`] | the alert manager: alert state, acks, silences, inhibition, routing and grouping, storms, flapping |
+//! | [`notify`] | notifier workers: channels (email, Slack, DingTalk, webhook, PagerDuty, Telegram), templates, rate limits, retries, dead letters |
 //! | [`telemetry`] | logs and every Prometheus metric |
 //! | [`tools`] | CLI tools: publish, tail, demo, detect (offline scoring), the demo's nats-server |
 
@@ -28,6 +29,7 @@ pub mod config;
 pub mod detect;
 pub mod ingest;
 pub mod model;
+pub mod notify;
 pub mod pipeline;
 pub mod processor;
 pub mod rules;

@@ -167,6 +167,11 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Notifier tools: send a test notification, re-send dead letters.
+    Notify {
+        #[command(subcommand)]
+        action: NotifyCommand,
+    },
     /// Score `timestamp,value` CSV files (NAB format) offline with the live pipeline's detectors.
     Detect {
         /// A CSV file, or a folder of them (scored recursively).
@@ -178,6 +183,20 @@ enum Command {
         /// Metric name the rows are scored as (selects `pipeline.metric_operators`).
         #[arg(long, default_value = "value")]
         metric: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum NotifyCommand {
+    /// Send a test notification to every channel of RECEIVER (from the routing file) and print
+    /// each channel's answer; exits non-zero if one failed.
+    Test { receiver: String },
+    /// Re-send dead-lettered notifications (after fixing the receiver): each goes back to the
+    /// notifiers for the channel that failed, and leaves the dead-letter stream.
+    Retry {
+        /// Only this receiver's.
+        #[arg(long)]
+        receiver: Option<String>,
     },
 }
 
@@ -240,6 +259,8 @@ async fn connect(cfg: &config::Config) -> anyhow::Result<jetstream::Context> {
 }
 
 fn main() -> ExitCode {
+    // One TLS crypto provider for every client (reqwest, lettre, NATS): ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -363,6 +384,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Alerts { all, json } => manage::alerts(&connect(&cfg).await?, all, json).await,
+        Command::Notify { action } => match action {
+            NotifyCommand::Test { receiver } => {
+                let sources =
+                    prismwatch::app::reload::Sources::new(cfg.clone(), loaded.file.clone(), true);
+                let routing = sources.load_routing()?;
+                let Some(r) = routing.receivers.iter().find(|r| r.name == receiver) else {
+                    anyhow::bail!(
+                        "{}: no receiver {receiver:?} (receivers: {})",
+                        routing.file,
+                        routing
+                            .receivers
+                            .iter()
+                            .map(|r| r.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                };
+                let results = prismwatch::notify::test_receiver(&cfg.notify, r).await;
+                if results.is_empty() {
+                    anyhow::bail!("receiver {receiver:?} has no channels");
+                }
+                let mut failed = 0;
+                for (key, r) in results {
+                    match r {
+                        Ok(answer) => println!("{key}: delivered: {answer}"),
+                        Err(e) => {
+                            failed += 1;
+                            println!("{key}: FAILED: {e}");
+                        }
+                    }
+                }
+                if failed > 0 {
+                    anyhow::bail!("{failed} channel(s) failed");
+                }
+                Ok(())
+            }
+            NotifyCommand::Retry { receiver } => {
+                let js = connect(&cfg).await?;
+                let n =
+                    prismwatch::tools::notify::retry_dead(&js, &cfg, receiver.as_deref()).await?;
+                println!("re-sent {n} dead-lettered notification(s)");
+                Ok(())
+            }
+        },
         Command::Reload { author } => {
             let js = connect(&cfg).await?;
             manage::command(&js, CommandBody::RulesReload, author.as_deref()).await

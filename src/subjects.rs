@@ -48,6 +48,10 @@ pub const NOTIFY_OUTCOME_ALL: &str = "prism.notify.outcome.*";
 /// Notifications that could not be delivered: `prism.notify.dead.<receiver>`.
 pub const NOTIFY_DEAD_STREAM: &str = "PRISM_NOTIFY_DEAD";
 pub const NOTIFY_DEAD_ALL: &str = "prism.notify.dead.*";
+/// The durable consumer every notifier worker shares (default name; configurable).
+pub const NOTIFY_CONSUMER: &str = "prismwatch-notify";
+/// KV bucket of the notifiers' rate limits: recent send times per channel.
+pub const NOTIFY_RATE_BUCKET: &str = "PRISM_NOTIFY_RATE";
 /// Tells every process to reload its rules and routes (core NATS).
 pub const RELOAD_SUBJECT: &str = "prism.ctl.reload";
 /// The alert manager's KV buckets: alert state (key = alert id), silences (key = silence id),

@@ -167,6 +167,10 @@ pub const MANAGER_STORMS: &str = "prismwatch_manager_storms_active";
 pub const MANAGER_OVER_LIMIT: &str = "prismwatch_manager_alerts_over_limit";
 pub const MANAGER_GROUPS: &str = "prismwatch_manager_groups";
 pub const RELOADS: &str = "prismwatch_config_reloads_total";
+pub const NOTIFY_ATTEMPTS: &str = "prismwatch_notify_attempts_total";
+pub const NOTIFY_DELIVERIES: &str = "prismwatch_notify_deliveries_total";
+pub const NOTIFY_DEAD_LETTERS: &str = "prismwatch_notify_dead_letters_total";
+pub const NOTIFY_MERGED: &str = "prismwatch_notify_merged_total";
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -311,5 +315,21 @@ fn describe() {
     describe_counter!(
         RELOADS,
         "Rule and route reloads, by result (ok, refused: the old set stays)"
+    );
+    describe_counter!(
+        NOTIFY_ATTEMPTS,
+        "Delivery attempts, by receiver, channel and outcome (ok, transient_error, permanent_error)"
+    );
+    describe_counter!(
+        NOTIFY_DELIVERIES,
+        "Deliveries finished, by receiver, channel and outcome (delivered, dead_lettered)"
+    );
+    describe_counter!(
+        NOTIFY_DEAD_LETTERS,
+        "Notifications dead-lettered, by receiver"
+    );
+    describe_counter!(
+        NOTIFY_MERGED,
+        "Notifications merged into another message while a channel's rate limit held, by channel"
     );
 }

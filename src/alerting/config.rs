@@ -218,13 +218,7 @@ pub struct InhibitDef {
     pub equal: Vec<String>,
 }
 
-/// A receiver's name and its channels (typed by the notifier).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReceiverDef {
-    pub name: String,
-    #[serde(flatten)]
-    pub channels: BTreeMap<String, serde_json::Value>,
-}
+pub use crate::notify::config::ReceiverDef;
 
 /// The compiled routing file.
 #[derive(Debug, Clone)]
@@ -270,6 +264,13 @@ impl Routing {
                     file,
                     format!("receivers[{i}].name"),
                     format!("receiver {:?} is defined twice", r.name),
+                ));
+            }
+            if let Some((key, msg)) = r.problems().into_iter().next() {
+                return Err(ConfigError::invalid(
+                    file,
+                    format!("receivers[{i}].{key}"),
+                    msg,
                 ));
             }
         }

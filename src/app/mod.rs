@@ -31,10 +31,13 @@ pub enum Component {
     /// Alert events, commands and external alerts in; alert state, silences and notifications
     /// out (one active per group, the others stand by).
     Manager,
+    /// Notifications in, deliveries to email, Slack, DingTalk, webhooks, PagerDuty and
+    /// Telegram out (any number of workers share the queue).
+    Notify,
 }
 
 impl Component {
-    pub const ALL: [Component; 2] = [Component::Processor, Component::Manager];
+    pub const ALL: [Component; 3] = [Component::Processor, Component::Manager, Component::Notify];
 }
 
 /// A process's identity in its groups: host, pid and a random suffix.
@@ -98,9 +101,11 @@ pub async fn run_from(
     components: Vec<Component>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let with_manager = components.contains(&Component::Manager);
-    let sources = Sources::new(cfg.clone(), config_file, with_manager);
-    let routing = if with_manager {
+    // The manager routes and the notifiers deliver with the routing file's receivers.
+    let with_routing =
+        components.contains(&Component::Manager) || components.contains(&Component::Notify);
+    let sources = Sources::new(cfg.clone(), config_file, with_routing);
+    let routing = if with_routing {
         Some(sources.load_routing()?)
     } else {
         None
@@ -189,6 +194,15 @@ pub async fn run_from(
                     alerting::run(cfg, reloader, js, status, member, stop)
                         .await
                         .map_err(|e| anyhow::anyhow!("alert manager: {e}"))
+                });
+            }
+            Component::Notify => {
+                let defs = reloader.watch();
+                tasks.spawn(async move {
+                    let _ = member;
+                    crate::notify::run(cfg, defs, js, status, stop)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("notifier: {e}"))
                 });
             }
         }

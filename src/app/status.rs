@@ -18,7 +18,14 @@ pub struct Status {
     pub nats: NatsStatus,
     pub processor: ProcessorStatus,
     pub manager: ManagerStatus,
+    pub notify: NotifyStatus,
     pub shutting_down: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NotifyStatus {
+    /// A notifier worker runs in this process and consumes.
+    pub running: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -88,6 +95,7 @@ impl StatusHandle {
             },
             processor: ProcessorStatus::default(),
             manager: ManagerStatus::default(),
+            notify: NotifyStatus::default(),
             shutting_down: false,
         });
         Self(Arc::new(tx))

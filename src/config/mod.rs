@@ -11,6 +11,7 @@ use crate::alerting::AlertingConfig;
 use crate::app::http::HttpConfig;
 use crate::bus::{NatsConfig, StreamsConfig};
 use crate::ingest::IngestConfig;
+use crate::notify::NotifyConfig;
 use crate::pipeline::PipelineConfig;
 use crate::processor::ProcessorConfig;
 use crate::rules::RulesConfig;
@@ -37,6 +38,8 @@ pub struct Config {
     pub processor: ProcessorConfig,
     /// The alert manager: routing file, retention, storm and flap protection, its group.
     pub alerting: AlertingConfig,
+    /// Notifier workers: their consumer, concurrency, retries, timeouts, default language.
+    pub notify: NotifyConfig,
     /// The HTTP listener: `/healthz`, `/readyz`, `/metrics`.
     pub http: HttpConfig,
     /// Logs.
@@ -218,6 +221,7 @@ impl Config {
         section("pipeline", self.pipeline.problems());
         section("processor", self.processor.problems());
         section("alerting", self.alerting.problems());
+        section("notify", self.notify.problems());
         section("http", self.http.problems());
         section("telemetry", self.telemetry.problems());
         out

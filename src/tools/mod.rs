@@ -6,6 +6,7 @@ pub mod clock;
 pub mod demo;
 pub mod detect;
 pub mod manage;
+pub mod notify;
 pub mod publish;
 pub mod server;
 pub mod tail;

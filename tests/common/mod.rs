@@ -2,6 +2,7 @@
 //! in this process or as a child process (to kill -9), and helpers to read streams back.
 #![allow(dead_code)]
 
+pub mod channels;
 pub mod manager;
 pub mod nats;
 
