@@ -6,10 +6,10 @@
 //! delivered it or it was dead-lettered (`prism.notify.dead.<receiver>`), and its outcome is
 //! published for the alert manager (`prism.notify.outcome.<receiver>`). A worker that dies
 //! mid-delivery leaves the notification unacked: another worker delivers it after
-//! `notify.ack_wait_secs` (the at-least-once window). Per channel, deliveries queue in a lane:
-//! rate limits (shared by every worker through KV) make a lane wait, and what queued meanwhile
-//! goes out merged into one message; transient errors are retried with backoff until
-//! `notify.retry_deadline_secs`.
+//! `notify.ack_wait_secs` (the at-least-once window). Channels without a rate limit deliver
+//! concurrently; a rate-limited channel (its limit shared by every worker through KV) has a
+//! lane: one message at a time, and what queued while the lane waited goes out merged into one
+//! message. Transient errors are retried with backoff until `notify.retry_deadline_secs`.
 
 pub mod channel;
 pub mod config;
@@ -78,7 +78,14 @@ struct Shared {
     http: reqwest::Client,
     rates: RateLimits,
     lanes: Mutex<HashMap<String, Lane>>,
+    /// Requests to services in flight at once (`notify.concurrency`).
+    sends: tokio::sync::Semaphore,
 }
+
+/// Notifications in flight per process, per unit of `notify.concurrency`: most of them may be
+/// waiting in a rate-limited lane (cheap), so many more than the concurrent sends; this keeps
+/// one slow or rate-limited receiver from holding up the others.
+const IN_FLIGHT_PER_SEND: usize = 64;
 
 /// Runs a notifier worker until `stop`.
 pub async fn run(
@@ -104,7 +111,7 @@ pub async fn run(
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(ncfg.ack_wait_secs),
                 max_deliver: -1,
-                max_ack_pending: (ncfg.concurrency * 64) as i64,
+                max_ack_pending: (ncfg.concurrency * IN_FLIGHT_PER_SEND) as i64,
                 ..Default::default()
             },
         )
@@ -115,10 +122,11 @@ pub async fn run(
         rates: RateLimits::open(&js).await.map_err(NotifyError::Nats)?,
         cfg: ncfg.clone(),
         lanes: Mutex::default(),
+        sends: tokio::sync::Semaphore::new(ncfg.concurrency),
     });
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(ncfg.concurrency)
+        .max_messages_per_batch(ncfg.concurrency * 4)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
@@ -126,7 +134,9 @@ pub async fn run(
         .map_err(|e| nats(&e))?;
     status.update(|s| s.notify.running = true);
     tracing::info!(consumer = %ncfg.consumer_name, "notifier worker started");
-    let permits = Arc::new(tokio::sync::Semaphore::new(ncfg.concurrency));
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        ncfg.concurrency * IN_FLIGHT_PER_SEND,
+    ));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -378,8 +388,17 @@ async fn dead_letter(
     }
 }
 
-/// Queues a job on its channel's lane; starts the lane if idle.
+/// Delivers a job: at once when its channel has no rate limit (deliveries run concurrently),
+/// else through the channel's lane (one message at a time, what queued merged).
 fn submit(shared: &Arc<Shared>, key: String, job: Job) {
+    if job.channel.rate_limit().is_none() {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let result = deliver(&shared, &key, &job.channel, &job.notification).await;
+            let _ = job.done.send(result);
+        });
+        return;
+    }
     let mut lanes = shared.lanes.lock().unwrap();
     let lane = lanes.entry(key.clone()).or_default();
     lane.pending.push(job);
@@ -432,6 +451,9 @@ async fn deliver(
     let mut attempts = 0;
     loop {
         if let Some((messages, per_ms)) = ch.rate_limit() {
+            // 10 % slack: the service counts arrivals, we count sends; latency jitter must not
+            // push a message into the service's next-to-full window.
+            let per_ms = per_ms + per_ms / 10;
             loop {
                 match shared
                     .rates
@@ -453,7 +475,10 @@ async fn deliver(
             cfg,
             now_ms: clock::now_ms(),
         };
-        let result = channel::send(ch, n, &ctx).await;
+        let result = {
+            let _send = shared.sends.acquire().await.expect("never closed");
+            channel::send(ch, n, &ctx).await
+        };
         let label = match &result {
             Ok(_) => "ok",
             Err(f) if f.transient => "transient_error",
