@@ -181,8 +181,10 @@ async fn kill_9_of_one_of_three_workers_mid_delivery_loses_nothing() {
         8,
         took.as_secs_f64()
     );
+    // Only what the killed worker had sent (at most its 8 concurrent sends) or delivered but
+    // not yet acked comes again.
     assert!(
-        duplicates <= 8,
+        duplicates <= 16,
         "{duplicates} duplicates: more than one worker's in-flight"
     );
     // The window: the ack wait (3 s) plus one delivery and a pull's latency.
