@@ -364,11 +364,30 @@ fn alert_manager_streams_subjects_and_buckets_match_the_code() {
     ] {
         assert_eq!(find(&c["consumers"], "name", name)["stream"], stream);
     }
+    let notify = find(&c["consumers"], "name", subjects::NOTIFY_CONSUMER);
+    assert_eq!(notify["stream"], subjects::NOTIFY_STREAM);
+    assert_eq!(notify["filter_subject"], subjects::NOTIFY_SEND_ALL);
+    assert_eq!(
+        Config::default().notify.consumer_name,
+        subjects::NOTIFY_CONSUMER
+    );
+    let dead = find(&c["subjects"], "id", "notify_dead");
+    for h in [
+        prismwatch::notify::HEADER_ERROR,
+        prismwatch::notify::HEADER_ATTEMPTS,
+        prismwatch::notify::HEADER_CHANNEL,
+    ] {
+        assert!(dead["headers"][h].is_string(), "{h} not documented");
+    }
+    assert!(find(&c["subjects"], "id", "notify_send")["headers"]
+        [prismwatch::notify::HEADER_ONLY_CHANNEL]
+        .is_string());
     for b in [
         subjects::ALERT_STATE_BUCKET,
         subjects::SILENCE_BUCKET,
         subjects::NOTIFY_LOG_BUCKET,
         subjects::MANAGER_BUCKET,
+        subjects::NOTIFY_RATE_BUCKET,
     ] {
         assert_eq!(find(&c["kv_buckets"], "name", b)["history"], 1, "{b}");
     }

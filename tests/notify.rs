@@ -466,3 +466,101 @@ async fn faults_end_delivered_after_retries_or_dead_lettered() {
     assert_eq!(left.len(), 3);
     let _ = s.dir;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_test_prints_each_channels_answer() {
+    let fakes = Fakes::start(20, 60.0);
+    fakes.script("/dingtalk/t", &["errcode:310000"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let routing = dir.path().join("routing.yaml");
+    std::fs::write(
+        &routing,
+        format!(
+            "route: {{receiver: ops}}\nreceivers:\n  - name: ops\n    webhook_configs: [{{url: {wh}}}]\n    dingtalk_configs: [{{url: {dt}, secret: {s}}}]\n",
+            wh = secret(dir.path(), "wh", &fakes.url("/webhook/t")),
+            dt = secret(dir.path(), "dt", &fakes.url("/dingtalk/t?access_token=x")),
+            s = secret(dir.path(), "s", common::channels::DINGTALK_SECRET),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prismwatch"))
+        .args(["notify", "test", "ops"])
+        .env(
+            "PRISMWATCH_CONFIG",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/prismwatch.yaml"),
+        )
+        .env("PRISMWATCH__ALERTING__ROUTING_FILE", &routing)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        vec![
+            "ops.dingtalk.0: FAILED: DingTalk errcode 310000: scripted (permanent)",
+            "ops.webhook.0: delivered: HTTP 200",
+        ]
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 channel(s) failed"));
+    // The test notification says what it is.
+    let wh = fakes.requests_to("/webhook/t").await;
+    let v: serde_json::Value = serde_json::from_str(wh[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(v["alerts"][0]["labels"]["alertname"], "prismwatch_test");
+    // An unknown receiver is named with the ones there are.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prismwatch"))
+        .args(["notify", "test", "nobody"])
+        .env(
+            "PRISMWATCH_CONFIG",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/prismwatch.yaml"),
+        )
+        .env("PRISMWATCH__ALERTING__ROUTING_FILE", &routing)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no receiver \"nobody\" (receivers: ops)")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_goes_from_the_manager_to_the_receiver_and_its_delivery_is_in_its_history() {
+    let fakes = Fakes::start(20, 60.0);
+    let dir = tempfile::tempdir().unwrap();
+    let routing = format!(
+        "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 30s\n  group_interval: 5m\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    webhook_configs: [{{url: {}}}]\n",
+        secret(dir.path(), "wh", &fakes.url("/webhook/m"))
+    );
+    let mut s = common::manager::Scenario::start(&routing, |_| {}).await;
+    let mut cfg = s.d.cfg.clone();
+    cfg.alerting.routing_file = s.routing_file();
+    let notifier = RunningApp::start_with(cfg, common::test_rules(), vec![Component::Notify]);
+    let e =
+        s.d.fire("disk_full", Priority::P1, &[("service", "storage")])
+            .await;
+    s.d.advance_to(31).await;
+    eventually("the webhook", 30, || async {
+        fakes.requests_to("/webhook/m").await.len() == 1
+    })
+    .await;
+    let req = &fakes.requests_to("/webhook/m").await[0];
+    let v: serde_json::Value = serde_json::from_str(req["body"].as_str().unwrap()).unwrap();
+    assert_eq!(v["alerts"][0]["labels"]["alertname"], "disk_full");
+    assert_eq!(v["receiver"], "hook");
+    // The outcome reaches the manager: the alert's record says who got it, when, how.
+    let js = s.d.js.clone();
+    let id = e.id.clone();
+    eventually("the delivery in the alert's record", 30, || {
+        let (js, id) = (js.clone(), id.clone());
+        async move {
+            prismwatch::alerting::client::alerts(&js)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|a| a.id == id)
+                .and_then(|a| a.notifications.get("hook").cloned())
+                .is_some_and(|r| r.outcome == "delivered" && r.attempts == 1)
+        }
+    })
+    .await;
+    notifier.stop().await.unwrap();
+    s.stop().await;
+}

@@ -431,3 +431,61 @@ impl ReceiverDef {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::alerting::config::Routing;
+
+    #[test]
+    fn the_shipped_routing_file_and_its_channel_examples_are_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/routing.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let shipped = Routing::parse(path, &text).unwrap();
+        assert!(shipped.receivers.iter().all(|r| r.channels().is_empty()));
+        // Every commented example of the receivers, uncommented.
+        let (head, tail) = text.split_at(text.find("\nreceivers:").unwrap());
+        let examples: String = head.to_string()
+            + &tail
+                .lines()
+                .map(|l| {
+                    l.strip_prefix("    # ")
+                        .map_or(l.to_string(), |r| format!("    {r}"))
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+        let r = Routing::parse(path, &examples).unwrap();
+        let kinds: Vec<&str> = r
+            .receivers
+            .iter()
+            .flat_map(|r| r.channels())
+            .map(|c| c.kind())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "email",
+                "pagerduty",
+                "slack",
+                "webhook",
+                "dingtalk",
+                "telegram"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_channels_are_refused_naming_the_key() {
+        let text = "route: {receiver: a}\nreceivers:\n  - name: a\n    slack_configs:\n      - url: {env: X}\n        rate_limit: {messages: 0, per: 1s}\n";
+        let e = Routing::parse("r.yaml", text).unwrap_err().to_string();
+        assert!(
+            e.contains("receivers[0].slack_configs[0].rate_limit"),
+            "{e}"
+        );
+        let text = "route: {receiver: a}\nreceivers:\n  - name: a\n    slack_configs:\n      - url: https://hooks.slack.com/x\n";
+        let e = Routing::parse("r.yaml", text).unwrap_err().to_string();
+        assert!(e.contains("r.yaml") && e.contains("url"), "{e}");
+        let text = "route: {receiver: a}\nreceivers:\n  - name: a\n    email_configs:\n      - {to: [a@b.c], from: x@y.z, smarthost: nohost}\n";
+        let e = Routing::parse("r.yaml", text).unwrap_err().to_string();
+        assert!(e.contains("email_configs[0].smarthost"), "{e}");
+    }
+}

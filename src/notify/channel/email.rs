@@ -1,6 +1,8 @@
 //! Email with lettre: SMTP with STARTTLS, implicit TLS or plain, optional auth, a text and an
 //! HTML part, several recipients; a notification's alerts in one mail.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart};
@@ -87,9 +89,38 @@ fn transport(
     Ok(b.build())
 }
 
+/// Transports by their settings: each keeps a pool of open connections (lettre's `pool`), so a
+/// busy receiver does not pay a TCP and SMTP handshake per mail.
+fn pooled(
+    c: &EmailConfig,
+    timeout: Duration,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, Failure> {
+    static POOL: OnceLock<Mutex<HashMap<String, AsyncSmtpTransport<Tokio1Executor>>>> =
+        OnceLock::new();
+    let password = match &c.password {
+        Some(p) => p.read().map_err(Failure::permanent)?,
+        None => String::new(),
+    };
+    let key = format!(
+        "{}|{}|{:?}|{password}|{:?}|{}",
+        c.smarthost,
+        c.security,
+        c.username,
+        c.ca_file,
+        timeout.as_millis()
+    );
+    let mut pool = POOL.get_or_init(Mutex::default).lock().unwrap();
+    if let Some(t) = pool.get(&key) {
+        return Ok(t.clone());
+    }
+    let t = transport(c, timeout)?;
+    pool.insert(key, t.clone());
+    Ok(t)
+}
+
 pub async fn send(c: &EmailConfig, ch: &ChannelConfig, n: &Notification, ctx: &Ctx<'_>) -> Attempt {
     let message = mail(c, n, ctx, ch)?;
-    let smtp = transport(c, ctx.timeout(ch))?;
+    let smtp = pooled(c, ctx.timeout(ch))?;
     match smtp.send(message).await {
         Ok(r) => Ok(format!(
             "SMTP {} {}",
