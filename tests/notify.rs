@@ -564,3 +564,57 @@ async fn an_alert_goes_from_the_manager_to_the_receiver_and_its_delivery_is_in_i
     notifier.stop().await.unwrap();
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_over_starttls_and_implicit_tls_with_a_private_ca() {
+    use common::channels::SmtpTls;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let starttls = Smtp::start_tls(Some(("alerts", "pw")), SmtpTls::StartTls(c, k));
+    let implicit = Smtp::start_tls(None, SmtpTls::Wrapper(c, k));
+    let untrusted = Smtp::start_tls(None, SmtpTls::StartTls(c, k));
+    let receivers = format!(
+        r#"  - name: starttls
+    email_configs: [{{to: [ops@example.org], from: a@example.org, smarthost: "localhost:{p1}", security: starttls, ca_file: {c}, username: alerts, password: {pw}}}]
+  - name: implicit
+    email_configs: [{{to: [ops@example.org], from: a@example.org, smarthost: "localhost:{p2}", security: tls, ca_file: {c}}}]
+  - name: untrusted
+    email_configs: [{{to: [ops@example.org], from: a@example.org, smarthost: "localhost:{p3}", security: starttls}}]
+"#,
+        p1 = starttls.port,
+        p2 = implicit.port,
+        p3 = untrusted.port,
+        pw = secret(dir.path(), "pw", "pw"),
+    );
+    let s = setup(&receivers, |cfg| cfg.notify.retry_deadline_secs = 1).await;
+    for name in ["starttls", "implicit", "untrusted"] {
+        publish(
+            &s.js,
+            &notification(name, 1, vec![alert(1, AlertStatus::Firing)]),
+        )
+        .await;
+    }
+    assert_eq!(
+        outcome_of(&s.js, "starttls.0123abcd.1").await.outcome,
+        "delivered"
+    );
+    assert_eq!(
+        outcome_of(&s.js, "implicit.0123abcd.1").await.outcome,
+        "delivered"
+    );
+    assert_eq!(starttls.mails().len(), 1);
+    assert_eq!(implicit.mails().len(), 1);
+    // A certificate the notifier does not trust is not sent to.
+    let o = outcome_of(&s.js, "untrusted.0123abcd.1").await;
+    assert_eq!(o.outcome, "dead_lettered");
+    assert!(
+        o.error.to_lowercase().contains("certificate"),
+        "{}",
+        o.error
+    );
+    assert!(untrusted.mails().is_empty());
+}

@@ -3,10 +3,12 @@ an .eml file (with the envelope recipients) in a folder; the recipient's local p
 failure: tempfail@ -> 451 at RCPT, permfail@ -> 550 at RCPT. With AUTH (LOGIN/PLAIN) when a
 user and password are given.
 
-Usage: python smtp.py PORT OUT_DIR [USER PASSWORD]
+Usage: python smtp.py PORT OUT_DIR [USER PASSWORD] [--starttls CERT KEY | --tls CERT KEY]
+(--starttls: STARTTLS offered and required; --tls: implicit TLS from the first byte.)
 """
 
 import os
+import ssl
 import sys
 import threading
 import time
@@ -15,9 +17,16 @@ import uuid
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-PORT, OUT = int(sys.argv[1]), sys.argv[2]
-USER = sys.argv[3] if len(sys.argv) > 4 else None
-PASSWORD = sys.argv[4] if len(sys.argv) > 4 else None
+args = sys.argv[1:]
+TLS_MODE, CERT, KEY = None, None, None
+for mode in ("--starttls", "--tls"):
+    if mode in args:
+        i = args.index(mode)
+        TLS_MODE, CERT, KEY = mode, args[i + 1], args[i + 2]
+        args = args[:i] + args[i + 3:]
+PORT, OUT = int(args[0]), args[1]
+USER = args[2] if len(args) > 3 else None
+PASSWORD = args[3] if len(args) > 3 else None
 os.makedirs(OUT, exist_ok=True)
 
 
@@ -47,9 +56,16 @@ def authenticator(server, session, envelope, mechanism, auth_data):
 
 
 kwargs = {}
+ctx = None
 if USER:
     kwargs = dict(authenticator=authenticator, auth_require_tls=False, auth_required=True)
-controller = Controller(Handler(), hostname="127.0.0.1", port=PORT, **kwargs)
+if TLS_MODE:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(CERT, KEY)
+    if TLS_MODE == "--starttls":
+        kwargs.update(tls_context=ctx, require_starttls=True)
+controller = Controller(Handler(), hostname="127.0.0.1", port=PORT,
+                        ssl_context=ctx if TLS_MODE == "--tls" else None, **kwargs)
 controller.start()
 print("ready", flush=True)
 try:
