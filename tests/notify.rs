@@ -364,7 +364,9 @@ async fn faults_end_delivered_after_retries_or_dead_lettered() {
     fakes
         .script("/telegram/bot42:tok/sendMessage", &["429:1", "ok"])
         .await;
-    let s = setup(&receivers, |_| {}).await;
+    let listen = common::free_listen_addr();
+    let l = listen.clone();
+    let s = setup(&receivers, move |cfg| cfg.http.listen = l).await;
     let names = [
         "wh",
         "sl",
@@ -430,6 +432,47 @@ async fn faults_end_delivered_after_retries_or_dead_lettered() {
         ]
     );
     assert_eq!(dead.len(), 4);
+
+    // Every attempt and outcome is on /metrics, by receiver, channel and outcome.
+    let (_, page) = common::http_get(&listen, "/metrics").await;
+    for (name, labels, value) in [
+        (
+            "prismwatch_notify_attempts_total",
+            r#"channel="webhook",outcome="transient_error",receiver="wh""#,
+            2,
+        ),
+        (
+            "prismwatch_notify_attempts_total",
+            r#"channel="webhook",outcome="ok",receiver="wh""#,
+            1,
+        ),
+        (
+            "prismwatch_notify_deliveries_total",
+            r#"channel="webhook",outcome="delivered",receiver="wh""#,
+            1,
+        ),
+        (
+            "prismwatch_notify_deliveries_total",
+            r#"channel="dingtalk",outcome="dead_lettered",receiver="dtbad""#,
+            1,
+        ),
+        (
+            "prismwatch_notify_attempts_total",
+            r#"channel="email",outcome="permanent_error",receiver="mailperm""#,
+            1,
+        ),
+        (
+            "prismwatch_notify_dead_letters_total",
+            r#"receiver="mailperm""#,
+            1,
+        ),
+    ] {
+        let line = page
+            .lines()
+            .find(|l| l.starts_with(name) && labels.split(',').all(|kv| l.contains(kv)))
+            .unwrap_or_else(|| panic!("{name}{{{labels}}} not on /metrics:\n{page}"));
+        assert!(line.ends_with(&format!(" {value}")), "{line}");
+    }
 
     // After a fix (the robot's keyword added): `notify retry` re-sends it, and it is delivered.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_prismwatch"))

@@ -151,3 +151,50 @@ fn big_notifications_are_cut_to_the_services_limits_with_a_count() {
     assert_eq!(m["attachments"][0]["color"], "#D00000");
     assert!(!m["text"].as_str().unwrap().is_empty());
 }
+
+#[test]
+fn dingtalk_action_cards_and_pagerduty_acknowledgements() {
+    let mut n = notification(vec![alert(
+        "1a30ba71cca2921f",
+        AlertStatus::Firing,
+        "p99 high",
+    )]);
+    let mut cfg = crate::notify::config::NotifyConfig::default();
+    cfg.external_url = "https://pw.example".into();
+    let http = http_client();
+    let ctx = Ctx {
+        http: &http,
+        cfg: &cfg,
+        now_ms: 0,
+    };
+    let dt = crate::notify::config::DingTalkConfig {
+        url: crate::notify::config::Secret::Env("X".into()),
+        secret: None,
+        message_type: "action_card".into(),
+        at_mobiles: vec![],
+        common: Default::default(),
+    };
+    let body = dingtalk::message(&dt, &n, &ctx, &ChannelConfig::DingTalk(dt.clone())).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["msgtype"], "actionCard");
+    assert_eq!(
+        v["actionCard"]["singleURL"],
+        "https://pw.example/alerts/1a30ba71cca2921f-1764000000000"
+    );
+    assert_eq!(v["actionCard"]["title"], "[FIRING:1] P1 HighLatency");
+
+    let e = pagerduty::event("k", &n.alerts[0], "");
+    assert_eq!(e["event_action"], "trigger");
+    assert_eq!(e["payload"]["severity"], "critical");
+    assert_eq!(e["payload"]["source"], "api-1:9090"); // the instance label
+    n.alerts[0].acknowledged = Some(crate::model::AckInfo {
+        by: "ana".into(),
+        at: 1,
+        comment: String::new(),
+        expires_at: None,
+    });
+    let e = pagerduty::event("k", &n.alerts[0], "");
+    assert_eq!(e["event_action"], "acknowledge");
+    assert_eq!(e["dedup_key"], "1a30ba71cca2921f-1764000000000");
+    assert!(e.get("payload").is_none());
+}
