@@ -159,8 +159,10 @@ fn dingtalk_action_cards_and_pagerduty_acknowledgements() {
         AlertStatus::Firing,
         "p99 high",
     )]);
-    let mut cfg = crate::notify::config::NotifyConfig::default();
-    cfg.external_url = "https://pw.example".into();
+    let cfg = crate::notify::config::NotifyConfig {
+        external_url: "https://pw.example".into(),
+        ..Default::default()
+    };
     let http = http_client();
     let ctx = Ctx {
         http: &http,
