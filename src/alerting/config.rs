@@ -2,14 +2,13 @@
 //! (`config/routing.yaml`: the routing tree, inhibition rules and receivers), reloaded with the
 //! rules on SIGHUP or a `rules.reload` command.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::inhibit::Inhibitor;
 use super::route::Routes;
-use crate::config::{from_tree, parse_yaml, ConfigError};
+use crate::config::yaml::{from_tree, parse_yaml, ConfigError};
 
 /// The alert manager.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,57 +166,8 @@ pub struct RoutingFile {
     pub receivers: Vec<ReceiverDef>,
 }
 
-/// A route, Alertmanager style: matchers, a receiver, grouping and timings (inherited from the
-/// parent when absent), child routes tried in order (the first that matches wins, unless it
-/// says `continue: true`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteDef {
-    #[serde(default)]
-    pub receiver: Option<String>,
-    /// Labels that make a group; `["..."]` groups by every label. Default: none (one group).
-    #[serde(default)]
-    pub group_by: Option<Vec<String>>,
-    /// How long a new group waits for more alerts before its first notification (e.g. `30s`).
-    #[serde(default)]
-    pub group_wait: Option<String>,
-    /// How long after a group's notification the next one may go out with changes (e.g. `5m`).
-    #[serde(default)]
-    pub group_interval: Option<String>,
-    /// How long before a notification is sent again when nothing changed (e.g. `4h`).
-    #[serde(default)]
-    pub repeat_interval: Option<String>,
-    /// Send a notification when alerts resolve (default true).
-    #[serde(default)]
-    pub send_resolved: Option<bool>,
-    /// Send resolutions at once instead of at the group's next interval (default false).
-    #[serde(default)]
-    pub resolve_promptly: Option<bool>,
-    /// Label matchers (`label: value`, `"=~regex"`, `"!=value"`, `"!~regex"`); alerts carry
-    /// their series' labels, `metric`, the rule's labels, `alertname` and `priority`.
-    #[serde(default, rename = "match")]
-    pub matchers: BTreeMap<String, String>,
-    /// Keep trying the next sibling routes after this one matched.
-    #[serde(default, rename = "continue")]
-    pub continue_matching: bool,
-    #[serde(default)]
-    pub routes: Vec<RouteDef>,
-}
-
-/// An inhibition rule, Alertmanager style: while an alert matching `source_match` fires, alerts
-/// matching `target_match` with the same values of the `equal` labels are not notified.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InhibitDef {
-    /// A name for messages and the alert's `inhibited_by`.
-    #[serde(default)]
-    pub name: Option<String>,
-    pub source_match: BTreeMap<String, String>,
-    pub target_match: BTreeMap<String, String>,
-    #[serde(default)]
-    pub equal: Vec<String>,
-}
-
+pub use super::inhibit::InhibitDef;
+pub use super::route::{duration_ms, RouteDef};
 pub use crate::notify::config::ReceiverDef;
 
 /// The compiled routing file.
@@ -286,11 +236,4 @@ impl Routing {
             file: file.to_string(),
         })
     }
-}
-
-/// Parses a duration like `30s`, `5m`, `4h` into ms.
-pub fn duration_ms(s: &str) -> Result<i64, String> {
-    humantime::parse_duration(s)
-        .map(|d| d.as_millis() as i64)
-        .map_err(|e| format!("{s:?} is not a duration like 30s, 5m, 4h: {e}"))
 }

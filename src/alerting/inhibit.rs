@@ -8,8 +8,23 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::config::InhibitDef;
+use serde::{Deserialize, Serialize};
+
 use super::matchers::{from_map, matches_all, LabelMatcher};
+
+/// An inhibition rule, Alertmanager style: while an alert matching `source_match` fires, alerts
+/// matching `target_match` with the same values of the `equal` labels are not notified.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InhibitDef {
+    /// A name for messages and the alert's `inhibited_by`.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub source_match: BTreeMap<String, String>,
+    pub target_match: BTreeMap<String, String>,
+    #[serde(default)]
+    pub equal: Vec<String>,
+}
 
 #[derive(Debug, Clone)]
 struct Rule {

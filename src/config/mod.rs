@@ -7,15 +7,20 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_norway::Value;
 
-use crate::alerting::AlertingConfig;
+use crate::alerting::config::AlertingConfig;
 use crate::app::http::HttpConfig;
 use crate::bus::{NatsConfig, StreamsConfig};
 use crate::ingest::IngestConfig;
-use crate::notify::NotifyConfig;
+use crate::notify::config::NotifyConfig;
 use crate::pipeline::PipelineConfig;
-use crate::processor::ProcessorConfig;
+use crate::processor::config::ProcessorConfig;
 use crate::rules::RulesConfig;
 use crate::telemetry::TelemetryConfig;
+
+pub mod yaml;
+
+use yaml::to_json;
+pub use yaml::{from_tree, parse_yaml, ConfigError};
 
 /// Prefix of environment overrides: `PRISMWATCH__INGEST__MAX_BATCH=500` sets `ingest.max_batch`.
 pub const ENV_PREFIX: &str = "PRISMWATCH__";
@@ -44,37 +49,6 @@ pub struct Config {
     pub http: HttpConfig,
     /// Logs.
     pub telemetry: TelemetryConfig,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
-    #[error("{file}: invalid YAML: {message}")]
-    Syntax { file: String, message: String },
-    #[error("{file}: {key}: {message}")]
-    Invalid {
-        file: String,
-        key: String,
-        message: String,
-    },
-}
-
-impl ConfigError {
-    pub fn invalid(
-        file: impl Into<String>,
-        key: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        ConfigError::Invalid {
-            file: file.into(),
-            key: key.into(),
-            message: message.into(),
-        }
-    }
 }
 
 /// A loaded configuration and where it came from (rule paths are relative to it).
@@ -161,32 +135,6 @@ pub fn load_with_env(file: Option<&Path>, env: &[(String, String)]) -> Result<Lo
     Ok(Loaded {
         config,
         file: file.map(Path::to_path_buf),
-    })
-}
-
-/// Parses YAML text, naming `file` in errors.
-pub fn parse_yaml(file: &str, text: &str) -> Result<Value, ConfigError> {
-    serde_norway::from_str(text).map_err(|e| ConfigError::Syntax {
-        file: file.to_string(),
-        message: e.to_string(),
-    })
-}
-
-/// Deserialises a typed value from a YAML tree, naming `file` and the key path on error.
-pub fn from_tree<T: serde::de::DeserializeOwned>(
-    file: &str,
-    tree: Value,
-) -> Result<T, ConfigError> {
-    serde_path_to_error::deserialize(to_json(file, tree)?)
-        .map_err(|e| ConfigError::invalid(file, e.path().to_string(), e.into_inner().to_string()))
-}
-
-/// YAML trees are typed through JSON values: serde_norway's `Value` only takes enums as YAML
-/// tags, while the config uses the plain `- dedup: {...}` map form.
-fn to_json(file: &str, tree: Value) -> Result<serde_json::Value, ConfigError> {
-    serde_json::to_value(tree).map_err(|e| ConfigError::Syntax {
-        file: file.to_string(),
-        message: e.to_string(),
     })
 }
 

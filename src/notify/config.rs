@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::template::Templates;
+
 /// `notify:` in `config/prismwatch.yaml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -100,22 +102,6 @@ impl Secret {
                 .map_err(|e| format!("cannot read {}: {e}", path.display())),
         }
     }
-}
-
-/// Templates of one channel, overriding the built-in ones (minijinja syntax; the notification
-/// is the context: `status`, `priority`, `alerts`, `common_labels`, ...).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Templates {
-    /// Title / subject line.
-    #[serde(default)]
-    pub title: Option<String>,
-    /// Body: markdown for DingTalk and Slack, HTML for Telegram, plain text for email.
-    #[serde(default)]
-    pub body: Option<String>,
-    /// Email only: the HTML part.
-    #[serde(default)]
-    pub html: Option<String>,
 }
 
 /// At most `messages` sends per `per` (e.g. `1s`, `1m`) for this channel, across every worker;

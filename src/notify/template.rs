@@ -3,10 +3,25 @@
 //! escape every value; the others are plain text or markdown.
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::config::Templates;
 use crate::model::{AlertStatus, Notification, NotificationKind};
+
+/// Templates of one channel, overriding the built-in ones (minijinja syntax; the notification
+/// is the context: `status`, `priority`, `alerts`, `common_labels`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Templates {
+    /// Title / subject line.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Body: markdown for DingTalk and Slack, HTML for Telegram, plain text for email.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Email only: the HTML part.
+    #[serde(default)]
+    pub html: Option<String>,
+}
 
 /// How a channel's text is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::{Condition, Template};
-use crate::config::{from_tree, parse_yaml, ConfigError};
+use crate::config::yaml::{from_tree, parse_yaml, ConfigError};
 use crate::model::{Priority, SeriesKey};
 use crate::subjects;
 
