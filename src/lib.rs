@@ -19,10 +19,12 @@
 //! | [`processor`] | the async side: partition leases, consume, publish, ack, checkpoint, replay |
 //! | [`alerting`] | the alert manager: alert state, acks, silences, inhibition, routing and grouping, storms, flapping |
 //! | [`notify`] | notifier workers: channels (email, Slack, DingTalk, webhook, PagerDuty, Telegram), templates, rate limits, retries, dead letters |
+//! | [`api`] | the HTTP API (`/api/v1`): authentication and roles, alerts, silences, status, reload |
 //! | [`telemetry`] | logs and every Prometheus metric |
 //! | [`tools`] | CLI tools: publish, tail, demo, detect (offline scoring), the demo's nats-server |
 
 pub mod alerting;
+pub mod api;
 pub mod app;
 pub mod bus;
 pub mod config;

@@ -78,6 +78,28 @@ async fn delivered(js: &async_nats::jetstream::Context) -> BTreeMap<String, Deli
         .collect()
 }
 
+/// Waits (bounded) until `n` notifications were delivered; shows `worker`'s log if not.
+async fn wait_all_delivered(
+    js: &async_nats::jetstream::Context,
+    n: usize,
+    secs: u64,
+    worker: &ChildProcessor,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let d = delivered(js).await.len();
+        if d == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{d} of {n} delivered; log: {}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn workers(url: &str, routing: &str, n: usize, dir: &std::path::Path) -> Vec<ChildProcessor> {
     (0..n)
         .map(|i| {
@@ -130,21 +152,7 @@ async fn kill_9_of_one_of_three_workers_mid_delivery_loses_nothing() {
     }
     let killed_at = Instant::now();
     procs[0].kill();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let d = delivered(&js).await;
-        if d.len() == ns.len() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} delivered; logs: {}",
-            d.len(),
-            ns.len(),
-            procs[1].log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_all_delivered(&js, ns.len(), 60, &procs[1]).await;
     let took = killed_at.elapsed();
     // Every notification reached the receiver; duplicates are the killed worker's in-flight
     // ones, delivered again after the ack wait (3 s here).
@@ -230,21 +238,7 @@ receivers:
     let mut procs = workers(&server.url(), routing.to_str().unwrap(), 2, dir.path());
     let ns: Vec<Notification> = (0..1_000).map(|i| notification("dt", i)).collect();
     publish_all(&js, &ns).await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let d = delivered(&js).await;
-        if d.len() == ns.len() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} delivered; log: {}",
-            d.len(),
-            ns.len(),
-            procs[0].log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_all_delivered(&js, ns.len(), 90, &procs[0]).await;
     let reqs = fakes.requests_to("/dingtalk/robot").await;
     let refused: Vec<_> = reqs.iter().filter(|r| r["errcode"] != 0).collect();
     assert!(refused.is_empty(), "the robot refused: {refused:?}");

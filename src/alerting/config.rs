@@ -2,6 +2,7 @@
 //! (`config/routing.yaml`: the routing tree, inhibition rules and receivers), reloaded with the
 //! rules on SIGHUP or a `rules.reload` command.
 
+use crate::config::yaml::Problems;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -115,40 +116,35 @@ impl Default for FlapConfig {
 
 impl AlertingConfig {
     pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let mut check = |ok: bool, key: &str, msg: &str| {
-            if !ok {
-                out.push((key.to_string(), msg.to_string()));
-            }
-        };
-        check(
+        let mut p = Problems::default();
+        p.check(
             crate::subjects::is_token(&self.group),
             "group",
             "must be one subject token ([A-Za-z0-9_-]+)",
         );
-        check(self.max_alerts > 0, "max_alerts", "must be > 0");
-        check(
+        p.check(self.max_alerts > 0, "max_alerts", "must be > 0");
+        p.check(
             self.max_alerts_per_notification > 0,
             "max_alerts_per_notification",
             "must be > 0",
         );
-        check(self.storm.max_alerts > 0, "storm.max_alerts", "must be > 0");
-        check(
+        p.check(self.storm.max_alerts > 0, "storm.max_alerts", "must be > 0");
+        p.check(
             self.storm.window_secs > 0,
             "storm.window_secs",
             "must be > 0",
         );
-        check(
+        p.check(
             self.flapping.max_changes > 1,
             "flapping.max_changes",
             "must be > 1",
         );
-        check(
+        p.check(
             self.flapping.window_secs > 0,
             "flapping.window_secs",
             "must be > 0",
         );
-        out
+        p.into_vec()
     }
 }
 

@@ -64,6 +64,8 @@ async fn bucket(
                 ..Default::default()
             })
             .await
+            // Created meanwhile by another process: use it.
+            .or(js.get_key_value(name).await.map_err(|e| e.to_string()))
             .map_err(|e| ManagerError::Nats(format!("create bucket {name}: {e}"))),
     }
 }

@@ -123,6 +123,7 @@ pub async fn run_from(
     let status = StatusHandle::new(&member, &cfg.nats.url);
     let metrics = telemetry::install_metrics();
     let http_stop = CancellationToken::new();
+    let api = crate::api::ApiState::new(&cfg.api, status.clone()).map_err(anyhow::Error::msg)?;
     let http = if cfg.http.listen.is_empty() {
         None
     } else {
@@ -130,7 +131,8 @@ pub async fn run_from(
             status: status.clone(),
             metrics,
             ready_max_lag: cfg.processor.ready_max_lag,
-        });
+        })
+        .merge(crate::api::router(api.clone(), cfg.api.max_body_bytes));
         // Bound first, so a taken port is an error now, not a log line later.
         let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
             .await
@@ -168,6 +170,9 @@ pub async fn run_from(
     tracing::info!(url = %cfg.nats.url, server = %info.version, member = %member, "connected to NATS");
     let js = async_nats::jetstream::new(client.clone());
     declare_streams(&js, &cfg, &stop).await?;
+    if http.is_some() {
+        api.connect(js.clone(), stop.clone());
+    }
 
     let reloads = tokio::spawn(reloader.clone().serve(client.clone(), stop.clone()));
     let mut tasks = tokio::task::JoinSet::new();

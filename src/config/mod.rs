@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_norway::Value;
 
 use crate::alerting::config::AlertingConfig;
+use crate::api::config::ApiConfig;
 use crate::app::http::HttpConfig;
 use crate::bus::{NatsConfig, StreamsConfig};
 use crate::ingest::IngestConfig;
@@ -17,6 +18,7 @@ use crate::processor::config::ProcessorConfig;
 use crate::rules::RulesConfig;
 use crate::telemetry::TelemetryConfig;
 
+pub mod secret;
 pub mod yaml;
 
 use yaml::to_json;
@@ -45,8 +47,10 @@ pub struct Config {
     pub alerting: AlertingConfig,
     /// Notifier workers: their consumer, concurrency, retries, timeouts, default language.
     pub notify: NotifyConfig,
-    /// The HTTP listener: `/healthz`, `/readyz`, `/metrics`.
+    /// The HTTP listener: `/healthz`, `/readyz`, `/metrics`, and the API.
     pub http: HttpConfig,
+    /// Who may call the API (`/api/v1`), with which role.
+    pub api: ApiConfig,
     /// Logs.
     pub telemetry: TelemetryConfig,
 }
@@ -171,6 +175,7 @@ impl Config {
         section("alerting", self.alerting.problems());
         section("notify", self.notify.problems());
         section("http", self.http.problems());
+        section("api", self.api.problems());
         section("telemetry", self.telemetry.problems());
         out
     }

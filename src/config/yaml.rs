@@ -58,3 +58,20 @@ pub(super) fn to_json(file: &str, tree: Value) -> Result<serde_json::Value, Conf
         message: e.to_string(),
     })
 }
+
+/// A config section's problems, as (key, message) pairs.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<(String, String)>);
+
+impl Problems {
+    /// Records `message` for `key` unless `ok`.
+    pub fn check(&mut self, ok: bool, key: &str, message: &str) {
+        if !ok {
+            self.0.push((key.to_string(), message.to_string()));
+        }
+    }
+
+    pub fn into_vec(self) -> Vec<(String, String)> {
+        self.0
+    }
+}

@@ -1,5 +1,6 @@
 use serde::{Deserialize, Serialize};
 
+use crate::config::yaml::Problems;
 use crate::subjects;
 
 /// How metrics are consumed and which messages are accepted.
@@ -64,48 +65,43 @@ impl Default for IngestConfig {
 
 impl IngestConfig {
     pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let mut check = |ok: bool, key: &str, msg: &str| {
-            if !ok {
-                out.push((key.to_string(), msg.to_string()));
-            }
-        };
-        check(
+        let mut p = Problems::default();
+        p.check(
             subjects::is_token(&self.consumer_name),
             "consumer_name",
             "must be one subject token ([A-Za-z0-9_-]+)",
         );
-        check(self.max_batch > 0, "max_batch", "must be > 0");
-        check(self.max_batch_bytes > 0, "max_batch_bytes", "must be > 0");
-        check(
+        p.check(self.max_batch > 0, "max_batch", "must be > 0");
+        p.check(self.max_batch_bytes > 0, "max_batch_bytes", "must be > 0");
+        p.check(
             self.max_ack_pending >= self.max_batch as i64,
             "max_ack_pending",
             "must be >= max_batch",
         );
-        check(self.ack_wait_secs > 0, "ack_wait_secs", "must be > 0");
-        check(
+        p.check(self.ack_wait_secs > 0, "ack_wait_secs", "must be > 0");
+        p.check(
             self.allowed_lateness_ms >= 0,
             "allowed_lateness_ms",
             "must be >= 0",
         );
-        check(self.source_idle_ms >= 0, "source_idle_ms", "must be >= 0");
-        check(self.max_future_ms >= 0, "max_future_ms", "must be >= 0");
-        check(
+        p.check(self.source_idle_ms >= 0, "source_idle_ms", "must be >= 0");
+        p.check(self.max_future_ms >= 0, "max_future_ms", "must be >= 0");
+        p.check(
             self.max_message_bytes > 0,
             "max_message_bytes",
             "must be > 0",
         );
-        check(
+        p.check(
             self.max_points_per_message > 0,
             "max_points_per_message",
             "must be > 0",
         );
-        check(self.max_name_bytes > 0, "max_name_bytes", "must be > 0");
-        check(
+        p.check(self.max_name_bytes > 0, "max_name_bytes", "must be > 0");
+        p.check(
             self.pending_poll_secs > 0,
             "pending_poll_secs",
             "must be > 0",
         );
-        out
+        p.into_vec()
     }
 }

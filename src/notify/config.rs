@@ -2,12 +2,14 @@
 //! file, `receivers[].<channel>_configs`, Alertmanager's layout). Secrets come only from the
 //! environment or files: a config file holds `{env: NAME}` or `{file: path}`, never the secret.
 
+use crate::config::yaml::Problems;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 pub use super::template::Templates;
+pub use crate::config::secret::Secret;
 
 /// `notify:` in `config/prismwatch.yaml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,54 +55,27 @@ impl Default for NotifyConfig {
 
 impl NotifyConfig {
     pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let mut check = |ok: bool, key: &str, msg: &str| {
-            if !ok {
-                out.push((key.to_string(), msg.to_string()));
-            }
-        };
-        check(
+        let mut p = Problems::default();
+        p.check(
             crate::subjects::is_token(&self.consumer_name),
             "consumer_name",
             "must match [A-Za-z0-9_-]+",
         );
-        check(self.concurrency > 0, "concurrency", "must be > 0");
-        check(self.ack_wait_secs >= 3, "ack_wait_secs", "must be >= 3");
-        check(self.retry_initial_ms > 0, "retry_initial_ms", "must be > 0");
-        check(
+        p.check(self.concurrency > 0, "concurrency", "must be > 0");
+        p.check(self.ack_wait_secs >= 3, "ack_wait_secs", "must be >= 3");
+        p.check(self.retry_initial_ms > 0, "retry_initial_ms", "must be > 0");
+        p.check(
             self.retry_max_ms >= self.retry_initial_ms,
             "retry_max_ms",
             "must be >= retry_initial_ms",
         );
-        check(self.timeout_ms > 0, "timeout_ms", "must be > 0");
-        check(
+        p.check(self.timeout_ms > 0, "timeout_ms", "must be > 0");
+        p.check(
             matches!(self.language.as_str(), "en" | "zh"),
             "language",
             "must be en or zh",
         );
-        out
-    }
-}
-
-/// Where a secret is: an environment variable or a file (its content, trimmed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "lowercase")]
-pub enum Secret {
-    Env(String),
-    File(PathBuf),
-}
-
-impl Secret {
-    /// The secret's value, or why it is not there.
-    pub fn read(&self) -> Result<String, String> {
-        match self {
-            Secret::Env(name) => std::env::var(name)
-                .map(|v| v.trim().to_string())
-                .map_err(|_| format!("environment variable {name} is not set")),
-            Secret::File(path) => std::fs::read_to_string(path)
-                .map(|v| v.trim().to_string())
-                .map_err(|e| format!("cannot read {}: {e}", path.display())),
-        }
+        p.into_vec()
     }
 }
 

@@ -1,0 +1,120 @@
+//! The alert manager's state, followed live: a watch of `PRISM_ALERT_STATE` and
+//! `PRISM_SILENCES` (the KV change feed) kept in memory, so reads cost no round trip.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::alerting::alert::ManagedAlert;
+use crate::alerting::silence::Silence;
+use crate::subjects;
+
+/// One bucket's current values by key, and whether the watch has caught up.
+pub struct Mirror<T> {
+    pub values: RwLock<BTreeMap<String, T>>,
+    pub current: std::sync::atomic::AtomicBool,
+}
+
+impl<T> Default for Mirror<T> {
+    fn default() -> Self {
+        Mirror {
+            values: RwLock::default(),
+            current: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Cache {
+    pub alerts: Mirror<ManagedAlert>,
+    pub silences: Mirror<Silence>,
+}
+
+impl Cache {
+    /// Follows both buckets until `stop` (re-watching after errors).
+    pub fn follow(self: &Arc<Self>, js: jetstream::Context, stop: CancellationToken) {
+        let me = self.clone();
+        tokio::spawn(mirror(
+            js.clone(),
+            subjects::ALERT_STATE_BUCKET,
+            me,
+            |c| &c.alerts,
+            stop.clone(),
+        ));
+        let me = self.clone();
+        tokio::spawn(mirror(
+            js,
+            subjects::SILENCE_BUCKET,
+            me,
+            |c| &c.silences,
+            stop,
+        ));
+    }
+}
+
+async fn mirror<T: DeserializeOwned + Send + Sync + 'static>(
+    js: jetstream::Context,
+    bucket: &'static str,
+    cache: Arc<Cache>,
+    pick: fn(&Cache) -> &Mirror<T>,
+    stop: CancellationToken,
+) {
+    loop {
+        let watch = async {
+            // The manager creates its buckets; until then there is nothing to show (and
+            // creating them here would race it with another configuration).
+            let store = match js.get_key_value(bucket).await {
+                Ok(s) => s,
+                Err(_) => {
+                    pick(&cache)
+                        .current
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Err(format!("bucket {bucket} does not exist yet"));
+                }
+            };
+            let mut w = store
+                .watch_with_history(">")
+                .await
+                .map_err(|e| e.to_string())?;
+            let m = pick(&cache);
+            // An empty bucket sends nothing: it is current at once.
+            if store.status().await.map(|s| s.values()).unwrap_or(0) == 0 {
+                m.current.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            while let Some(e) = w.next().await {
+                let e = e.map_err(|e| e.to_string())?;
+                let mut values = m.values.write().unwrap();
+                match e.operation {
+                    kv::Operation::Put => {
+                        if let Ok(v) = serde_json::from_slice::<T>(&e.value) {
+                            values.insert(e.key.clone(), v);
+                        }
+                    }
+                    _ => {
+                        values.remove(&e.key);
+                    }
+                }
+                if e.delta == 0 || e.seen_current {
+                    m.current.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Ok::<(), String>(())
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = watch => if let Err(e) = r {
+                tracing::debug!(%bucket, error = %e, "API state watch ended; watching again");
+            },
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
