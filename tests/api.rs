@@ -496,3 +496,51 @@ async fn tokens_are_checked_and_errors_are_json_that_says_what_is_wrong() {
     assert_eq!(c["principal"], "jwt:alice");
     api.s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_sends_each_change_as_it_happens() {
+    let mut api = start().await;
+    api.ready().await;
+    let (code, _) = api.call(Method::GET, "/api/v1/stream", None, None).await;
+    assert_eq!(code, 401);
+    let mut resp = api
+        .http
+        .get(format!("{}/api/v1/stream", api.base))
+        .bearer_auth(token("viewer"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let e = api
+        .s
+        .d
+        .fire("disk_full", Priority::P1, &[("service", "storage")])
+        .await;
+    api.s.d.advance_to(5).await;
+    // Read events until the alert's record arrives.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut text = String::new();
+    while !text.contains(&format!("\"key\":\"{}\"", e.id)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no event for the alert: {text}"
+        );
+        let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("data:") && l.contains(&e.id))
+        .unwrap();
+    let v: Value = serde_json::from_str(line.trim_start_matches("data:").trim()).unwrap();
+    assert_eq!(v["kind"], "alert");
+    assert_eq!(v["op"], "put");
+    assert_eq!(v["value"]["rule"], "disk_full");
+    assert!(text.contains("event: alert"));
+    api.s.stop().await;
+}

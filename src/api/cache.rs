@@ -30,10 +30,34 @@ impl<T> Default for Mirror<T> {
     }
 }
 
-#[derive(Default)]
 pub struct Cache {
     pub alerts: Mirror<ManagedAlert>,
     pub silences: Mirror<Silence>,
+    /// Every change once the mirrors are current: what `/api/v1/stream` sends.
+    pub changes: tokio::sync::broadcast::Sender<Change>,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            alerts: Mirror::default(),
+            silences: Mirror::default(),
+            changes: tokio::sync::broadcast::channel(4_096).0,
+        }
+    }
+}
+
+/// One change of the manager's state.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Change {
+    /// `alert` or `silence`.
+    pub kind: &'static str,
+    /// `put` or `delete`.
+    pub op: &'static str,
+    pub key: String,
+    /// The new record (absent on delete).
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub value: serde_json::Value,
 }
 
 impl Cache {
@@ -43,6 +67,7 @@ impl Cache {
         tokio::spawn(mirror(
             js.clone(),
             subjects::ALERT_STATE_BUCKET,
+            "alert",
             me,
             |c| &c.alerts,
             stop.clone(),
@@ -51,6 +76,7 @@ impl Cache {
         tokio::spawn(mirror(
             js,
             subjects::SILENCE_BUCKET,
+            "silence",
             me,
             |c| &c.silences,
             stop,
@@ -61,6 +87,7 @@ impl Cache {
 async fn mirror<T: DeserializeOwned + Send + Sync + 'static>(
     js: jetstream::Context,
     bucket: &'static str,
+    kind: &'static str,
     cache: Arc<Cache>,
     pick: fn(&Cache) -> &Mirror<T>,
     stop: CancellationToken,
@@ -89,16 +116,38 @@ async fn mirror<T: DeserializeOwned + Send + Sync + 'static>(
             }
             while let Some(e) = w.next().await {
                 let e = e.map_err(|e| e.to_string())?;
-                let mut values = m.values.write().unwrap();
-                match e.operation {
-                    kv::Operation::Put => {
-                        if let Ok(v) = serde_json::from_slice::<T>(&e.value) {
-                            values.insert(e.key.clone(), v);
+                let was_current = m.current.load(std::sync::atomic::Ordering::Relaxed);
+                let change = {
+                    let mut values = m.values.write().unwrap();
+                    match e.operation {
+                        kv::Operation::Put => {
+                            let Ok(json) = serde_json::from_slice::<serde_json::Value>(&e.value)
+                            else {
+                                continue;
+                            };
+                            if let Ok(v) = serde_json::from_value::<T>(json.clone()) {
+                                values.insert(e.key.clone(), v);
+                            }
+                            Change {
+                                kind,
+                                op: "put",
+                                key: e.key.clone(),
+                                value: json,
+                            }
+                        }
+                        _ => {
+                            values.remove(&e.key);
+                            Change {
+                                kind,
+                                op: "delete",
+                                key: e.key.clone(),
+                                value: serde_json::Value::Null,
+                            }
                         }
                     }
-                    _ => {
-                        values.remove(&e.key);
-                    }
+                };
+                if was_current {
+                    let _ = cache.changes.send(change);
                 }
                 if e.delta == 0 || e.seen_current {
                     m.current.store(true, std::sync::atomic::Ordering::Relaxed);

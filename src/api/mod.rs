@@ -18,6 +18,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -38,7 +39,7 @@ use error::{ApiError, JsonBody, JsonOrDefault};
 #[derive(Clone)]
 pub struct ApiState {
     auth: Arc<Auth>,
-    nats: Arc<OnceLock<(jetstream::Context, Arc<Cache>)>>,
+    nats: Arc<OnceLock<(jetstream::Context, Arc<Cache>, CancellationToken)>>,
     status: StatusHandle,
     command_timeout: Duration,
 }
@@ -56,18 +57,18 @@ impl ApiState {
     /// Connects the routes to NATS and starts following the manager's state.
     pub fn connect(&self, js: jetstream::Context, stop: CancellationToken) {
         let cache = Arc::new(Cache::default());
-        cache.follow(js.clone(), stop);
-        let _ = self.nats.set((js, cache));
+        cache.follow(js.clone(), stop.clone());
+        let _ = self.nats.set((js, cache, stop));
     }
 
-    fn nats(&self) -> Result<&(jetstream::Context, Arc<Cache>), ApiError> {
+    fn nats(&self) -> Result<&(jetstream::Context, Arc<Cache>, CancellationToken), ApiError> {
         self.nats
             .get()
             .ok_or_else(|| ApiError::unavailable("not connected to NATS yet"))
     }
 
     fn cache(&self) -> Result<&Arc<Cache>, ApiError> {
-        let (_, c) = self.nats()?;
+        let (_, c, _) = self.nats()?;
         if !c.alerts.current.load(Ordering::Relaxed) || !c.silences.current.load(Ordering::Relaxed)
         {
             return Err(ApiError::unavailable("still reading the alert state"));
@@ -76,7 +77,7 @@ impl ApiState {
     }
 
     async fn command(&self, who: &Principal, body: CommandBody) -> Result<Json<Value>, ApiError> {
-        let (js, _) = self.nats()?;
+        let (js, _, _) = self.nats()?;
         let reply = client::send(js, &who.name, body, self.command_timeout)
             .await
             .map_err(|e| ApiError::unavailable(format!("the alert manager did not answer: {e}")))?;
@@ -117,6 +118,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
             get(get_silence).delete(expire_silence),
         )
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/stream", get(stream))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -413,4 +415,36 @@ async fn expire_silence(
 async fn reload(State(s): State<ApiState>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
     let who = s.auth.check(&h, Role::Admin)?;
     s.command(&who, CommandBody::RulesReload).await
+}
+
+/// Server-sent events: every change of an alert or a silence as it happens (`event: alert` or
+/// `silence`, data `{"kind", "op", "key", "value"}`); `event: lagged` when this client fell
+/// behind (re-list, then follow again).
+async fn stream(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    s.auth.check(&h, Role::Viewer)?;
+    let rx = s.cache()?.changes.subscribe();
+    // Streams end when the process stops: an open one must not hold the shutdown.
+    let stop = s.nats()?.2.clone();
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        let event = match rx.recv().await {
+            Ok(c) => Event::default()
+                .event(c.kind)
+                .data(serde_json::to_string(&c).expect("serialises")),
+            Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(event), rx))
+    })
+    .take_until(async move { stop.cancelled().await });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
