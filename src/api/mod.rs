@@ -153,9 +153,19 @@ struct AlertFilter {
     /// Started at or after / before (ms since the epoch).
     since: Option<i64>,
     until: Option<i64>,
+    /// A page of the sorted list: at most `limit` (default 500, at most 10,000) from `offset`.
+    limit: Option<usize>,
+    offset: Option<usize>,
 }
 
-fn filter_alerts(alerts: &[ManagedAlert], f: &AlertFilter) -> Result<Vec<ManagedAlert>, ApiError> {
+/// Alerts per page unless asked otherwise, and at most.
+const PAGE: usize = 500;
+const MAX_PAGE: usize = 10_000;
+
+fn filter_alerts<'a>(
+    alerts: impl Iterator<Item = &'a ManagedAlert>,
+    f: &AlertFilter,
+) -> Result<Vec<&'a ManagedAlert>, ApiError> {
     let status = f.status.as_deref().unwrap_or("active").to_ascii_lowercase();
     if !matches!(
         status.as_str(),
@@ -176,7 +186,6 @@ fn filter_alerts(alerts: &[ManagedAlert], f: &AlertFilter) -> Result<Vec<Managed
     };
     let priority = f.priority.as_ref().map(|p| p.to_ascii_uppercase());
     Ok(alerts
-        .iter()
         .filter(|a| match status.as_str() {
             "active" => a.is_active(),
             "all" => true,
@@ -193,7 +202,6 @@ fn filter_alerts(alerts: &[ManagedAlert], f: &AlertFilter) -> Result<Vec<Managed
         .filter(|a| f.since.is_none_or(|t| a.starts_at >= t))
         .filter(|a| f.until.is_none_or(|t| a.starts_at < t))
         .filter(|a| matchers.iter().all(|m| m.matches(&a.labels)))
-        .cloned()
         .collect())
 }
 
@@ -205,22 +213,26 @@ async fn list_alerts(
     s.auth.check(&h, Role::Viewer)?;
     let Query(f) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let cache = s.cache()?;
-    let all: Vec<ManagedAlert> = cache
-        .alerts
-        .values
-        .read()
-        .unwrap()
-        .values()
-        .cloned()
-        .collect();
-    let mut alerts = filter_alerts(&all, &f)?;
-    // Most urgent first, then newest.
+    // Filtered and paged under the read lock: only the page is serialised, nothing cloned.
+    let held = cache.alerts.values.read().unwrap();
+    let mut alerts = filter_alerts(held.values(), &f)?;
+    // Most urgent first, then newest (then by id, so pages are stable).
     alerts.sort_by(|a, b| {
         a.priority
             .cmp(&b.priority)
             .then(b.starts_at.cmp(&a.starts_at))
+            .then(a.id.cmp(&b.id))
     });
-    Ok(Json(json!({"alerts": alerts, "count": alerts.len()})))
+    let limit = f.limit.unwrap_or(PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!("limit: 1 to {MAX_PAGE}")));
+    }
+    let count = alerts.len();
+    let offset = f.offset.unwrap_or(0).min(count);
+    let page: Vec<&ManagedAlert> = alerts[offset..].iter().take(limit).copied().collect();
+    let body = json!({"alerts": page, "count": count, "offset": offset, "limit": limit});
+    drop(held);
+    Ok(Json(body))
 }
 
 async fn get_alert(
