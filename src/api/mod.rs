@@ -245,8 +245,8 @@ async fn get_alert(
     let alerts = cache.alerts.values.read().unwrap();
     // By id, or by fingerprint (its latest episode).
     let a = alerts
-        .values()
-        .find(|a| a.id == id)
+        .get(&crate::alerting::store::key(&id))
+        .filter(|a| a.id == id)
         .or_else(|| {
             alerts
                 .values()
@@ -349,8 +349,8 @@ async fn get_silence(
     let cache = s.cache()?;
     let silences = cache.silences.values.read().unwrap();
     let x = silences
-        .values()
-        .find(|x| x.id == id)
+        .get(&crate::alerting::store::key(&id))
+        .filter(|x| x.id == id)
         .ok_or_else(|| ApiError::not_found(format!("no silence {id:?}")))?;
     let mut v = serde_json::to_value(x).expect("serialises");
     v["state"] = json!(x.state(clock::now_ms()).as_str());
