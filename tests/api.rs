@@ -249,28 +249,17 @@ async fn every_route_checks_credentials_and_roles_and_does_its_job() {
         .await;
     assert_eq!(code, 200, "{v}");
     // The manager applied it; the API's view follows the KV change feed.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, v) = api
-            .call(
-                Method::GET,
-                &format!("/api/v1/alerts/{id}"),
-                Some(&token("viewer")),
-                None,
-            )
-            .await;
-        if v["ack"]["by"] == "key:ops" {
-            assert_eq!(v["ack"]["comment"], "on it");
-            assert!(v["history"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|h| h["by"] == "key:ops"));
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "ack not visible: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let v = api
+        .until(&format!("/api/v1/alerts/{id}"), |v| {
+            v["ack"]["by"] == "key:ops"
+        })
+        .await;
+    assert_eq!(v["ack"]["comment"], "on it");
+    assert!(v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["by"] == "key:ops"));
     let (code, v) = api
         .call(
             Method::GET,
@@ -306,24 +295,11 @@ async fn every_route_checks_credentials_and_roles_and_does_its_job() {
         .await;
     assert_eq!(code, 200, "{v}");
     let sid = v["result"]["silence_id"].as_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (code, v) = api
-            .call(
-                Method::GET,
-                &format!("/api/v1/silences/{sid}"),
-                Some(&token("viewer")),
-                None,
-            )
-            .await;
-        if code == 200 {
-            assert_eq!(v["state"], "active");
-            assert_eq!(v["created_by"], "key:ops");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "silence not visible");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let v = api
+        .until(&format!("/api/v1/silences/{sid}"), |_| true)
+        .await;
+    assert_eq!(v["state"], "active");
+    assert_eq!(v["created_by"], "key:ops");
     let (code, _) = api
         .call(
             Method::DELETE,

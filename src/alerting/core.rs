@@ -537,12 +537,16 @@ impl Manager {
         }
     }
 
-    /// The alert an id or fingerprint names (a fingerprint: its current episode).
-    fn find(&self, alert: &str) -> Option<String> {
+    /// The alert an id or fingerprint names (a fingerprint: its current episode), or the
+    /// error every command gives when there is none.
+    fn find(&self, alert: &str) -> Result<String, String> {
         if self.alerts.contains_key(alert) {
-            Some(alert.to_string())
+            Ok(alert.to_string())
         } else {
-            self.current.get(alert).cloned()
+            self.current
+                .get(alert)
+                .cloned()
+                .ok_or_else(|| format!("no alert {alert:?} (unknown id or fingerprint)"))
         }
     }
 
@@ -554,9 +558,7 @@ impl Manager {
         expires_at: Option<i64>,
         now: i64,
     ) -> Result<(String, serde_json::Value), String> {
-        let id = self
-            .find(alert)
-            .ok_or_else(|| format!("no alert {alert:?} (unknown id or fingerprint)"))?;
+        let id = self.find(alert)?;
         let a = self.alerts.get_mut(&id).expect("found");
         if !a.is_active() {
             return Err(format!(
@@ -604,9 +606,7 @@ impl Manager {
         who: &str,
         now: i64,
     ) -> Result<(String, serde_json::Value), String> {
-        let id = self
-            .find(alert)
-            .ok_or_else(|| format!("no alert {alert:?} (unknown id or fingerprint)"))?;
+        let id = self.find(alert)?;
         let a = self.alerts.get_mut(&id).expect("found");
         if a.ack.take().is_none() {
             return Err(format!("alert {id} is not acknowledged"));
@@ -626,9 +626,7 @@ impl Manager {
         comment: &str,
         now: i64,
     ) -> Result<(String, serde_json::Value), String> {
-        let id = self
-            .find(alert)
-            .ok_or_else(|| format!("no alert {alert:?} (unknown id or fingerprint)"))?;
+        let id = self.find(alert)?;
         let a = self.alerts.get(&id).expect("found");
         if !a.is_active() {
             return Err(format!("alert {id} is already {}", a.status.token()));
@@ -1505,7 +1503,7 @@ impl Manager {
     // ----- reads (API, metrics, tests) -------------------------------------------------------
 
     pub fn alert(&self, id: &str) -> Option<&ManagedAlert> {
-        self.find(id).and_then(|id| self.alerts.get(&id))
+        self.find(id).ok().and_then(|id| self.alerts.get(&id))
     }
 
     pub fn alerts(&self) -> impl Iterator<Item = &ManagedAlert> {
