@@ -149,6 +149,7 @@ fn silence_command(j: usize) -> Command {
             starts_at: None,
             ends_at: T0 + 30 * 86_400_000,
             comment: "bench".into(),
+            created_by: None,
         },
     }
 }

@@ -325,6 +325,7 @@ fn alert_manager_streams_subjects_and_buckets_match_the_code() {
             starts_at: None,
             ends_at: 0,
             comment: String::new(),
+            created_by: None,
         },
         CommandBody::SilenceExpire { id: "s".into() },
         CommandBody::AlertExternal { alerts: vec![] },
@@ -533,6 +534,7 @@ fn alert_manager_schemas_match_the_types() {
             starts_at: Some(1),
             ends_at: 2,
             comment: "c".into(),
+            created_by: None,
         },
         CommandBody::SilenceExpire { id: "s".into() },
         CommandBody::AlertExternal {

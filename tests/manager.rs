@@ -162,6 +162,7 @@ async fn a_silence_mutes_until_it_ends_then_the_firing_alert_goes_out() {
             starts_at: Some(T0 + 60 * 1000),
             ends_at: T0 + 1_000 * 1000,
             comment: "maintenance".into(),
+            created_by: None,
         })
         .await;
     assert!(r.ok && r.message.contains("(pending)"), "{r:?}");
@@ -189,6 +190,7 @@ async fn a_silence_mutes_until_it_ends_then_the_firing_alert_goes_out() {
             starts_at: None,
             ends_at: T0 + 9_000 * 1000,
             comment: String::new(),
+            created_by: None,
         })
         .await;
     assert!(!r.ok, "{r:?}");

@@ -55,6 +55,7 @@ async fn alerts_notifications_silences_and_commands_are_counted() {
             starts_at: None,
             ends_at: common::T0 + 3_600_000,
             comment: "maintenance".into(),
+            created_by: None,
         })
         .await
         .ok

@@ -58,6 +58,10 @@ pub enum CommandBody {
         ends_at: i64,
         #[serde(default)]
         comment: String,
+        /// Who the silence is for (Alertmanager's `createdBy`); default: the principal. The
+        /// audit log keeps the principal either way.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        created_by: Option<String>,
     },
     SilenceExpire {
         id: String,

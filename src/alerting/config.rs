@@ -174,9 +174,24 @@ pub struct Routing {
     pub receivers: Vec<ReceiverDef>,
     /// Where it came from.
     pub file: String,
+    /// The file as written (what the API shows; secrets are references, never values).
+    pub def: RoutingFile,
 }
 
 impl Routing {
+    /// The receivers of the routes an alert with these labels matches, sorted, once each.
+    pub fn receivers_of(&self, labels: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+        let mut r: Vec<String> = self
+            .routes
+            .matching(labels)
+            .into_iter()
+            .map(|i| self.routes.get(i).receiver.clone())
+            .collect();
+        r.sort();
+        r.dedup();
+        r
+    }
+
     /// Reads and compiles a routing file; errors name the file and the key.
     pub fn load(path: &Path) -> Result<Routing, ConfigError> {
         let file = path.display().to_string();
@@ -230,6 +245,7 @@ impl Routing {
             inhibitor,
             receivers: def.receivers.clone(),
             file: file.to_string(),
+            def: def.clone(),
         })
     }
 }

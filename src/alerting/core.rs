@@ -302,16 +302,7 @@ impl Manager {
     }
 
     fn receivers_of(&self, labels: &BTreeMap<String, String>) -> Vec<String> {
-        let mut r: Vec<String> = self
-            .routing
-            .routes
-            .matching(labels)
-            .into_iter()
-            .map(|i| self.routing.routes.get(i).receiver.clone())
-            .collect();
-        r.sort();
-        r.dedup();
-        r
+        self.routing.receivers_of(labels)
     }
 
     // ----- inputs -----------------------------------------------------------------------
@@ -498,15 +489,19 @@ impl Manager {
                 starts_at,
                 ends_at,
                 comment,
+                created_by,
             } => {
                 let s = Silence {
                     id: id
                         .clone()
-                        .unwrap_or_else(|| format!("s-{}", hash16(&[&c.request_id]))),
+                        .unwrap_or_else(|| super::silence::new_id(&c.request_id)),
                     matchers: matchers.clone(),
                     starts_at: starts_at.unwrap_or(now),
                     ends_at: *ends_at,
-                    created_by: who.to_string(),
+                    created_by: created_by
+                        .clone()
+                        .filter(|c| !c.trim().is_empty())
+                        .unwrap_or_else(|| who.to_string()),
                     comment: comment.clone(),
                     updated_at: now,
                 };

@@ -39,6 +39,26 @@ impl SilenceState {
     }
 }
 
+/// A silence's id from the request that creates it: a UUID (version 4 layout, as
+/// Alertmanager's), the same for the request's retries.
+pub fn new_id(request_id: &str) -> String {
+    use sha2::Digest;
+    let mut b: [u8; 16] = sha2::Sha256::digest(request_id.as_bytes())[..16]
+        .try_into()
+        .expect("16 bytes");
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 impl Silence {
     pub fn state(&self, now: i64) -> SilenceState {
         if now < self.starts_at {

@@ -27,6 +27,16 @@ struct Claims {
     role: Role,
 }
 
+/// The password of a basic-auth credential (`base64(user:password)`).
+fn basic_password(b64: &str) -> Option<String> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    text.split_once(':').map(|(_, p)| p.to_string())
+}
+
 /// Compares without stopping at the first difference (no timing hint of a key's prefix).
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -65,7 +75,22 @@ impl Auth {
 
     /// The caller of a request, if its credentials hold and its role is at least `need`.
     pub fn check(&self, headers: &HeaderMap, need: Role) -> Result<Principal, ApiError> {
-        let p = self.who(headers)?;
+        self.check_as(headers, need, false)
+    }
+
+    /// [`Auth::check`] that also takes HTTP basic auth, the password being the API key or
+    /// token (what `amtool` and Prometheus send when given a user and password).
+    pub fn check_basic(&self, headers: &HeaderMap, need: Role) -> Result<Principal, ApiError> {
+        self.check_as(headers, need, true)
+    }
+
+    fn check_as(
+        &self,
+        headers: &HeaderMap,
+        need: Role,
+        basic: bool,
+    ) -> Result<Principal, ApiError> {
+        let p = self.who(headers, basic)?;
         if p.role < need {
             return Err(ApiError::forbidden(format!(
                 "{} has role {}; this needs {}",
@@ -77,7 +102,7 @@ impl Auth {
         Ok(p)
     }
 
-    fn who(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    fn who(&self, headers: &HeaderMap, basic: bool) -> Result<Principal, ApiError> {
         let value = headers
             .get(axum::http::header::AUTHORIZATION)
             .ok_or_else(|| {
@@ -87,12 +112,26 @@ impl Auth {
             })?
             .to_str()
             .map_err(|_| ApiError::unauthorized("unreadable Authorization header"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| {
-                ApiError::unauthorized("Authorization must be Bearer <API key or token>")
-            })?
-            .trim();
+        let password;
+        let token = match value.strip_prefix("Bearer ") {
+            Some(t) => t.trim(),
+            None if basic && value.starts_with("Basic ") => {
+                password = basic_password(&value[6..]).ok_or_else(|| {
+                    ApiError::unauthorized("Authorization: Basic needs base64 of user:password")
+                })?;
+                password.as_str()
+            }
+            None if basic => {
+                return Err(ApiError::unauthorized(
+                    "Authorization must be Bearer <API key or token> or Basic",
+                ))
+            }
+            None => {
+                return Err(ApiError::unauthorized(
+                    "Authorization must be Bearer <API key or token>",
+                ))
+            }
+        };
         if let Some((name, role, _)) = self
             .keys
             .iter()

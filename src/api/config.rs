@@ -64,6 +64,11 @@ impl Default for ApiConfig {
 }
 
 impl ApiConfig {
+    /// Whether any caller can authenticate (else every API route answers 401).
+    pub fn has_credentials(&self) -> bool {
+        !self.keys.is_empty() || self.jwt_hs256_secret.is_some()
+    }
+
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut p = Problems::default();
         p.check(self.max_body_bytes > 0, "max_body_bytes", "must be > 0");

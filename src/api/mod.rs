@@ -4,6 +4,7 @@
 //! resolves; admin reloads); changes go to the alert manager as commands with the caller as
 //! principal, so `PRISM_COMMANDS` is their audit log.
 
+mod alertmanager;
 pub mod auth;
 mod cache;
 pub mod config;
@@ -27,12 +28,15 @@ use crate::alerting::alert::ManagedAlert;
 use crate::alerting::client;
 use crate::alerting::command::CommandBody;
 use crate::alerting::matchers::MatcherDef;
+use crate::app::reload::Definitions;
 use crate::app::status::StatusHandle;
+use crate::config::Config;
 use crate::tools::clock;
 use auth::{Auth, Principal};
 use cache::Cache;
 pub use config::{ApiConfig, Role};
 use error::{ApiError, JsonBody, JsonOrDefault};
+use tokio::sync::watch;
 
 /// What the routes share. The NATS side arrives once connected (the listener starts first,
 /// so health checks answer while waiting for NATS).
@@ -41,17 +45,42 @@ pub struct ApiState {
     auth: Arc<Auth>,
     nats: Arc<OnceLock<(jetstream::Context, Arc<Cache>, CancellationToken)>>,
     status: StatusHandle,
+    /// The rules and routes in force (reloads included).
+    defs: watch::Receiver<Arc<Definitions>>,
     command_timeout: Duration,
+    /// How long an external alert lasts when not sent again (`alerting.external_resolve_timeout_secs`).
+    external_timeout_ms: i64,
 }
 
 impl ApiState {
-    pub fn new(cfg: &ApiConfig, status: StatusHandle) -> Result<ApiState, String> {
+    pub fn new(
+        cfg: &Config,
+        status: StatusHandle,
+        defs: watch::Receiver<Arc<Definitions>>,
+    ) -> Result<ApiState, String> {
         Ok(ApiState {
-            auth: Arc::new(Auth::from_config(cfg)?),
+            auth: Arc::new(Auth::from_config(&cfg.api)?),
             nats: Arc::default(),
             status,
-            command_timeout: Duration::from_millis(cfg.command_timeout_ms),
+            defs,
+            command_timeout: Duration::from_millis(cfg.api.command_timeout_ms),
+            external_timeout_ms: cfg.alerting.external_resolve_timeout_secs as i64 * 1000,
         })
+    }
+
+    fn definitions(&self) -> Arc<Definitions> {
+        self.defs.borrow().clone()
+    }
+
+    /// One silence by id, from the mirror.
+    fn silence(&self, id: &str) -> Result<crate::alerting::silence::Silence, ApiError> {
+        let cache = self.cache()?;
+        let silences = cache.silences.values.read().unwrap();
+        silences
+            .get(&crate::alerting::store::key(id))
+            .filter(|x| x.id == id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no silence {id:?}")))
     }
 
     /// Connects the routes to NATS and starts following the manager's state.
@@ -119,6 +148,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         )
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/stream", get(stream))
+        .merge(alertmanager::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -346,13 +376,8 @@ async fn get_silence(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     s.auth.check(&h, Role::Viewer)?;
-    let cache = s.cache()?;
-    let silences = cache.silences.values.read().unwrap();
-    let x = silences
-        .get(&crate::alerting::store::key(&id))
-        .filter(|x| x.id == id)
-        .ok_or_else(|| ApiError::not_found(format!("no silence {id:?}")))?;
-    let mut v = serde_json::to_value(x).expect("serialises");
+    let x = s.silence(&id)?;
+    let mut v = serde_json::to_value(&x).expect("serialises");
     v["state"] = json!(x.state(clock::now_ms()).as_str());
     Ok(Json(v))
 }
@@ -410,6 +435,7 @@ async fn create_silence(
             starts_at: b.starts_at,
             ends_at,
             comment: b.comment,
+            created_by: None,
         },
     )
     .await

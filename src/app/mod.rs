@@ -102,8 +102,10 @@ pub async fn run_from(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     // The manager routes and the notifiers deliver with the routing file's receivers.
-    let with_routing =
-        components.contains(&Component::Manager) || components.contains(&Component::Notify);
+    // The API lists routes and receivers too, where it has credentials to answer with.
+    let with_routing = components.contains(&Component::Manager)
+        || components.contains(&Component::Notify)
+        || (!cfg.http.listen.is_empty() && cfg.api.has_credentials());
     let sources = Sources::new(cfg.clone(), config_file, with_routing);
     let routing = if with_routing {
         Some(sources.load_routing()?)
@@ -123,7 +125,8 @@ pub async fn run_from(
     let status = StatusHandle::new(&member, &cfg.nats.url);
     let metrics = telemetry::install_metrics();
     let http_stop = CancellationToken::new();
-    let api = crate::api::ApiState::new(&cfg.api, status.clone()).map_err(anyhow::Error::msg)?;
+    let api = crate::api::ApiState::new(&cfg, status.clone(), reloader.watch())
+        .map_err(anyhow::Error::msg)?;
     let http = if cfg.http.listen.is_empty() {
         None
     } else {

@@ -78,6 +78,7 @@ pub async fn silence_add(js: &jetstream::Context, a: SilenceAdd<'_>) -> anyhow::
             starts_at,
             ends_at,
             comment: a.comment.to_string(),
+            created_by: None,
         },
     )
     .await?;

@@ -340,6 +340,7 @@ fn a_silence_mutes_and_its_end_lets_a_firing_alert_through() {
         starts_at: None,
         ends_at: T0 + 1_000 * S,
         comment: "maintenance".into(),
+        created_by: None,
     });
     assert!(reply.ok, "{reply:?}");
     let sid = reply.result["silence_id"].as_str().unwrap().to_string();
@@ -369,6 +370,7 @@ fn a_silence_mutes_and_its_end_lets_a_firing_alert_through() {
         starts_at: None,
         ends_at: T0 + 9_000 * S,
         comment: String::new(),
+        created_by: None,
     });
     let sid2 = r2.result["silence_id"].as_str().unwrap().to_string();
     assert!(
