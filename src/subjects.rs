@@ -33,6 +33,11 @@ pub const CHECKPOINT_BUCKET: &str = "PRISM_CHECKPOINTS";
 pub const LEASE_BUCKET: &str = "PRISM_LEASES";
 /// KV bucket recording which partition first saw each series (conflict detection).
 pub const SERIES_BUCKET: &str = "PRISM_SERIES";
+/// Series lookups (core NATS request/reply): the payload is a canonical series key; the
+/// processor partition holding the series answers with what it knows of it (JSON).
+pub const SERIES_QUERY: &str = "prism.query.series";
+/// KV bucket of rule evaluations per processor (key: member id; JSON rule -> points).
+pub const RULE_STATS_BUCKET: &str = "PRISM_RULE_STATS";
 
 /// Commands to the alert manager: `prism.cmd.<kind>` (ack, unack, resolve, silence.create,
 /// silence.expire, alert.external, rules.reload), and their results: `prism.audit.<kind>`.

@@ -130,6 +130,7 @@ pub const MESSAGES_RECEIVED: &str = "prismwatch_ingest_messages_received_total";
 pub const POINTS_RECEIVED: &str = "prismwatch_ingest_points_received_total";
 pub const POINTS_REJECTED: &str = "prismwatch_ingest_points_rejected_total";
 pub const MESSAGES_DEADLETTERED: &str = "prismwatch_ingest_messages_deadlettered_total";
+pub const RULE_EVALUATIONS: &str = "prismwatch_rule_evaluations_total";
 pub const POINTS_LATE: &str = "prismwatch_ingest_points_late_total";
 pub const POINTS_DEDUPLICATED: &str = "prismwatch_pipeline_points_deduplicated_total";
 pub const POINTS_OUT_OF_ORDER: &str = "prismwatch_pipeline_points_out_of_order_total";
@@ -184,6 +185,7 @@ fn describe() {
         MESSAGES_DEADLETTERED,
         "Messages copied to the dead-letter stream"
     );
+    describe_counter!(RULE_EVALUATIONS, "Points each rule evaluated (by rule)");
     describe_counter!(
         POINTS_LATE,
         "Points older than their source's watermark, dead-lettered as late"

@@ -25,11 +25,24 @@ receivers: [{name: team}]
 
 const JWT_SECRET: &str = "jwt-secret-for-tests-0123456789";
 
-struct Api {
-    s: Scenario,
+/// The API's address and a client.
+struct Http {
     base: String,
     http: reqwest::Client,
+}
+
+/// A manager scenario (virtual time) with the API in front.
+struct Api {
+    s: Scenario,
+    h: Http,
     _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Api {
+    type Target = Http;
+    fn deref(&self) -> &Http {
+        &self.h
+    }
 }
 
 fn key(dir: &std::path::Path, name: &str, role: Role) -> ApiKey {
@@ -75,13 +88,15 @@ async fn start() -> Api {
     let _ = rustls::crypto::ring::default_provider().install_default();
     Api {
         s,
-        base: format!("http://{listen}"),
-        http: reqwest::Client::new(),
+        h: Http {
+            base: format!("http://{listen}"),
+            http: reqwest::Client::new(),
+        },
         _dir: dir,
     }
 }
 
-impl Api {
+impl Http {
     async fn call(
         &self,
         method: Method,
@@ -201,11 +216,77 @@ async fn every_route_checks_credentials_and_roles_and_does_its_job() {
             Role::Operator,
         ),
         (Method::POST, "/api/v1/reload".into(), None, Role::Admin),
+        (Method::GET, "/api/v1/rules".into(), None, Role::Viewer),
+        (
+            Method::GET,
+            "/api/v1/rules/md_delay".into(),
+            None,
+            Role::Viewer,
+        ),
+        (Method::GET, "/api/v1/routes".into(), None, Role::Viewer),
+        (Method::GET, "/api/v1/routes/0".into(), None, Role::Viewer),
+        (
+            Method::GET,
+            "/api/v1/series?metric=x".into(),
+            None,
+            Role::Viewer,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/alerts/{id}/series"),
+            None,
+            Role::Viewer,
+        ),
+        (Method::GET, "/api/v1/audit".into(), None, Role::Admin),
+        (Method::GET, "/api/v2/status".into(), None, Role::Viewer),
+        (Method::GET, "/api/v2/receivers".into(), None, Role::Viewer),
+        (Method::GET, "/api/v2/alerts".into(), None, Role::Viewer),
+        (
+            Method::POST,
+            "/api/v2/alerts".into(),
+            Some(json!([{"labels": {"alertname": "FromScript"}}])),
+            Role::Operator,
+        ),
+        (Method::GET, "/api/v2/silences".into(), None, Role::Viewer),
+        (
+            Method::POST,
+            "/api/v2/silences".into(),
+            Some(
+                json!({"matchers": [{"name": "service", "value": "x", "isRegex": false}],
+                "startsAt": "2020-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z",
+                "createdBy": "me", "comment": "c"}),
+            ),
+            Role::Operator,
+        ),
+        (
+            Method::GET,
+            "/api/v2/silence/00000000-0000-4000-8000-000000000000".into(),
+            None,
+            Role::Viewer,
+        ),
+        (
+            Method::DELETE,
+            "/api/v2/silence/00000000-0000-4000-8000-000000000000".into(),
+            None,
+            Role::Operator,
+        ),
     ];
+    // v1 errors are {"error": {"code", "message"}}; Alertmanager's v2 ones a JSON string.
+    let message = |v: &Value| {
+        v["error"]["message"]
+            .as_str()
+            .or(v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
     for (m, path, body, need) in &routes {
         let (code, v) = api.call(m.clone(), path, None, body.clone()).await;
         assert_eq!(code, 401, "{m} {path} without credentials: {v}");
-        assert_eq!(v["error"]["code"], "unauthorized");
+        if path.starts_with("/api/v1") {
+            assert_eq!(v["error"]["code"], "unauthorized");
+        } else {
+            assert!(message(&v).contains("no credentials"), "{v}");
+        }
         let (code, _) = api
             .call(
                 m.clone(),
@@ -225,10 +306,7 @@ async fn every_route_checks_credentials_and_roles_and_does_its_job() {
                     .call(m.clone(), path, Some(&token(who)), body.clone())
                     .await;
                 assert_eq!(code, 403, "{m} {path} as {who}: {v}");
-                assert!(v["error"]["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains(need.as_str()));
+                assert!(message(&v).contains(need.as_str()), "{v}");
             }
         }
     }
@@ -519,4 +597,216 @@ async fn the_stream_sends_each_change_as_it_happens() {
     assert_eq!(v["value"]["rule"], "disk_full");
     assert!(text.contains("event: alert"));
     api.s.stop().await;
+}
+
+const DISK_RULES: &str = r#"
+rules:
+  - name: disk_high
+    metric: disk_usage_percent
+    condition: value > 70
+    priority: P2
+    labels: { team: platform }
+  - name: disk_full_predicted
+    metric: disk_usage_percent
+    condition: value > 90
+    predicted_crossing_within: 6h
+    priority: P3
+"#;
+
+/// A processor and a manager on wall time, with a disk filling at 0.175 % a minute for 200
+/// minutes (40 % to 75 %): the rules, routes, series and audit routes report what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_series_and_audit_report_what_the_pipeline_and_people_did() {
+    let (_srv, mut cfg, js) = common::fresh().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let routing = d.join("routing.yaml");
+    std::fs::write(&routing, ROUTING).unwrap();
+    cfg.alerting.routing_file = routing;
+    let listen = common::free_listen_addr();
+    cfg.http.listen = listen.clone();
+    cfg.api.keys = vec![
+        key(d, "viewer", Role::Viewer),
+        key(d, "ops", Role::Operator),
+        key(d, "root", Role::Admin),
+    ];
+    let app = common::RunningApp::start_with(
+        cfg,
+        common::rules(DISK_RULES),
+        vec![
+            prismwatch::app::Component::Processor,
+            prismwatch::app::Component::Manager,
+        ],
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let api = Http {
+        base: format!("http://{listen}"),
+        http: reqwest::Client::new(),
+    };
+    let t0 = prismwatch::tools::clock::now_ms() - 200 * 60_000;
+    let points: Vec<_> = (0..200)
+        .map(|i| {
+            let mut p = common::point(
+                "disk_usage_percent",
+                "-",
+                t0 + i * 60_000,
+                40.0 + 0.175 * (i + 1) as f64,
+            );
+            p.labels = [("service".to_string(), "db".to_string())].into();
+            p
+        })
+        .collect();
+    api.ready().await;
+    common::publish(&js, &points, 50).await;
+
+    // The rule fired once; its numbers add up every processor's evaluations.
+    let rule = api
+        .until("/api/v1/rules/disk_high", |v| {
+            v["stats"]["evaluations"] == 200 && v["stats"]["firing"] == 1
+        })
+        .await;
+    assert_eq!(rule["stats"]["firings"], 1, "{rule}");
+    assert_eq!(rule["stats"]["pending"], 0);
+    // 70 % is passed by the 172nd point (40 + 0.175 × 172 = 70.1).
+    assert_eq!(rule["stats"]["last_fired_at"], t0 + 171 * 60_000, "{rule}");
+    assert_eq!(rule["definition"]["condition"], "value > 70");
+    assert_eq!(rule["file"], "test-rules.yaml");
+    let all = api.until("/api/v1/rules", |_| true).await;
+    let names: Vec<&str> = all["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["disk_high", "disk_full_predicted"]);
+    let (code, v) = api
+        .call(
+            Method::GET,
+            "/api/v1/rules/nope",
+            Some(&token("viewer")),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+
+    // Routes as they apply (inherited timings resolved).
+    let routes = api.until("/api/v1/routes", |_| true).await;
+    assert_eq!(routes["routes"][0]["receiver"], "team");
+    assert_eq!(routes["routes"][0]["group_wait_ms"], 30_000);
+    assert_eq!(routes["receivers"], json!(["team"]));
+    let one = api.until("/api/v1/routes/0", |_| true).await;
+    assert_eq!(one["group_by"], json!(["alertname"]));
+    let (code, _) = api
+        .call(
+            Method::GET,
+            "/api/v1/routes/0.7",
+            Some(&token("viewer")),
+            None,
+        )
+        .await;
+    assert_eq!(code, 404);
+
+    // The series: latest value, the detectors' view, the forecast and the predicted crossing
+    // (15 % to go at 0.175 % a minute: about 86 minutes).
+    let s = api
+        .until(
+            "/api/v1/series?metric=disk_usage_percent&labels=service=db",
+            |_| true,
+        )
+        .await;
+    assert_eq!(s["series"], r#"disk_usage_percent{service="db"}"#);
+    assert!(
+        (s["last"]["value"].as_f64().unwrap() - 75.0).abs() < 1e-9,
+        "{s}"
+    );
+    assert_eq!(s["last"]["ts"], t0 + 199 * 60_000);
+    let rules = s["rules"].as_array().unwrap();
+    let high = rules.iter().find(|r| r["rule"] == "disk_high").unwrap();
+    assert_eq!(high["phase"], "Firing");
+    let pred = rules
+        .iter()
+        .find(|r| r["rule"] == "disk_full_predicted")
+        .unwrap();
+    let in_min = pred["predicted_crossing"]["in_ms"].as_f64().unwrap() / 60_000.0;
+    assert!(
+        (70.0..100.0).contains(&in_min),
+        "crossing in {in_min} min: {pred}"
+    );
+    assert_eq!(pred["predicted_crossing"]["threshold"], 90.0);
+    let in_1h = s["forecast"][0]["value"].as_f64().unwrap();
+    assert!((80.0..91.0).contains(&in_1h), "forecast in 1 h: {s}");
+    assert!(s["detectors"]["expected"].is_number(), "{s}");
+    assert_eq!(
+        s["detectors"]["band"].as_array().map(Vec::len),
+        Some(2),
+        "{s}"
+    );
+    let (code, v) = api
+        .call(
+            Method::GET,
+            "/api/v1/series?metric=disk_usage_percent&labels=service=nope",
+            Some(&token("viewer")),
+            None,
+        )
+        .await;
+    assert_eq!(code, 404, "{v}");
+    // ... and the same from the alert.
+    let alerts = api
+        .until("/api/v1/alerts?rule=disk_high", |v| v["count"] == 1)
+        .await;
+    let id = alerts["alerts"][0]["id"].as_str().unwrap().to_string();
+    let from_alert = api
+        .until(&format!("/api/v1/alerts/{id}/series"), |_| true)
+        .await;
+    assert_eq!(from_alert["series"], s["series"]);
+
+    // Audit: an ack is recorded with who, what, when and the result; admins only.
+    let before = prismwatch::tools::clock::now_ms();
+    let (code, v) = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/alerts/{id}/ack"),
+            Some(&token("ops")),
+            Some(json!({"comment": "cleaning logs"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let (code, v) = api
+        .call(
+            Method::GET,
+            "/api/v1/audit?kind=ack&since=1h",
+            Some(&token("root")),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let r = &v["records"][0];
+    assert_eq!(r["principal"], "key:ops");
+    assert_eq!(r["kind"], "ack");
+    assert_eq!(r["command"]["alert"], id.as_str());
+    assert_eq!(r["command"]["comment"], "cleaning logs");
+    assert!(r["at"].as_i64().unwrap() >= before - 1000, "{r}");
+    assert_eq!(r["result"]["ok"], true, "{r}");
+    let (code, _) = api
+        .call(
+            Method::GET,
+            "/api/v1/audit?principal=key:nobody",
+            Some(&token("root")),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, v) = api
+        .call(
+            Method::GET,
+            "/api/v1/audit?since=yesterday",
+            Some(&token("root")),
+            None,
+        )
+        .await;
+    assert_eq!(code, 400, "{v}");
+    app.stop().await.unwrap();
 }

@@ -5,10 +5,13 @@
 //! principal, so `PRISM_COMMANDS` is their audit log.
 
 mod alertmanager;
+mod audit;
 pub mod auth;
 mod cache;
 pub mod config;
 pub mod error;
+mod rules;
+mod series;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
@@ -48,6 +51,10 @@ pub struct ApiState {
     /// The rules and routes in force (reloads included).
     defs: watch::Receiver<Arc<Definitions>>,
     command_timeout: Duration,
+    /// `PRISM_ALERTS` (its name as configured): the alert history.
+    alerts_stream: String,
+    /// `PRISM_COMMANDS`: the audit log.
+    commands_stream: String,
     /// How long an external alert lasts when not sent again (`alerting.external_resolve_timeout_secs`).
     external_timeout_ms: i64,
 }
@@ -65,6 +72,8 @@ impl ApiState {
             defs,
             command_timeout: Duration::from_millis(cfg.api.command_timeout_ms),
             external_timeout_ms: cfg.alerting.external_resolve_timeout_secs as i64 * 1000,
+            alerts_stream: cfg.streams.alerts.name.clone(),
+            commands_stream: cfg.streams.commands.name.clone(),
         })
     }
 
@@ -149,6 +158,9 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/stream", get(stream))
         .merge(alertmanager::router())
+        .merge(rules::router())
+        .merge(audit::router())
+        .merge(series::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)

@@ -74,6 +74,8 @@ pub struct BatchOutput {
     /// spots a series published on subjects of two partitions.
     pub claims: Vec<SeriesClaim>,
     pub stats: BatchStats,
+    /// Points evaluated per rule, by rule index (`RuleSet::rules`).
+    pub rule_evaluations: Vec<u64>,
 }
 
 /// Pipeline state that is not per series, as written to a checkpoint.
@@ -235,6 +237,7 @@ impl Pipeline {
             rejects: rejects.0.into_values().collect(),
             claims,
             stats,
+            rule_evaluations: out.rule_evaluations,
         }
     }
 
@@ -317,15 +320,29 @@ impl Pipeline {
         // Whatever the shard count, the same first detail per (message, reason).
         rejects.sort_by(|a, b| (a.msg, a.reason, &a.detail).cmp(&(b.msg, b.reason, &b.detail)));
         let mut stats = ShardStats::default();
+        let mut rule_evaluations = Vec::new();
         for shard in &mut self.shards {
             stats.add(&shard.take_stats());
+            shard.take_evaluations(&mut rule_evaluations);
         }
         RunOut {
             events,
             rejects,
             claims,
             stats,
+            rule_evaluations,
         }
+    }
+
+    /// What the pipeline knows of one series (canonical key), if it holds it.
+    pub fn describe_series(&self, key: &str) -> Option<serde_json::Value> {
+        let n = self.shards.len();
+        let shard = if n == 1 {
+            0
+        } else {
+            SeriesKey::shard_of(key, n)
+        };
+        self.shards[shard].describe(key)
     }
 
     /// Stream time: the newest store time of the messages seen.
@@ -418,6 +435,7 @@ struct RunOut {
     rejects: Vec<PointReject>,
     claims: Vec<Claim>,
     stats: ShardStats,
+    rule_evaluations: Vec<u64>,
 }
 
 /// Rejected points by (message, reason), in that order.

@@ -315,16 +315,29 @@ pub struct Shard {
     /// Series whose operator or rule code panicked: their points are refused from then on.
     quarantined: HashSet<Arc<str>, RandomState>,
     stats: ShardStats,
+    /// Points evaluated per rule (by rule index) since the last [`Shard::take_evaluations`].
+    evaluations: Vec<u64>,
 }
 
 impl Shard {
     pub fn new(ctx: Arc<PipelineCtx>) -> Self {
+        let rules = ctx.rules.rules.len();
         Self {
             ctx,
             series: HashMap::default(),
             timers: Timers::default(),
             quarantined: HashSet::default(),
             stats: ShardStats::default(),
+            evaluations: vec![0; rules],
+        }
+    }
+
+    /// Adds the points evaluated per rule since the last call into `into` (by rule index),
+    /// and starts counting again.
+    pub fn take_evaluations(&mut self, into: &mut Vec<u64>) {
+        into.resize(into.len().max(self.evaluations.len()), 0);
+        for (sum, n) in into.iter_mut().zip(self.evaluations.iter_mut()) {
+            *sum += std::mem::take(n);
         }
     }
 
@@ -338,6 +351,81 @@ impl Shard {
 
     pub fn take_stats(&mut self) -> ShardStats {
         std::mem::take(&mut self.stats)
+    }
+
+    /// What the shard knows of one series now (`None` when it holds no such series): its
+    /// latest point as scored, the detectors' view (expected value, band, each detector's
+    /// share), a trend forecast, and each rule's phase with, for predictive rules, the time
+    /// until the threshold is crossed.
+    pub fn describe(&self, key: &str) -> Option<serde_json::Value> {
+        use serde_json::json;
+        let st = self.series.get(key)?;
+        let specs = &self.ctx.chains[st.chain as usize];
+        let last = &st.last;
+        let detectors = last.explanation.as_ref().map(|e| {
+            json!({
+                "top": e.top,
+                "expected": e.expected,
+                "band": e.band.map(|(lo, hi)| [lo, hi]),
+                "deviation_sd": e.deviation_sd,
+                "contributions": crate::detect::DetectorKind::ALL
+                    .iter()
+                    .zip(e.contributions)
+                    .map(|(k, c)| (k.name().to_string(), c))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            })
+        });
+        // The anomaly operator's trend: a forecast at a few horizons (seasonality excluded).
+        let forecast = specs
+            .iter()
+            .zip(st.ops.iter())
+            .find_map(|(spec, op)| match (spec, op) {
+                (OperatorSpec::Anomaly(cfg), OperatorState::Anomaly(a))
+                    if a.trend().step_ms > 0.0 =>
+                {
+                    let t = a.trend();
+                    Some(
+                        [3_600_000i64, 6 * 3_600_000, 24 * 3_600_000]
+                            .iter()
+                            .map(|&h| {
+                                let points = ((h as f64 / t.step_ms).round() as u32).max(1);
+                                let (mean, pm) = cfg.trend.forecast(t, points);
+                                json!({"at": last.ts + h, "value": mean, "plus_minus": pm})
+                            })
+                            .collect::<Vec<_>>(),
+                    )
+                }
+                _ => None,
+            });
+        let rules: Vec<serde_json::Value> = st
+            .rules
+            .iter()
+            .map(|slot| {
+                let rule = &self.ctx.rules.rules[slot.rule as usize];
+                let eta = eta(specs, &st.ops, rule);
+                json!({
+                    "rule": rule.name,
+                    "phase": slot.state.phase,
+                    "since": (slot.state.phase != crate::rules::Phase::Inactive).then_some(slot.state.active_since),
+                    "condition": rule.def.condition,
+                    "predicted_crossing": rule.predict_within_ms.map(|within| json!({
+                        "threshold": rule.condition.threshold,
+                        "within_ms": within,
+                        "in_ms": eta.map(|e| e.0),
+                        "plus_minus_ms": eta.map(|e| e.1),
+                    })),
+                })
+            })
+            .collect();
+        Some(json!({
+            "series": SeriesKey(st.key.clone()).display(),
+            "metric": SeriesKey(st.key.clone()).name(),
+            "labels": SeriesKey(st.key.clone()).labels().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+            "last": {"ts": last.ts, "value": last.value, "score": last.score, "zscore": last.zscore},
+            "detectors": detectors,
+            "forecast": forecast,
+            "rules": rules,
+        }))
     }
 
     /// Processes items in order, appending alert events and rejects to `out`.
@@ -386,7 +474,7 @@ impl Shard {
             timers,
             stats,
             quarantined,
-            ..
+            evaluations,
         } = self;
         stats.points += 1;
         if !quarantined.is_empty() && quarantined.contains(kp.key.as_str()) {
@@ -435,6 +523,7 @@ impl Shard {
                 st,
                 timers,
                 stats,
+                evaluations,
                 kp.ts,
                 kp.value,
                 msg,
@@ -651,6 +740,7 @@ fn point_through_series(
     st: &mut SeriesState,
     timers: &mut Timers,
     stats: &mut ShardStats,
+    evaluations: &mut [u64],
     ts: i64,
     value: f64,
     msg: u32,
@@ -670,6 +760,9 @@ fn point_through_series(
     let staleness = ctx.staleness_ms;
     for slot in st.rules.iter_mut() {
         let rule = &ctx.rules.rules[slot.rule as usize];
+        if let Some(n) = evaluations.get_mut(slot.rule as usize) {
+            *n += 1;
+        }
         // The operators have already seen this point, so one forecast serves both steps.
         let eta = eta(specs, &st.ops, rule);
         // Transitions the previous value was due to cause before this point arrived.

@@ -21,6 +21,7 @@ mod partition;
 mod publish;
 mod registry;
 pub mod replay;
+pub mod rulestats;
 mod store;
 mod worker;
 
@@ -55,6 +56,8 @@ pub struct ProcessorCtx {
     pub status: StatusHandle,
     pub store: CheckpointStore,
     pub registry: registry::Registry,
+    /// Points evaluated per rule by this process (stored for the API by `rulestats`).
+    pub rule_counts: Arc<rulestats::RuleCounts>,
 }
 
 impl ProcessorCtx {
@@ -267,7 +270,14 @@ pub async fn run(
         rules: std::sync::RwLock::new(defs.borrow_and_update().rules.clone()),
         js,
         status: status.clone(),
+        rule_counts: Arc::default(),
     });
+    let stats_task = tokio::spawn(rulestats::publish(
+        ctx.js.clone(),
+        member.clone(),
+        ctx.rule_counts.clone(),
+        stop.clone(),
+    ));
     status.update(|s| {
         s.processor.enabled = true;
         s.processor.group = group.clone();
@@ -350,5 +360,7 @@ pub async fn run(
         tracing::warn!(partition = p, "partition did not stop in time");
     }
     let _ = tokio::time::timeout(Duration::from_millis(500), leases.leave()).await;
+    // The last counts (the task stores them once more on stop, bounded by its own timeout).
+    let _ = tokio::time::timeout(Duration::from_secs(3), stats_task).await;
     Ok(())
 }

@@ -23,6 +23,7 @@ use crate::app::status::{PartitionPhase, PartitionStatus};
 use crate::bus::lease::LeaseGuard;
 use crate::ingest::RejectReason;
 use crate::pipeline::Pipeline;
+use crate::subjects;
 use crate::telemetry::{self, LogLimiter};
 use crate::tools::clock;
 
@@ -177,6 +178,14 @@ async fn run_owned(
     );
 
     let worker = PipelineWorker::start(pipeline, p, last_seq);
+    // Series lookups for the API: every partition hears each request, and the one that holds
+    // the series answers (the others stay silent).
+    let mut queries = ctx
+        .js
+        .client()
+        .subscribe(subjects::SERIES_QUERY)
+        .await
+        .map_err(ProcessorError::nats("subscribe to series queries"))?;
     let mut sink = DoneSink {
         ctx: ctx.clone(),
         partition: p,
@@ -186,6 +195,7 @@ async fn run_owned(
         has_timers,
         logs: LogLimiter::new(Duration::from_secs(10)),
         m: SinkMetrics::new(p),
+        rule_names: rules.rules.iter().map(|r| r.name.clone()).collect(),
     };
     set_status(ctx, p, PartitionPhase::Running, last_seq, None);
     // From here on a stop is graceful: in-flight work finishes and a checkpoint is written.
@@ -242,6 +252,7 @@ async fn run_owned(
                 in_flight.push_back(InFlight { started: Instant::now(), ack: last, done });
             }
             _ = &mut checkpoint_due, if !checkpoint_every.is_zero() && !draining && Instant::now() < next_checkpoint => {}
+            Some(q) = queries.next() => answer_query(ctx, &worker, q),
         }
     };
     if end == Exit::LeaseLost {
@@ -287,6 +298,25 @@ async fn run_owned(
         "partition released"
     );
     Ok(Exit::Stopped)
+}
+
+/// Answers a series lookup when this partition holds the series (off the loop: the pipeline
+/// thread answers between batches).
+fn answer_query(ctx: &Arc<ProcessorCtx>, worker: &PipelineWorker, q: async_nats::Message) {
+    let Some(reply) = q.reply else { return };
+    let Ok(key) = std::str::from_utf8(&q.payload) else {
+        return;
+    };
+    let Some(rx) = worker.describe(key.to_string()) else {
+        return;
+    };
+    let client = ctx.js.client();
+    tokio::spawn(async move {
+        if let Ok(Some(view)) = rx.await {
+            let body = serde_json::to_vec(&view).expect("serialises");
+            let _ = client.publish(reply, body.into()).await;
+        }
+    });
 }
 
 /// Serialises a checkpoint on the pipeline thread and streams it to the object store; returns
@@ -340,6 +370,8 @@ struct DoneSink {
     has_timers: Arc<AtomicBool>,
     logs: LogLimiter,
     m: SinkMetrics,
+    /// The partition's rules by index (what the pipeline's evaluation counts refer to).
+    rule_names: Vec<String>,
 }
 
 /// The metric handles a partition records into after every batch (registered once).
@@ -459,6 +491,12 @@ impl DoneSink {
                 .record((now_ms - msg.published_ms).max(0) as f64 / 1000.0);
         }
         m.batch_duration.record(started.elapsed().as_secs_f64());
+        for (i, &n) in done.output.rule_evaluations.iter().enumerate() {
+            if let (true, Some(rule)) = (n > 0, self.rule_names.get(i)) {
+                metrics::counter!(telemetry::RULE_EVALUATIONS, "rule" => rule.clone()).increment(n);
+                self.ctx.rule_counts.add(rule, n);
+            }
+        }
         let (p, last_seq) = (self.partition, self.last_seq);
         self.ctx.status.update(|st| {
             if let Some(ps) = st.processor.partitions.get_mut(&p) {

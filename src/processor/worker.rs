@@ -48,6 +48,10 @@ enum Job {
         sink: mpsc::Sender<std::io::Result<Bytes>>,
         reply: oneshot::Sender<Result<Serialised, String>>,
     },
+    Describe {
+        key: String,
+        reply: oneshot::Sender<Option<serde_json::Value>>,
+    },
 }
 
 pub struct PipelineWorker {
@@ -57,7 +61,8 @@ pub struct PipelineWorker {
 impl PipelineWorker {
     /// `processed_through`: the stream sequence the pipeline's state already covers.
     pub fn start(mut pipeline: Pipeline, partition: u32, mut processed_through: u64) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(MAX_IN_FLIGHT + 1);
+        // Room for the batches, a checkpoint and a few series lookups.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(MAX_IN_FLIGHT + 8);
         std::thread::Builder::new()
             .name(format!("pipeline-p{partition}"))
             .spawn(move || {
@@ -97,6 +102,9 @@ impl PipelineWorker {
                         } => {
                             let _ = reply.send(serialise(&pipeline, partition, last_seq, &sink));
                         }
+                        Job::Describe { key, reply } => {
+                            let _ = reply.send(pipeline.describe_series(&key));
+                        }
                     }
                 }
             })
@@ -108,6 +116,14 @@ impl PipelineWorker {
     pub fn submit(&self, batch: Vec<Incoming>) -> Option<oneshot::Receiver<BatchDone>> {
         let (reply, rx) = oneshot::channel();
         self.jobs.send(Job::Process { batch, reply }).ok()?;
+        Some(rx)
+    }
+
+    /// Looks a series up between batches; `None` when the thread is busy with a full queue
+    /// (the caller answers nothing rather than wait).
+    pub fn describe(&self, key: String) -> Option<oneshot::Receiver<Option<serde_json::Value>>> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs.try_send(Job::Describe { key, reply }).ok()?;
         Some(rx)
     }
 

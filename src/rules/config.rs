@@ -121,6 +121,8 @@ pub struct Rule {
     pub annotations: Vec<(String, Template)>,
     /// File the rule came from, for messages.
     pub source: String,
+    /// The rule as written (what the API shows).
+    pub def: RuleDef,
 }
 
 impl Rule {
@@ -200,6 +202,7 @@ impl Rule {
             labels: def.labels.clone(),
             annotations,
             source: source.to_string(),
+            def: def.clone(),
         })
     }
 }

@@ -1,0 +1,121 @@
+//! One series as the processor sees it now, what an SRE asks when an anomaly alert arrives:
+//! its latest value and scores, the detectors' expected value and normal band, a trend
+//! forecast, and each rule's phase with the predicted time until its threshold is crossed.
+//!
+//! The API asks on `prism.query.series` (core NATS request/reply); the processor partition
+//! that holds the series answers, wherever it runs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::{ApiState, Role};
+use crate::model::SeriesKey;
+use crate::subjects;
+
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/series", get(by_labels))
+        .route("/api/v1/alerts/{id}/series", get(of_alert))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeriesQuery {
+    /// The metric name.
+    metric: String,
+    /// Its labels: `name=value` pairs separated by commas.
+    #[serde(default)]
+    labels: String,
+}
+
+/// How long a lookup waits for the processor holding the series.
+const WAIT: Duration = Duration::from_secs(3);
+
+async fn lookup(s: &ApiState, key: SeriesKey) -> Result<Json<Value>, ApiError> {
+    let (js, _, _) = s.nats()?;
+    let shown = key.display();
+    let asked = tokio::time::timeout(
+        WAIT,
+        js.client()
+            .request(subjects::SERIES_QUERY, key.0.as_bytes().to_vec().into()),
+    )
+    .await;
+    match asked {
+        Ok(Ok(m)) => serde_json::from_slice(&m.payload)
+            .map(Json)
+            .map_err(|e| ApiError::unavailable(format!("unreadable answer for {shown}: {e}"))),
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => Err(
+            ApiError::unavailable("no processor is running: nothing holds series state"),
+        ),
+        _ => Err(ApiError::not_found(format!(
+            "no processor holds series {shown} (no point of it seen since it was evicted, or a name or label differs)"
+        ))),
+    }
+}
+
+async fn by_labels(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    q: Result<Query<SeriesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    s.auth.check(&h, Role::Viewer)?;
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let mut labels = BTreeMap::new();
+    for pair in q.labels.split(',').filter(|p| !p.trim().is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| ApiError::bad_request(format!("labels: {pair:?} is not name=value")))?;
+        labels.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    lookup(&s, SeriesKey::from_parts(&q.metric, &labels)).await
+}
+
+/// The series behind one of our rules' alerts: its labels less what the rule and the manager
+/// added (`metric` is the name).
+async fn of_alert(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    s.auth.check(&h, Role::Viewer)?;
+    let (rule, mut labels) = {
+        let cache = s.cache()?;
+        let alerts = cache.alerts.values.read().unwrap();
+        let a = alerts
+            .get(&crate::alerting::store::key(&id))
+            .filter(|a| a.id == id)
+            .or_else(|| {
+                alerts
+                    .values()
+                    .filter(|a| a.fingerprint == id)
+                    .max_by_key(|a| a.starts_at)
+            })
+            .ok_or_else(|| ApiError::not_found(format!("no alert {id:?}")))?;
+        if a.source != crate::alerting::alert::AlertSource::Rule {
+            return Err(ApiError::bad_request(format!(
+                "alert {id} came from outside (no series of ours behind it)"
+            )));
+        }
+        (a.rule.clone(), a.labels.clone())
+    };
+    let defs = s.definitions();
+    if let Some(r) = defs.rules.rules.iter().find(|r| r.name == rule) {
+        for (k, v) in &r.labels {
+            if labels.get(k) == Some(v) {
+                labels.remove(k);
+            }
+        }
+    }
+    labels.remove("alertname");
+    labels.remove("priority");
+    let metric = labels.remove("metric").unwrap_or_default();
+    lookup(&s, SeriesKey::from_parts(&metric, &labels)).await
+}
