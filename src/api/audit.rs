@@ -138,7 +138,7 @@ async fn query(
         .filter(|(_, r)| f.principal.as_ref().is_none_or(|p| r["principal"] == *p))
         .filter(|(_, r)| f.kind.as_ref().is_none_or(|k| r["kind"] == *k))
         .collect();
-    list.sort_by(|a, b| b.0.cmp(&a.0));
+    list.sort_by_key(|r| std::cmp::Reverse(r.0));
     let count = list.len();
     let records: Vec<Value> = list.into_iter().take(limit).map(|(_, r)| r).collect();
     Ok(Json(json!({
