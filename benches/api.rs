@@ -124,6 +124,8 @@ fn main() -> anyhow::Result<()> {
             cfg.alerting.routing_file = routing;
             cfg.alerting.storm.enabled = false;
             cfg.api.keys = vec![ApiKey { name: "bench".into(), role: Role::Operator, key: Secret::File(key) }];
+            // The bench measures the API, not its per-client limit.
+            cfg.api.rate_limit_per_second = 0;
             let js = jetstream::new(bus::connect(&cfg.nats).await?);
             bus::ensure_streams(&js, &cfg.streams).await?;
             let stop = CancellationToken::new();

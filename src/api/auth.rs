@@ -1,7 +1,13 @@
-//! Who is calling: an API key or a JWT (HS256) in `Authorization: Bearer`, with a role checked
-//! on every route. Secrets never appear in errors or logs.
+//! Who is calling: an API key or a JWT in `Authorization: Bearer` (HS256 from a secret; RS256
+//! or ES256 from the public keys of a JWKS file, picked by the token's `kid`), with a role
+//! checked on every route. Secrets never appear in errors or logs.
+
+use std::path::PathBuf;
+use std::sync::RwLock;
+use std::time::SystemTime;
 
 use axum::http::HeaderMap;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use super::config::{ApiConfig, Role};
@@ -15,10 +21,70 @@ pub struct Principal {
     pub role: Role,
 }
 
-/// The credentials, read once at start (from the environment or files).
+/// The credentials, read at start (from the environment or files); the JWKS file is read
+/// again when it changes ([`Auth::refresh`]).
 pub struct Auth {
     keys: Vec<(String, Role, String)>,
-    jwt: Option<(jsonwebtoken::DecodingKey, jsonwebtoken::Validation)>,
+    hs256: Option<DecodingKey>,
+    jwks: Option<Jwks>,
+    issuer: Option<String>,
+}
+
+/// Public keys for RS256 / ES256 tokens, from a JWKS file.
+struct Jwks {
+    file: PathBuf,
+    keys: RwLock<(Option<SystemTime>, Vec<JwksKey>)>,
+}
+
+struct JwksKey {
+    kid: Option<String>,
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+fn modified(file: &PathBuf) -> Option<SystemTime> {
+    std::fs::metadata(file).and_then(|m| m.modified()).ok()
+}
+
+/// The RS256 and ES256 keys of a JWKS file (others are refused: say which).
+fn read_jwks(file: &PathBuf) -> Result<Vec<JwksKey>, String> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let set: JwkSet = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not a JWKS document: {e}", file.display()))?;
+    let mut keys = Vec::new();
+    for (i, jwk) in set.keys.iter().enumerate() {
+        let alg = match (&jwk.common.key_algorithm, &jwk.algorithm) {
+            (Some(KeyAlgorithm::RS256), AlgorithmParameters::RSA(_)) => Algorithm::RS256,
+            (Some(KeyAlgorithm::ES256), AlgorithmParameters::EllipticCurve(p))
+                if p.curve == EllipticCurve::P256 =>
+            {
+                Algorithm::ES256
+            }
+            (None, AlgorithmParameters::RSA(_)) => Algorithm::RS256,
+            (None, AlgorithmParameters::EllipticCurve(p)) if p.curve == EllipticCurve::P256 => {
+                Algorithm::ES256
+            }
+            _ => {
+                return Err(format!(
+                    "{}: keys[{i}] is neither an RS256 (RSA) nor an ES256 (EC P-256) key",
+                    file.display()
+                ))
+            }
+        };
+        let key = DecodingKey::from_jwk(jwk)
+            .map_err(|e| format!("{}: keys[{i}]: {e}", file.display()))?;
+        keys.push(JwksKey {
+            kid: jwk.common.key_id.clone(),
+            alg,
+            key,
+        });
+    }
+    if keys.is_empty() {
+        return Err(format!("{} holds no key", file.display()));
+    }
+    Ok(keys)
 }
 
 #[derive(Deserialize)]
@@ -55,22 +121,129 @@ impl Auth {
             }
             keys.push((k.name.clone(), k.role, secret));
         }
-        let jwt = match &cfg.jwt_hs256_secret {
+        let hs256 = match &cfg.jwt_hs256_secret {
             Some(s) => {
                 let secret = s.read().map_err(|e| format!("api.jwt_hs256_secret: {e}"))?;
-                let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-                v.set_required_spec_claims(&["exp", "sub"]);
-                v.leeway = 5;
-                if let Some(iss) = &cfg.jwt_issuer {
-                    v.set_issuer(&[iss]);
-                }
-                let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes())
-                    .map_err(|e| format!("api.jwt_hs256_secret: {e}"))?;
-                Some((key, v))
+                Some(
+                    DecodingKey::from_secret(secret.as_bytes())
+                        .map_err(|e| format!("api.jwt_hs256_secret: {e}"))?,
+                )
             }
             None => None,
         };
-        Ok(Auth { keys, jwt })
+        let jwks = match &cfg.jwt_jwks_file {
+            Some(file) => {
+                let keys = read_jwks(file).map_err(|e| format!("api.jwt_jwks_file: {e}"))?;
+                Some(Jwks {
+                    file: file.clone(),
+                    keys: RwLock::new((modified(file), keys)),
+                })
+            }
+            None => None,
+        };
+        Ok(Auth {
+            keys,
+            hs256,
+            jwks,
+            issuer: cfg.jwt_issuer.clone(),
+        })
+    }
+
+    /// Reads the JWKS file again if it changed: `Some(message)` when it did (the keys are
+    /// replaced only when the new file is valid).
+    pub fn refresh(&self) -> Option<Result<String, String>> {
+        let jwks = self.jwks.as_ref()?;
+        let now = modified(&jwks.file);
+        if now == jwks.keys.read().expect("jwks lock").0 {
+            return None;
+        }
+        Some(match read_jwks(&jwks.file) {
+            Ok(keys) => {
+                let n = keys.len();
+                *jwks.keys.write().expect("jwks lock") = (now, keys);
+                Ok(format!("{} reloaded: {n} key(s)", jwks.file.display()))
+            }
+            Err(e) => {
+                // Not again until it changes once more.
+                jwks.keys.write().expect("jwks lock").0 = now;
+                Err(e)
+            }
+        })
+    }
+
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut v = Validation::new(alg);
+        v.set_required_spec_claims(&["exp", "sub"]);
+        v.leeway = 5;
+        if let Some(iss) = &self.issuer {
+            v.set_issuer(&[iss]);
+        }
+        v
+    }
+
+    /// The claims of a token, checked with the key its header names.
+    fn decode_jwt(&self, token: &str) -> Result<Claims, ApiError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| ApiError::unauthorized("neither an API key nor a valid token"))?;
+        let refused = |e: jsonwebtoken::errors::Error| {
+            ApiError::unauthorized(match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "token expired".to_string(),
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                    "token signature invalid".to_string()
+                }
+                _ => format!("invalid token ({e})"),
+            })
+        };
+        match header.alg {
+            Algorithm::HS256 => {
+                let key = self.hs256.as_ref().ok_or_else(|| {
+                    ApiError::unauthorized(
+                        "HS256 tokens are not accepted here (no api.jwt_hs256_secret)",
+                    )
+                })?;
+                jsonwebtoken::decode::<Claims>(token, key, &self.validation(Algorithm::HS256))
+                    .map(|t| t.claims)
+                    .map_err(refused)
+            }
+            alg @ (Algorithm::RS256 | Algorithm::ES256) => {
+                let jwks = self.jwks.as_ref().ok_or_else(|| {
+                    ApiError::unauthorized(format!(
+                        "{alg:?} tokens are not accepted here (no api.jwt_jwks_file)"
+                    ))
+                })?;
+                let keys = jwks.keys.read().expect("jwks lock");
+                let candidates: Vec<&JwksKey> = keys
+                    .1
+                    .iter()
+                    .filter(|k| k.alg == alg)
+                    .filter(|k| header.kid.is_none() || k.kid == header.kid)
+                    .collect();
+                let key = match (candidates.as_slice(), &header.kid) {
+                    ([k], _) => k,
+                    ([], Some(kid)) => {
+                        return Err(ApiError::unauthorized(format!(
+                            "no {alg:?} key with kid {kid:?} in the JWKS"
+                        )))
+                    }
+                    ([], None) => {
+                        return Err(ApiError::unauthorized(format!(
+                            "no {alg:?} key in the JWKS"
+                        )))
+                    }
+                    _ => {
+                        return Err(ApiError::unauthorized(
+                            "the token names no kid and the JWKS holds several keys",
+                        ))
+                    }
+                };
+                jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation(alg))
+                    .map(|t| t.claims)
+                    .map_err(refused)
+            }
+            other => Err(ApiError::unauthorized(format!(
+                "tokens signed {other:?} are not accepted (HS256, RS256, ES256)"
+            ))),
+        }
     }
 
     /// The caller of a request, if its credentials hold and its role is at least `need`.
@@ -82,6 +255,11 @@ impl Auth {
     /// token (what `amtool` and Prometheus send when given a user and password).
     pub fn check_basic(&self, headers: &HeaderMap, need: Role) -> Result<Principal, ApiError> {
         self.check_as(headers, need, true)
+    }
+
+    /// The caller the request's credentials name (bearer or basic), if they hold.
+    pub fn identify(&self, headers: &HeaderMap) -> Option<Principal> {
+        self.who(headers, true).ok()
     }
 
     fn check_as(
@@ -142,21 +320,14 @@ impl Auth {
                 role: *role,
             });
         }
-        let Some((key, validation)) = &self.jwt else {
+        // A JWT has three dot-separated parts; anything else was meant as a key.
+        if self.hs256.is_none() && self.jwks.is_none() || token.split('.').count() != 3 {
             return Err(ApiError::unauthorized("unknown API key"));
-        };
-        match jsonwebtoken::decode::<Claims>(token, key, validation) {
-            Ok(t) => Ok(Principal {
-                name: format!("jwt:{}", t.claims.sub),
-                role: t.claims.role,
-            }),
-            Err(e) => Err(ApiError::unauthorized(match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "token expired".to_string(),
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
-                    "token signature invalid".to_string()
-                }
-                _ => format!("neither an API key nor a valid token ({e})"),
-            })),
         }
+        let claims = self.decode_jwt(token)?;
+        Ok(Principal {
+            name: format!("jwt:{}", claims.sub),
+            role: claims.role,
+        })
     }
 }

@@ -43,12 +43,20 @@ pub struct ApiConfig {
     /// JWT bearer tokens signed with HS256 by this secret; the claims `sub` (who) and `role`
     /// (viewer, operator, admin) are required, `exp` is checked.
     pub jwt_hs256_secret: Option<Secret>,
+    /// JWT bearer tokens signed RS256 or ES256 by a key of this JWKS file (public keys; the
+    /// token's `kid` picks one). Read again when the file changes.
+    pub jwt_jwks_file: Option<std::path::PathBuf>,
     /// When set, tokens must carry this `iss`.
     pub jwt_issuer: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// How long a command waits for the alert manager's answer, in ms.
     pub command_timeout_ms: u64,
+    /// Requests a second each client (a principal, or an address without valid credentials)
+    /// may make; 0 turns limiting off.
+    pub rate_limit_per_second: u32,
+    /// Requests a client may make at once before the rate applies.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for ApiConfig {
@@ -56,9 +64,12 @@ impl Default for ApiConfig {
         Self {
             keys: Vec::new(),
             jwt_hs256_secret: None,
+            jwt_jwks_file: None,
             jwt_issuer: None,
             max_body_bytes: 1 << 20,
             command_timeout_ms: 10_000,
+            rate_limit_per_second: 50,
+            rate_limit_burst: 200,
         }
     }
 }
@@ -66,7 +77,7 @@ impl Default for ApiConfig {
 impl ApiConfig {
     /// Whether any caller can authenticate (else every API route answers 401).
     pub fn has_credentials(&self) -> bool {
-        !self.keys.is_empty() || self.jwt_hs256_secret.is_some()
+        !self.keys.is_empty() || self.jwt_hs256_secret.is_some() || self.jwt_jwks_file.is_some()
     }
 
     pub fn problems(&self) -> Vec<(String, String)> {

@@ -10,6 +10,7 @@ pub mod auth;
 mod cache;
 pub mod config;
 pub mod error;
+mod limit;
 mod rules;
 mod series;
 
@@ -48,6 +49,8 @@ pub struct ApiState {
     auth: Arc<Auth>,
     nats: Arc<OnceLock<(jetstream::Context, Arc<Cache>, CancellationToken)>>,
     status: StatusHandle,
+    /// The rate limiter, when on (its idle clients are forgotten by [`ApiState::watch_credentials`]).
+    limiter: Arc<std::sync::Mutex<Option<limit::Limiter>>>,
     /// The rules and routes in force (reloads included).
     defs: watch::Receiver<Arc<Definitions>>,
     command_timeout: Duration,
@@ -68,6 +71,7 @@ impl ApiState {
         Ok(ApiState {
             auth: Arc::new(Auth::from_config(&cfg.api)?),
             nats: Arc::default(),
+            limiter: Arc::default(),
             status,
             defs,
             command_timeout: Duration::from_millis(cfg.api.command_timeout_ms),
@@ -75,6 +79,39 @@ impl ApiState {
             alerts_stream: cfg.streams.alerts.name.clone(),
             commands_stream: cfg.streams.commands.name.clone(),
         })
+    }
+
+    /// Who may call (shared with `/metrics`).
+    pub fn auth(&self) -> Arc<Auth> {
+        self.auth.clone()
+    }
+
+    /// Until `stop`: reads the JWKS file again when it changes, and forgets idle clients of
+    /// the rate limiter.
+    pub fn watch_credentials(&self, stop: CancellationToken) {
+        let (auth, limiter) = (self.auth.clone(), self.limiter.clone());
+        tokio::spawn(async move {
+            let mut ticks = 0u64;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+                match auth.refresh() {
+                    Some(Ok(m)) => tracing::info!("{m}"),
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "JWKS not reloaded: keeping the previous keys")
+                    }
+                    None => {}
+                }
+                ticks += 1;
+                if ticks.is_multiple_of(30) {
+                    if let Some(l) = limiter.lock().expect("limiter lock").as_ref() {
+                        l.forget_idle();
+                    }
+                }
+            }
+        });
     }
 
     fn definitions(&self) -> Arc<Definitions> {
@@ -142,8 +179,13 @@ impl ApiState {
     }
 }
 
-pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
-    Router::new()
+pub fn router(state: ApiState, cfg: &ApiConfig) -> Router {
+    let limiter = limit::Limiter::new(
+        cfg.rate_limit_per_second,
+        cfg.rate_limit_burst,
+        state.auth.clone(),
+    );
+    let routes = Router::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/alerts/{id}", get(get_alert))
@@ -162,8 +204,15 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .merge(audit::router())
         .merge(series::router())
         .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
-        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(cfg.max_body_bytes));
+    let routes = match limiter {
+        Some(l) => {
+            *state.limiter.lock().expect("limiter lock") = Some(l.clone());
+            routes.layer(axum::middleware::from_fn_with_state(l, limit::limit))
+        }
+        None => routes,
+    };
+    routes.with_state(state)
 }
 
 async fn status(State(s): State<ApiState>, h: HeaderMap) -> Result<Json<Value>, ApiError> {

@@ -134,8 +134,15 @@ pub async fn run_from(
             status: status.clone(),
             metrics,
             ready_max_lag: cfg.processor.ready_max_lag,
+            auth: cfg.api.has_credentials().then(|| api.auth()),
         })
-        .merge(crate::api::router(api.clone(), cfg.api.max_body_bytes));
+        .merge(crate::api::router(api.clone(), &cfg.api));
+        let router = http::with_limits(router, &cfg.http);
+        // A broken certificate is an error now, not at the first connection.
+        if let Some(files) = &cfg.http.tls {
+            http::tls_config(files).await?;
+        }
+        api.watch_credentials(http_stop.clone());
         // Bound first, so a taken port is an error now, not a log line later.
         let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
             .await
@@ -145,6 +152,7 @@ pub async fn run_from(
         Some(tokio::spawn(http::serve(
             listener,
             router,
+            cfg.http.tls.clone(),
             http_stop.clone(),
         )))
     };
