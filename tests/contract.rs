@@ -534,7 +534,7 @@ fn alert_manager_schemas_match_the_types() {
             starts_at: Some(1),
             ends_at: 2,
             comment: "c".into(),
-            created_by: None,
+            created_by: Some("alice".into()),
         },
         CommandBody::SilenceExpire { id: "s".into() },
         CommandBody::AlertExternal {

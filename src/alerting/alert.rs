@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{AckInfo, AlertEvent, AlertStatus, EndReason, Priority};
 
 /// Where an alert came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertSource {
     /// A rule of ours, evaluated by the processor (which owns its status).
@@ -18,7 +18,7 @@ pub enum AlertSource {
 }
 
 /// The manager's record of one alert (an episode: a rule on a series from `starts_at`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ManagedAlert {
     pub id: String,
     /// Alerts of one rule on one series share it across episodes (flapping is counted on it).
@@ -67,7 +67,7 @@ pub struct ManagedAlert {
 }
 
 /// Notifications of one alert to one receiver.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NotifyRecord {
     /// Notifications that listed it.
     pub sent: u32,
@@ -84,7 +84,7 @@ pub struct NotifyRecord {
     pub attempts: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub at: i64,
     pub what: String,

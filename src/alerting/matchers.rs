@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::rules::Matcher;
 
 /// A matcher as written: Alertmanager API v2's shape (`isRegex`, `isEqual`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct MatcherDef {
     pub name: String,

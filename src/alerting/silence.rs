@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::matchers::{LabelMatcher, MatcherDef};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Silence {
     pub id: String,
     pub matchers: Vec<MatcherDef>,
@@ -21,7 +21,7 @@ pub struct Silence {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SilenceState {
     Pending,

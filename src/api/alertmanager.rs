@@ -143,6 +143,13 @@ fn split_matchers(s: &str) -> Vec<String> {
     out.into_iter().filter(|m| !m.trim().is_empty()).collect()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/status",
+    tag = "alertmanager",
+    summary = "Alertmanager v2: status",
+    responses((status = 200, description = "alertmanagerStatus", body = serde_json::Value))
+)]
 async fn status(State(s): State<ApiState>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
     s.auth.check_basic(&h, Role::Viewer)?;
     let st = s.status.get();
@@ -167,6 +174,13 @@ async fn status(State(s): State<ApiState>, h: HeaderMap) -> Result<Json<Value>, 
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/receivers",
+    tag = "alertmanager",
+    summary = "Alertmanager v2: receivers",
+    responses((status = 200, description = "The receivers", body = Vec<super::openapi::Receiver>))
+)]
 async fn receivers(State(s): State<ApiState>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
     s.auth.check_basic(&h, Role::Viewer)?;
     let defs = s.definitions();
@@ -204,6 +218,14 @@ fn gettable(a: &ManagedAlert, receivers: Vec<String>, now: i64, timeout_ms: i64)
 
 /// `GET /api/v2/alerts`: firing alerts (Alertmanager lists no pending or resolved ones), with
 /// the `active`, `silenced`, `inhibited` flags, `filter` matchers and a `receiver` regex.
+#[utoipa::path(
+    get,
+    path = "/api/v2/alerts",
+    tag = "alertmanager",
+    summary = "Alertmanager v2: firing alerts",
+    params(super::openapi::V2AlertQuery),
+    responses((status = 200, description = "gettableAlerts", body = Vec<super::openapi::GettableAlert>))
+)]
 async fn list_alerts(
     State(s): State<ApiState>,
     h: HeaderMap,
@@ -262,9 +284,9 @@ async fn list_alerts(
     )))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct PostableAlert {
+pub(super) struct PostableAlert {
     labels: BTreeMap<String, String>,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
@@ -319,6 +341,14 @@ fn valid_label_name(s: &str) -> bool {
 
 /// `POST /api/v2/alerts`: the valid alerts are taken; if any was invalid the answer is 400
 /// naming it (as Alertmanager does).
+#[utoipa::path(
+    post,
+    path = "/api/v2/alerts",
+    tag = "alertmanager",
+    summary = "Alertmanager v2: send alerts (operator): what Prometheus does",
+    request_body = Vec<PostableAlert>,
+    responses((status = 200, description = "Taken"))
+)]
 async fn post_alerts(
     State(s): State<ApiState>,
     h: HeaderMap,
@@ -360,6 +390,14 @@ fn gettable_silence(x: &Silence, now: i64) -> Value {
 /// `GET /api/v2/silences`: a `filter` keeps silences having each given matcher exactly (not
 /// label matching: Alertmanager's rule); active first (by end), then pending (by start), then
 /// expired (latest end first).
+#[utoipa::path(
+    get,
+    path = "/api/v2/silences",
+    tag = "alertmanager",
+    summary = "Alertmanager v2: silences",
+    params(super::openapi::V2SilenceQuery),
+    responses((status = 200, description = "gettableSilences", body = Vec<super::openapi::GettableSilence>))
+)]
 async fn list_silences(
     State(s): State<ApiState>,
     h: HeaderMap,
@@ -385,6 +423,14 @@ async fn list_silences(
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/silence/{id}",
+    tag = "alertmanager",
+    summary = "Alertmanager v2: one silence",
+    params(("id" = String, Path, description = "Silence id")),
+    responses((status = 200, description = "gettableSilence", body = super::openapi::GettableSilence))
+)]
 async fn get_silence(
     State(s): State<ApiState>,
     h: HeaderMap,
@@ -395,9 +441,9 @@ async fn get_silence(
     Ok(Json(gettable_silence(&x, clock::now_ms())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct PostableSilence {
+pub(super) struct PostableSilence {
     #[serde(default)]
     id: Option<String>,
     matchers: Vec<MatcherDef>,
@@ -409,6 +455,14 @@ struct PostableSilence {
 
 /// `POST /api/v2/silences`: creates one (or replaces the one named by `id`); answers
 /// `{"silenceID"}`.
+#[utoipa::path(
+    post,
+    path = "/api/v2/silences",
+    tag = "alertmanager",
+    summary = "Alertmanager v2: create or replace a silence (operator)",
+    request_body = PostableSilence,
+    responses((status = 200, description = "The silence id", body = super::openapi::SilenceCreated))
+)]
 async fn post_silence(
     State(s): State<ApiState>,
     h: HeaderMap,
@@ -465,6 +519,14 @@ async fn post_silence(
 }
 
 /// `DELETE /api/v2/silence/{id}`: expires it; an already expired one is left as it is.
+#[utoipa::path(
+    delete,
+    path = "/api/v2/silence/{id}",
+    tag = "alertmanager",
+    summary = "Alertmanager v2: expire a silence (operator)",
+    params(("id" = String, Path, description = "Silence id")),
+    responses((status = 200, description = "Expired"))
+)]
 async fn expire_silence(
     State(s): State<ApiState>,
     h: HeaderMap,

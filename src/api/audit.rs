@@ -24,9 +24,10 @@ pub fn router() -> Router<ApiState> {
     Router::new().route("/api/v1/audit", get(query))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct AuditFilter {
+pub(super) struct AuditFilter {
     /// From (ms since the epoch, or a duration back from now like `24h`); default 24 hours.
     since: Option<String>,
     /// Until (ms since the epoch); default now.
@@ -54,6 +55,14 @@ fn since_ms(s: &Option<String>, now: i64) -> Result<i64, ApiError> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "audit",
+    summary = "The audit log: changes asked of the alert manager, with who, what, when and the result (admin)",
+    params(AuditFilter),
+    responses((status = 200, description = "Records, newest first", body = serde_json::Value))
+)]
 async fn query(
     State(s): State<ApiState>,
     h: HeaderMap,

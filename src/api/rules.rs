@@ -103,6 +103,13 @@ fn active_by_rule(s: &ApiState) -> Result<BTreeMap<String, (u64, u64)>, ApiError
     Ok(m)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/rules",
+    tag = "rules",
+    summary = "Rules as loaded, with their numbers (evaluations, firings, last fired, pending and firing now)",
+    responses((status = 200, description = "The rules", body = super::openapi::RuleList))
+)]
 async fn list_rules(State(s): State<ApiState>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
     s.auth.check(&h, Role::Viewer)?;
     let defs = s.definitions();
@@ -128,6 +135,14 @@ async fn list_rules(State(s): State<ApiState>, h: HeaderMap) -> Result<Json<Valu
     Ok(Json(json!({"rules": rules, "generation": defs.generation})))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/rules/{name}",
+    tag = "rules",
+    summary = "One rule with its numbers",
+    params(("name" = String, Path, description = "Rule name")),
+    responses((status = 200, description = "The rule", body = super::openapi::RuleView))
+)]
 async fn get_rule(
     State(s): State<ApiState>,
     h: HeaderMap,
@@ -193,6 +208,13 @@ fn routing(s: &ApiState) -> Result<std::sync::Arc<crate::app::reload::Definition
     Ok(defs)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/routes",
+    tag = "rules",
+    summary = "The routing tree as it applies (inherited settings resolved), receivers, inhibition rules",
+    responses((status = 200, description = "The routes", body = serde_json::Value))
+)]
 async fn list_routes(State(s): State<ApiState>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
     s.auth.check(&h, Role::Viewer)?;
     let defs = routing(&s)?;
@@ -212,6 +234,14 @@ async fn list_routes(State(s): State<ApiState>, h: HeaderMap) -> Result<Json<Val
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/routes/{path}",
+    tag = "rules",
+    summary = "One route by its path (0, 0.1, ...)",
+    params(("path" = String, Path, description = "Route path: 0 is the root, 0.1 its second child")),
+    responses((status = 200, description = "The route", body = serde_json::Value))
+)]
 async fn get_route(
     State(s): State<ApiState>,
     h: HeaderMap,

@@ -12,6 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -26,9 +27,10 @@ pub fn router() -> Router<ApiState> {
         .route("/api/v1/alerts/{id}/series", get(of_alert))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct SeriesQuery {
+pub(super) struct SeriesQuery {
     /// The metric name.
     metric: String,
     /// Its labels: `name=value` pairs separated by commas.
@@ -42,25 +44,55 @@ const WAIT: Duration = Duration::from_secs(3);
 async fn lookup(s: &ApiState, key: SeriesKey) -> Result<Json<Value>, ApiError> {
     let (js, _, _) = s.nats()?;
     let shown = key.display();
-    let asked = tokio::time::timeout(
-        WAIT,
-        js.client()
-            .request(subjects::SERIES_QUERY, key.0.as_bytes().to_vec().into()),
-    )
-    .await;
-    match asked {
-        Ok(Ok(m)) => serde_json::from_slice(&m.payload)
+    let client = js.client();
+    let inbox = client.new_inbox();
+    let unavailable = |e: String| ApiError::unavailable(format!("series lookup: {e}"));
+    let mut answers = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    client
+        .publish_with_reply(
+            subjects::SERIES_QUERY,
+            inbox,
+            key.0.as_bytes().to_vec().into(),
+        )
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    // Every partition's owner answers: the series, or an empty "not here".
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut not_here = 0;
+    while not_here < s.partitions {
+        let Ok(Some(m)) = tokio::time::timeout_at(deadline, answers.next()).await else {
+            break;
+        };
+        if m.payload.is_empty() {
+            not_here += 1;
+            continue;
+        }
+        return serde_json::from_slice(&m.payload)
             .map(Json)
-            .map_err(|e| ApiError::unavailable(format!("unreadable answer for {shown}: {e}"))),
-        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => Err(
-            ApiError::unavailable("no processor is running: nothing holds series state"),
-        ),
-        _ => Err(ApiError::not_found(format!(
-            "no processor holds series {shown} (no point of it seen since it was evicted, or a name or label differs)"
-        ))),
+            .map_err(|e| unavailable(format!("unreadable answer for {shown}: {e}")));
     }
+    if not_here == 0 && s.status.get().processor.partitions.is_empty() {
+        // Nobody answered at all: maybe no processor runs (this process has none either).
+        return Err(ApiError::not_found(format!(
+            "no processor answered for series {shown}: none may be running"
+        )));
+    }
+    Err(ApiError::not_found(format!(
+        "no processor holds series {shown} (no point of it seen since it was evicted, or a name or label differs)"
+    )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/series",
+    tag = "series",
+    summary = "One series now: value, detector scores, expected value and band, forecast, time to threshold",
+    params(SeriesQuery),
+    responses((status = 200, description = "What the processor knows of the series", body = serde_json::Value))
+)]
 async fn by_labels(
     State(s): State<ApiState>,
     h: HeaderMap,
@@ -80,6 +112,14 @@ async fn by_labels(
 
 /// The series behind one of our rules' alerts: its labels less what the rule and the manager
 /// added (`metric` is the name).
+#[utoipa::path(
+    get,
+    path = "/api/v1/alerts/{id}/series",
+    tag = "series",
+    summary = "The series behind one of our rules' alerts",
+    params(("id" = String, Path, description = "Alert id, or fingerprint (its latest episode)")),
+    responses((status = 200, description = "What the processor knows of the series", body = serde_json::Value))
+)]
 async fn of_alert(
     State(s): State<ApiState>,
     h: HeaderMap,

@@ -79,7 +79,7 @@ pub struct NotifiedAlert {
 }
 
 /// Who acknowledged an alert.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AckInfo {
     pub by: String,
     pub at: i64,

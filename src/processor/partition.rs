@@ -300,8 +300,7 @@ async fn run_owned(
     Ok(Exit::Stopped)
 }
 
-/// Answers a series lookup when this partition holds the series (off the loop: the pipeline
-/// thread answers between batches).
+/// Answers a series lookup (off the loop: the pipeline thread answers between batches).
 fn answer_query(ctx: &Arc<ProcessorCtx>, worker: &PipelineWorker, q: async_nats::Message) {
     let Some(reply) = q.reply else { return };
     let Ok(key) = std::str::from_utf8(&q.payload) else {
@@ -312,10 +311,14 @@ fn answer_query(ctx: &Arc<ProcessorCtx>, worker: &PipelineWorker, q: async_nats:
     };
     let client = ctx.js.client();
     tokio::spawn(async move {
-        if let Ok(Some(view)) = rx.await {
-            let body = serde_json::to_vec(&view).expect("serialises");
-            let _ = client.publish(reply, body.into()).await;
-        }
+        // Found: the series as JSON; not held here: an empty answer (the asker counts them,
+        // one per partition, to say "not found" without waiting).
+        let body = match rx.await {
+            Ok(Some(view)) => serde_json::to_vec(&view).expect("serialises"),
+            Ok(None) => Vec::new(),
+            Err(_) => return,
+        };
+        let _ = client.publish(reply, body.into()).await;
     });
 }
 
