@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use async_nats::jetstream;
 use clap::{Parser, Subcommand, ValueEnum};
-use prismwatch::alerting::command::CommandBody;
 use prismwatch::app::{self, Component};
 use prismwatch::config::{self, Loaded};
 use prismwatch::ingest::Encoding;
@@ -99,10 +98,12 @@ enum Command {
         #[arg(long)]
         count: Option<usize>,
     },
-    /// Silences: add, query, expire (like amtool).
+    /// Silences: add, query, expire (like amtool), through the API.
     Silence {
         #[command(subcommand)]
         action: SilenceCommand,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Acknowledge an alert (by id, or by fingerprint: its current episode): no more repeats.
     Ack {
@@ -112,36 +113,54 @@ enum Command {
         /// The acknowledgement ends after this long (e.g. 2h); still firing then, it is notified.
         #[arg(long)]
         expires: Option<String>,
-        /// Who acknowledges (default: $USER).
-        #[arg(long, short = 'a')]
-        author: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Withdraw an acknowledgement.
     Unack {
         alert: String,
-        #[arg(long, short = 'a')]
-        author: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Resolve an external alert by hand (rule alerts resolve when their condition does).
     Resolve {
         alert: String,
         #[arg(long, short = 'm', default_value = "")]
         comment: String,
-        #[arg(long, short = 'a')]
-        author: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
     },
-    /// List the alert manager's alerts (active ones; --all adds the ended ones it still keeps).
+    /// List alerts, most urgent first (active ones unless --status says otherwise).
     Alerts {
+        /// active (default), all, pending, firing, resolved or cancelled.
         #[arg(long)]
+        status: Option<String>,
+        /// Shorthand for --status all.
+        #[arg(long, conflicts_with = "status")]
         all: bool,
-        /// One JSON object per line (the stored record).
+        /// P1..P4.
+        #[arg(long, short = 'p')]
+        priority: Option<String>,
+        #[arg(long, short = 'r')]
+        rule: Option<String>,
+        /// Only acknowledged (true) or unacknowledged (false) alerts.
         #[arg(long)]
-        json: bool,
+        acknowledged: Option<bool>,
+        /// Only silenced (true) or not silenced (false) alerts.
+        #[arg(long)]
+        silenced: Option<bool>,
+        /// At most this many (default 500).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Label matchers: name=value, name!=value, name=~regex, name!~regex.
+        matchers: Vec<String>,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Reload rules and routes in every process (validated first; a bad file changes nothing).
     Reload {
-        #[arg(long, short = 'a')]
-        author: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Validate the config and rule files, and print a summary.
     CheckConfig {
@@ -200,6 +219,39 @@ enum NotifyCommand {
     },
 }
 
+/// Where the API is and who calls it (flags, else the environment, else the config's `cli:`).
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The API's base URL (default: cli.api_url, else http.listen of the config).
+    #[arg(long, env = "PRISMWATCH_API_URL", global = true)]
+    api_url: Option<String>,
+    /// API key or token (default: cli.token).
+    #[arg(
+        long,
+        env = "PRISMWATCH_API_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    token: Option<String>,
+    /// A CA certificate (PEM) to trust for the API's TLS certificate.
+    #[arg(long, global = true)]
+    ca_file: Option<PathBuf>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl ApiArgs {
+    fn client(&self, cfg: &config::Config) -> anyhow::Result<manage::ApiClient> {
+        manage::ApiClient::new(
+            self.api_url.clone(),
+            self.token.clone(),
+            self.ca_file.clone(),
+            cfg,
+        )
+    }
+}
+
 #[derive(Subcommand)]
 enum SilenceCommand {
     /// Silence the alerts matching every matcher (name=value, name!=value, name=~regex,
@@ -218,9 +270,6 @@ enum SilenceCommand {
         /// End (RFC 3339); overrides --duration.
         #[arg(long)]
         end: Option<String>,
-        /// Who creates it (default: $USER).
-        #[arg(long, short = 'a')]
-        author: Option<String>,
     },
     /// List active and pending silences (with --expired, expired ones too), those having every
     /// given matcher.
@@ -236,18 +285,22 @@ enum SilenceCommand {
     Expire {
         #[arg(required = true)]
         ids: Vec<String>,
-        #[arg(long, short = 'a')]
-        author: Option<String>,
     },
 }
 
-fn load(cli_path: &Option<PathBuf>) -> anyhow::Result<(Loaded, RuleSet)> {
+/// The config, and the rules when the command evaluates them (the API's clients do not: they
+/// work from any folder).
+fn load(cli_path: &Option<PathBuf>, with_rules: bool) -> anyhow::Result<(Loaded, RuleSet)> {
     let default = PathBuf::from("config/prismwatch.yaml");
     let path = cli_path
         .clone()
         .or_else(|| default.exists().then_some(default));
     let loaded = config::load(path.as_deref())?;
-    let rules = app::reload::load_rules_of(&loaded)?;
+    let rules = if with_rules {
+        app::reload::load_rules_of(&loaded)?
+    } else {
+        RuleSet::default()
+    };
     Ok((loaded, rules))
 }
 
@@ -276,7 +329,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let (loaded, rules) = load(&cli.config)?;
+    let api_client = matches!(
+        cli.command,
+        Command::Silence { .. }
+            | Command::Ack { .. }
+            | Command::Unack { .. }
+            | Command::Resolve { .. }
+            | Command::Alerts { .. }
+            | Command::Reload { .. }
+    );
+    let (loaded, rules) = load(&cli.config, !api_client)?;
     let mut cfg = loaded.config.clone();
     if matches!(cli.command, Command::Demo { .. }) && std::env::var_os("RUST_LOG").is_none() {
         // The demo's output is the alert lines; keep routine logs out of them.
@@ -323,8 +385,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             app::stop_on_signals(stop.clone());
             app::run_from(cfg, loaded.file.clone(), rules, components, stop).await
         }
-        Command::Silence { action } => {
-            let js = connect(&cfg).await?;
+        Command::Silence { action, api } => {
+            let client = api.client(&cfg)?;
             match action {
                 SilenceCommand::Add {
                     matchers,
@@ -332,18 +394,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     duration,
                     start,
                     end,
-                    author,
                 } => {
                     manage::silence_add(
-                        &js,
+                        &client,
                         SilenceAdd {
                             matchers: &matchers,
                             comment: &comment,
                             duration: &duration,
                             start: start.as_deref(),
                             end: end.as_deref(),
-                            author: author.as_deref(),
                         },
+                        api.json,
                     )
                     .await
                 }
@@ -351,9 +412,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     matchers,
                     expired,
                     quiet,
-                } => manage::silence_query(&js, &matchers, expired, quiet).await,
-                SilenceCommand::Expire { ids, author } => {
-                    manage::silence_expire(&js, &ids, author.as_deref()).await
+                } => manage::silence_query(&client, &matchers, expired, quiet, api.json).await,
+                SilenceCommand::Expire { ids } => {
+                    manage::silence_expire(&client, &ids, api.json).await
                 }
             }
         }
@@ -361,29 +422,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             alert,
             comment,
             expires,
-            author,
+            api,
         } => {
-            let js = connect(&cfg).await?;
-            manage::ack(&js, &alert, &comment, expires.as_deref(), author.as_deref()).await
-        }
-        Command::Unack { alert, author } => {
-            let js = connect(&cfg).await?;
-            manage::command(&js, CommandBody::Unack { alert }, author.as_deref()).await
-        }
-        Command::Resolve {
-            alert,
-            comment,
-            author,
-        } => {
-            let js = connect(&cfg).await?;
-            manage::command(
-                &js,
-                CommandBody::Resolve { alert, comment },
-                author.as_deref(),
+            manage::ack(
+                &api.client(&cfg)?,
+                &alert,
+                &comment,
+                expires.as_deref(),
+                api.json,
             )
             .await
         }
-        Command::Alerts { all, json } => manage::alerts(&connect(&cfg).await?, all, json).await,
+        Command::Unack { alert, api } => manage::unack(&api.client(&cfg)?, &alert, api.json).await,
+        Command::Resolve {
+            alert,
+            comment,
+            api,
+        } => manage::resolve(&api.client(&cfg)?, &alert, &comment, api.json).await,
+        Command::Alerts {
+            status,
+            all,
+            priority,
+            rule,
+            acknowledged,
+            silenced,
+            limit,
+            matchers,
+            api,
+        } => {
+            let q = manage::AlertQuery {
+                status: if all { Some("all".into()) } else { status },
+                priority,
+                rule,
+                matchers,
+                acknowledged,
+                silenced,
+                limit,
+            };
+            manage::alerts(&api.client(&cfg)?, &q, api.json).await
+        }
         Command::Notify { action } => match action {
             NotifyCommand::Test { receiver } => {
                 let sources =
@@ -428,10 +505,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
-        Command::Reload { author } => {
-            let js = connect(&cfg).await?;
-            manage::command(&js, CommandBody::RulesReload, author.as_deref()).await
-        }
+        Command::Reload { api } => manage::reload(&api.client(&cfg)?, api.json).await,
         Command::Publish {
             name,
             labels,

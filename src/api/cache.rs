@@ -15,10 +15,12 @@ use crate::alerting::alert::ManagedAlert;
 use crate::alerting::silence::Silence;
 use crate::subjects;
 
-/// One bucket's current values by key, and whether the watch has caught up.
+/// One bucket's current values by key, whether the watch has caught up, and the last
+/// revision (the bucket stream's sequence) it applied.
 pub struct Mirror<T> {
     pub values: RwLock<BTreeMap<String, T>>,
     pub current: std::sync::atomic::AtomicBool,
+    pub revision: std::sync::atomic::AtomicU64,
 }
 
 impl<T> Default for Mirror<T> {
@@ -26,6 +28,7 @@ impl<T> Default for Mirror<T> {
         Mirror {
             values: RwLock::default(),
             current: std::sync::atomic::AtomicBool::new(false),
+            revision: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -61,6 +64,31 @@ pub struct Change {
 }
 
 impl Cache {
+    /// Waits (at most `within`) until both mirrors hold every change stored so far: called
+    /// after a change the manager has answered (it stores before it answers), so a caller
+    /// reads its own writes.
+    pub async fn catch_up(&self, js: &jetstream::Context, within: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let deadline = tokio::time::Instant::now() + within;
+        for (bucket, revision) in [
+            (subjects::ALERT_STATE_BUCKET, &self.alerts.revision),
+            (subjects::SILENCE_BUCKET, &self.silences.revision),
+        ] {
+            let Ok(Ok(mut stream)) =
+                tokio::time::timeout_at(deadline, js.get_stream(format!("KV_{bucket}"))).await
+            else {
+                continue;
+            };
+            let Ok(Ok(info)) = tokio::time::timeout_at(deadline, stream.info()).await else {
+                continue;
+            };
+            let last = info.state.last_sequence;
+            while revision.load(Relaxed) < last && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+
     /// Follows both buckets until `stop` (re-watching after errors).
     pub fn follow(self: &Arc<Self>, js: jetstream::Context, stop: CancellationToken) {
         let me = self.clone();
@@ -149,6 +177,8 @@ async fn mirror<T: DeserializeOwned + Send + Sync + 'static>(
                 if was_current {
                     let _ = cache.changes.send(change);
                 }
+                m.revision
+                    .fetch_max(e.revision, std::sync::atomic::Ordering::Relaxed);
                 if e.delta == 0 || e.seen_current {
                     m.current.store(true, std::sync::atomic::Ordering::Relaxed);
                 }

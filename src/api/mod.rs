@@ -160,6 +160,9 @@ impl ApiState {
             .await
             .map_err(|e| ApiError::unavailable(format!("the alert manager did not answer: {e}")))?;
         if reply.ok {
+            // Read-your-writes: what the manager stored shows in the next read.
+            let (js, cache, _) = self.nats()?;
+            cache.catch_up(js, Duration::from_secs(2)).await;
             return Ok(Json(
                 json!({"message": reply.message, "result": reply.result, "request_id": reply.request_id}),
             ));

@@ -51,6 +51,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Who may call the API (`/api/v1`), with which role.
     pub api: ApiConfig,
+    /// How the command line (`alerts`, `ack`, `silence`, ...) reaches the API.
+    pub cli: crate::tools::manage::CliConfig,
     /// Logs.
     pub telemetry: TelemetryConfig,
 }
