@@ -36,6 +36,8 @@ pub const SERIES_BUCKET: &str = "PRISM_SERIES";
 /// Series lookups (core NATS request/reply): the payload is a canonical series key; the
 /// processor partition holding the series answers with what it knows of it (JSON).
 pub const SERIES_QUERY: &str = "prism.query.series";
+/// KV bucket of API keys made through the API (key: its name; value: role and SHA-256).
+pub const API_KEYS_BUCKET: &str = "PRISM_API_KEYS";
 /// KV bucket of rule evaluations per processor (key: member id; JSON rule -> points).
 pub const RULE_STATS_BUCKET: &str = "PRISM_RULE_STATS";
 

@@ -238,6 +238,19 @@ async fn every_route_checks_credentials_and_roles_and_does_its_job() {
             Role::Viewer,
         ),
         (Method::GET, "/api/v1/audit".into(), None, Role::Admin),
+        (Method::GET, "/api/v1/keys".into(), None, Role::Admin),
+        (
+            Method::POST,
+            "/api/v1/keys".into(),
+            Some(json!({"name": "bot", "role": "viewer"})),
+            Role::Admin,
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/keys/nope".into(),
+            None,
+            Role::Admin,
+        ),
         (Method::GET, "/api/v2/status".into(), None, Role::Viewer),
         (Method::GET, "/api/v2/receivers".into(), None, Role::Viewer),
         (Method::GET, "/api/v2/alerts".into(), None, Role::Viewer),
@@ -809,4 +822,123 @@ async fn rules_series_and_audit_report_what_the_pipeline_and_people_did() {
         .await;
     assert_eq!(code, 400, "{v}");
     app.stop().await.unwrap();
+}
+
+/// Keys made through the API: shown once, usable at once with their role, listed without
+/// their secret, refused when they clash, stopped when deleted, audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_make_and_delete_api_keys_for_machines() {
+    let api = start().await;
+    api.ready().await;
+    let root = token("root");
+    let (code, v) = api
+        .call(
+            Method::POST,
+            "/api/v1/keys",
+            Some(&root),
+            Some(json!({"name": "grafana", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let key = v["key"].as_str().unwrap().to_string();
+    assert!(key.len() >= 32, "{key}");
+    // It works at once, with its role.
+    let (code, _) = api
+        .call(Method::GET, "/api/v1/alerts", Some(&key), None)
+        .await;
+    assert_eq!(code, 200);
+    let (code, v) = api
+        .call(
+            Method::POST,
+            "/api/v1/silences",
+            Some(&key),
+            Some(json!({"matchers": ["a=b"], "duration": "1h"})),
+        )
+        .await;
+    assert_eq!(code, 403, "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("key:grafana"));
+    // Listed with the config's keys, no secret anywhere.
+    let (code, v) = api
+        .call(Method::GET, "/api/v1/keys", Some(&root), None)
+        .await;
+    assert_eq!(code, 200);
+    let listed: Vec<(String, String)> = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["name"].as_str().unwrap().into(),
+                k["source"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(listed.contains(&("grafana".into(), "api".into())), "{v}");
+    assert!(listed.contains(&("viewer".into(), "config".into())), "{v}");
+    assert!(
+        !v.to_string().contains(&key) && !v.to_string().contains("0123456789abcdef"),
+        "{v}"
+    );
+    // Clashes and bad names.
+    for (body, want) in [
+        (json!({"name": "grafana", "role": "admin"}), 409),
+        (json!({"name": "viewer", "role": "admin"}), 409),
+        (json!({"name": "no spaces", "role": "viewer"}), 400),
+        (json!({"name": "x", "role": "root"}), 400),
+    ] {
+        let (code, v) = api
+            .call(
+                Method::POST,
+                "/api/v1/keys",
+                Some(&root),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(code, want, "{body}: {v}");
+    }
+    let (code, _) = api
+        .call(Method::DELETE, "/api/v1/keys/viewer", Some(&root), None)
+        .await;
+    assert_eq!(code, 409, "a config key is removed from the config");
+    // Deleted: refused from then on.
+    let (code, _) = api
+        .call(Method::DELETE, "/api/v1/keys/grafana", Some(&root), None)
+        .await;
+    assert_eq!(code, 200);
+    let (code, v) = api
+        .call(Method::GET, "/api/v1/alerts", Some(&key), None)
+        .await;
+    assert_eq!(code, 401, "{v}");
+    let (code, _) = api
+        .call(Method::DELETE, "/api/v1/keys/grafana", Some(&root), None)
+        .await;
+    assert_eq!(code, 404);
+    // Both changes are in the audit log, by whom.
+    let (code, v) = api
+        .call(Method::GET, "/api/v1/audit?since=1h", Some(&root), None)
+        .await;
+    assert_eq!(code, 200);
+    let kinds: Vec<(String, String)> = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap().into(),
+                r["principal"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("key.create".into(), "key:root".into())),
+        "{v}"
+    );
+    assert!(
+        kinds.contains(&("key.delete".into(), "key:root".into())),
+        "{v}"
+    );
+    api.s.stop().await;
 }

@@ -18,7 +18,89 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::{ApiState, Role};
 use crate::alerting::command::{Command, Reply};
+use crate::subjects;
 use crate::tools::clock;
+
+/// Writes a change the API made or refused itself to the audit log (`prism.audit.<kind>`), in
+/// the shape of the manager's results (no command precedes it).
+pub async fn record(
+    js: &async_nats::jetstream::Context,
+    principal: &str,
+    kind: &str,
+    ok: bool,
+    message: String,
+    result: Value,
+) {
+    let r = Reply {
+        request_id: crate::alerting::client::request_id(),
+        kind: kind.to_string(),
+        principal: principal.to_string(),
+        ok,
+        message,
+        result,
+        at: clock::now_ms(),
+    };
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", format!("result-{}", r.request_id).as_str());
+    h.insert(subjects::HEADER_CONTENT_TYPE, "application/json");
+    let body = serde_json::to_vec(&r).expect("serialises");
+    if let Ok(ack) = js
+        .publish_with_headers(subjects::audit_subject(kind), h, body.into())
+        .await
+    {
+        let _ = ack.await;
+    }
+}
+
+/// Audits the changes the API refused before they reached anyone (no or bad credentials, too
+/// small a role, a malformed or too large body): who tried what, and why it was refused.
+pub async fn refusals(
+    State(s): State<ApiState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{Method, StatusCode};
+    let mutating = matches!(
+        *req.method(),
+        Method::POST | Method::DELETE | Method::PUT | Method::PATCH
+    );
+    if !mutating {
+        return next.run(req).await;
+    }
+    let who = s.auth.identify(req.headers()).map(|p| p.name);
+    let from = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+    let r = next.run(req).await;
+    let status = r.status();
+    if matches!(
+        status,
+        StatusCode::BAD_REQUEST
+            | StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+            | StatusCode::PAYLOAD_TOO_LARGE
+    ) {
+        if let Ok((js, _, _)) = s.nats() {
+            let js = js.clone();
+            let principal =
+                who.unwrap_or_else(|| format!("anonymous@{}", from.as_deref().unwrap_or("?")));
+            tokio::spawn(async move {
+                record(
+                    &js,
+                    &principal,
+                    "api.refused",
+                    false,
+                    format!("{method} {path} refused with {}", status.as_u16()),
+                    json!({"method": method, "path": path, "status": status.as_u16()}),
+                )
+                .await;
+            });
+        }
+    }
+    r
+}
 
 pub fn router() -> Router<ApiState> {
     Router::new().route("/api/v1/audit", get(query))
@@ -127,13 +209,35 @@ async fn query(
                         ),
                     );
                 } else if let Ok(reply) = serde_json::from_slice::<Reply>(&m.payload) {
-                    if let Some((_, r)) = records.get_mut(&reply.request_id) {
-                        r["result"] = json!({
-                            "ok": reply.ok,
-                            "message": reply.message,
-                            "result": reply.result,
-                            "at": reply.at,
-                        });
+                    let result = json!({
+                        "ok": reply.ok,
+                        "message": reply.message,
+                        "result": reply.result,
+                        "at": reply.at,
+                    });
+                    match records.get_mut(&reply.request_id) {
+                        Some((_, r)) => r["result"] = result,
+                        // A change the API made or refused itself (API keys, refusals): the
+                        // result is the record.
+                        None if reply.kind.starts_with("key.")
+                            || reply.kind.starts_with("api.") =>
+                        {
+                            records.insert(
+                                reply.request_id.clone(),
+                                (
+                                    seq,
+                                    json!({
+                                        "request_id": reply.request_id,
+                                        "at": at,
+                                        "principal": reply.principal,
+                                        "kind": reply.kind,
+                                        "command": reply.result,
+                                        "result": result,
+                                    }),
+                                ),
+                            );
+                        }
+                        None => {}
                     }
                 }
             }

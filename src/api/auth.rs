@@ -25,6 +25,8 @@ pub struct Principal {
 /// again when it changes ([`Auth::refresh`]).
 pub struct Auth {
     keys: Vec<(String, Role, String)>,
+    /// Keys made through the API (`PRISM_API_KEYS`), by name: only their SHA-256.
+    stored: RwLock<std::collections::BTreeMap<String, super::keys::StoredKey>>,
     hs256: Option<DecodingKey>,
     jwks: Option<Jwks>,
     issuer: Option<String>,
@@ -143,10 +145,37 @@ impl Auth {
         };
         Ok(Auth {
             keys,
+            stored: RwLock::default(),
             hs256,
             jwks,
             issuer: cfg.jwt_issuer.clone(),
         })
+    }
+
+    /// The config file's keys: name and role.
+    pub fn config_keys(&self) -> Vec<(String, Role)> {
+        self.keys.iter().map(|(n, r, _)| (n.clone(), *r)).collect()
+    }
+
+    /// The keys made through the API.
+    pub fn stored_keys(&self) -> Vec<super::keys::StoredKey> {
+        self.stored
+            .read()
+            .expect("keys lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn put_stored_key(&self, k: super::keys::StoredKey) {
+        self.stored
+            .write()
+            .expect("keys lock")
+            .insert(k.name.clone(), k);
+    }
+
+    pub fn remove_stored_key(&self, name: &str) {
+        self.stored.write().expect("keys lock").remove(name);
     }
 
     /// Reads the JWKS file again if it changed: `Some(message)` when it did (the keys are
@@ -320,6 +349,21 @@ impl Auth {
                 role: *role,
             });
         }
+        // Keys made through the API: compared by their SHA-256 (the secret is not stored).
+        let stored = self.stored.read().expect("keys lock");
+        if !stored.is_empty() {
+            let d = super::keys::digest(token);
+            if let Some(k) = stored
+                .values()
+                .find(|k| same(k.sha256.as_bytes(), d.as_bytes()))
+            {
+                return Ok(Principal {
+                    name: format!("key:{}", k.name),
+                    role: k.role,
+                });
+            }
+        }
+        drop(stored);
         // A JWT has three dot-separated parts; anything else was meant as a key.
         if self.hs256.is_none() && self.jwks.is_none() || token.split('.').count() != 3 {
             return Err(ApiError::unauthorized("unknown API key"));

@@ -7,7 +7,9 @@ use crate::config::yaml::Problems;
 
 /// What a caller may do: viewers read, operators also ack, silence and resolve, admins also
 /// reload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,

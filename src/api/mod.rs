@@ -12,6 +12,7 @@ pub mod auth;
 mod cache;
 pub mod config;
 pub mod error;
+mod keys;
 mod limit;
 pub mod openapi;
 mod rules;
@@ -136,6 +137,7 @@ impl ApiState {
     pub fn connect(&self, js: jetstream::Context, stop: CancellationToken) {
         let cache = Arc::new(Cache::default());
         cache.follow(js.clone(), stop.clone());
+        keys::follow(js.clone(), self.auth.clone(), stop.clone());
         let _ = self.nats.set((js, cache, stop));
     }
 
@@ -201,9 +203,14 @@ pub fn router(state: ApiState, cfg: &ApiConfig) -> Router {
         .merge(audit::router())
         .merge(series::router())
         .merge(openapi::router())
+        .merge(keys::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::map_response(error::as_json))
         .layer(axum::extract::DefaultBodyLimit::max(cfg.max_body_bytes));
+    let routes = routes.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        audit::refusals,
+    ));
     let routes = match limiter {
         Some(l) => {
             *state.limiter.lock().expect("limiter lock") = Some(l.clone());

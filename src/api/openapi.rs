@@ -58,6 +58,9 @@ async fn document(
         super::audit::query,
         super::series::by_labels,
         super::series::of_alert,
+        super::keys::list,
+        super::keys::create,
+        super::keys::remove,
         super::alertmanager::status,
         super::alertmanager::receivers,
         super::alertmanager::list_alerts,
@@ -364,6 +367,7 @@ mod tests {
             include_str!("audit.rs"),
             include_str!("series.rs"),
             include_str!("alertmanager.rs"),
+            include_str!("keys.rs"),
         ];
         // `.route("<path>", get(..).post(..))` in the routers.
         let mut served = Vec::new();
