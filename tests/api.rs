@@ -114,7 +114,11 @@ impl Http {
         if let Some(b) = body {
             r = r.json(&b);
         }
-        let resp = r.send().await.unwrap();
+        // Not listening yet (the app starts in the background): code 0.
+        let resp = match r.send().await {
+            Ok(resp) => resp,
+            Err(e) => return (0, Value::String(e.to_string())),
+        };
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
         (
@@ -239,6 +243,12 @@ async fn every_route_checks_credentials_and_roles_and_does_its_job() {
         ),
         (Method::GET, "/api/v1/audit".into(), None, Role::Admin),
         (Method::GET, "/api/v1/keys".into(), None, Role::Admin),
+        (
+            Method::GET,
+            "/api/v1/openapi.json".into(),
+            None,
+            Role::Viewer,
+        ),
         (
             Method::POST,
             "/api/v1/keys".into(),
@@ -409,6 +419,21 @@ async fn every_route_checks_credentials_and_roles_and_does_its_job() {
         .await;
     assert_eq!(code, 200);
     assert_eq!(v["manager"]["active"], true);
+    // Alertmanager v2: a script posts an alert as an operator; it becomes an external alert.
+    let (code, v) = api
+        .call(
+            Method::POST,
+            "/api/v2/alerts",
+            Some(&ops),
+            Some(json!([{"labels": {"alertname": "FromScript", "severity": "warning"}}])),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let v = api
+        .until("/api/v1/alerts?rule=FromScript", |v| v["count"] == 1)
+        .await;
+    assert_eq!(v["alerts"][0]["source"], "external");
+    assert_eq!(v["alerts"][0]["priority"], "P3");
 
     // Every change is in the audit log with who made it.
     let audit = common::read_stream_filtered(&api.s.d.js, "PRISM_COMMANDS", "prism.audit.>").await;
@@ -430,6 +455,8 @@ async fn every_route_checks_credentials_and_roles_and_does_its_job() {
         ("silence.create", "key:ops", true),
         ("silence.expire", "key:ops", true),
         ("rules.reload", "key:root", true),
+        // Alertmanager v2's POST /api/v2/alerts and /api/v2/silences, as the operator.
+        ("alert.external", "key:ops", true),
     ] {
         assert!(
             by.contains(&(want.0.into(), want.1.into(), want.2)),
@@ -672,6 +699,22 @@ async fn rules_series_and_audit_report_what_the_pipeline_and_people_did() {
     api.ready().await;
     common::publish(&js, &points, 50).await;
 
+    // Status: version, uptime, NATS, the partitions this process owns and their lag.
+    let st = api
+        .until("/api/v1/status", |v| {
+            v["processor"]["partitions"]
+                .as_object()
+                .is_some_and(|p| p.len() == 4)
+        })
+        .await;
+    assert_eq!(st["nats"]["connected"], true);
+    assert!(
+        st["version"].is_string() && st["uptime_secs"].is_number(),
+        "{st}"
+    );
+    for (_, p) in st["processor"]["partitions"].as_object().unwrap() {
+        assert!(p["lag"].is_number(), "{st}");
+    }
     // The rule fired once; its numbers add up every processor's evaluations.
     let rule = api
         .until("/api/v1/rules/disk_high", |v| {

@@ -1,4 +1,4 @@
-//! Sending commands to the alert manager (the CLI, the API) and reading its state.
+//! Sending commands to the alert manager (the API, tests) and reading its state.
 //!
 //! A command is stored in `PRISM_COMMANDS` first (the audit log; the request id is its
 //! `Nats-Msg-Id`, so a retried request is applied once), then the client waits for the active
@@ -12,7 +12,6 @@ use futures::StreamExt;
 
 use super::alert::ManagedAlert;
 use super::command::{Command, CommandBody, Reply, HEADER_REPLY_TO};
-use super::silence::Silence;
 use super::store::Store;
 use super::ManagerError;
 use crate::subjects;
@@ -91,11 +90,4 @@ pub async fn alerts(js: &jetstream::Context) -> Result<Vec<ManagedAlert>, Manage
     let mut a = Store::open(js).await?.load().await?.alerts;
     a.sort_by(|x, y| (y.starts_at, &y.id).cmp(&(x.starts_at, &x.id)));
     Ok(a)
-}
-
-/// The stored silences, latest end first.
-pub async fn silences(js: &jetstream::Context) -> Result<Vec<Silence>, ManagerError> {
-    let mut s = Store::open(js).await?.load().await?.silences;
-    s.sort_by(|x, y| (y.ends_at, &y.id).cmp(&(x.ends_at, &x.id)));
-    Ok(s)
 }
