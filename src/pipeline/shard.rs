@@ -417,10 +417,12 @@ impl Shard {
                 })
             })
             .collect();
+        let key = SeriesKey(st.key.clone());
         Some(json!({
-            "series": SeriesKey(st.key.clone()).display(),
-            "metric": SeriesKey(st.key.clone()).name(),
-            "labels": SeriesKey(st.key.clone()).labels().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+            "series": key.display(),
+            "metric": key.name(),
+            "labels": key
+                .labels().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
             "last": {"ts": last.ts, "value": last.value, "score": last.score, "zscore": last.zscore},
             "detectors": detectors,
             "forecast": forecast,
