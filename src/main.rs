@@ -11,7 +11,7 @@ use prismwatch::config::{self, Loaded};
 use prismwatch::ingest::Encoding;
 use prismwatch::model::MetricPoint;
 use prismwatch::processor::replay;
-use prismwatch::rules::RuleSet;
+use prismwatch::rules::{fmt_duration_ms, RuleSet};
 use prismwatch::tools::manage::{self, SilenceAdd};
 use prismwatch::tools::{clock, demo, detect, publish, tail};
 use prismwatch::{bus, telemetry};
@@ -28,9 +28,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Streaming monitoring and alerting for market-data platforms (NATS-native)"
 )]
 struct Cli {
-    /// Config file (YAML). Default: config/prismwatch.yaml when it exists, else built-in defaults.
+    /// Config file (YAML). Default: the first of ./config/prismwatch.yaml,
+    /// $XDG_CONFIG_HOME/prismwatch/prismwatch.yaml (~/.config/...), /etc/prismwatch/prismwatch.yaml;
+    /// else built-in defaults (with the built-in rules and routing).
     #[arg(long, short, global = true, env = "PRISMWATCH_CONFIG")]
     config: Option<PathBuf>,
+    /// Show the tools' logs (NATS client, connections); `run` always logs.
+    #[arg(long, short, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,7 +57,11 @@ enum Command {
         #[arg(long, value_enum)]
         only: Vec<Component>,
     },
-    /// Publish metric points (one from flags, or a CSV / JSON-lines file).
+    /// Publish metric points (one from flags, or a CSV / JSON-lines file), checked first as the
+    /// processor will check them.
+    #[command(
+        after_help = "Examples:\n  prismwatch publish --name disk_usage_percent -l service=db --value 93\n  prismwatch publish --name exchange_connection_status -l exchange=binance --value 0 --timestamp 2026-11-29T10:00:00Z\n  prismwatch publish --file points.csv --timestamp-unit s --batch 100"
+    )]
     Publish {
         /// Metric name.
         #[arg(long, required_unless_present = "file")]
@@ -63,29 +72,41 @@ enum Command {
         /// Value.
         #[arg(long, required_unless_present = "file", allow_hyphen_values = true)]
         value: Option<f64>,
-        /// Event time, ms since the epoch (default: now).
-        #[arg(long)]
-        timestamp: Option<i64>,
+        /// Event time (default: now): a number in --timestamp-unit, or RFC 3339 like
+        /// 2026-11-29T10:00:00Z. Points older than ingest.allowed_lateness_ms are dropped as
+        /// late: publish them as they happen.
+        #[arg(long, allow_hyphen_values = true)]
+        timestamp: Option<String>,
+        /// Unit of numeric timestamps (--timestamp, and the timestamp column of --file).
+        #[arg(long, value_enum, default_value_t = publish::TimestampUnit::Ms)]
+        timestamp_unit: publish::TimestampUnit,
         /// CSV (timestamp,name,value,<label columns>) or .jsonl file of points.
         #[arg(long, conflicts_with_all = ["name", "value"])]
         file: Option<PathBuf>,
         /// Points per message.
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// Payload encoding.
         #[arg(long, value_enum, default_value_t = Format::Msgpack)]
         format: Format,
-        /// Subject (default: prism.metrics.<domain>.<source>.<metric> from the labels).
+        /// Subject (default: prism.metrics.<domain>.<source>.<metric>, domain and source from
+        /// the labels domain/source, else exchange=<x> (exchange.<x>), service=<x>
+        /// (service.<x>) or host=<x> (host.<x>), else custom.unknown).
         #[arg(long)]
         subject: Option<String>,
     },
     /// Follow alert events and print them, one line each.
+    #[command(
+        after_help = "Examples:\n  prismwatch tail --priority p1\n  prismwatch tail --status firing --rule disk_full --history --count 10\n  prismwatch tail --json | jq .labels"
+    )]
     Tail {
-        /// p1..p4
-        #[arg(long)]
+        /// Only this priority.
+        #[arg(long, ignore_case = true, value_parser = ["p1", "p2", "p3", "p4"])]
         priority: Option<String>,
-        /// pending, firing, resolved, cancelled
-        #[arg(long)]
+        /// Only this status.
+        #[arg(long, ignore_case = true, value_parser = ["pending", "firing", "resolved", "cancelled"])]
         status: Option<String>,
+        /// Only this rule's events.
         #[arg(long)]
         rule: Option<String>,
         /// Start from the beginning of the alert history instead of new events.
@@ -176,10 +197,11 @@ enum Command {
     },
     /// Replay PRISM_METRICS through fresh pipelines and write the alert events they give (JSON lines).
     Replay {
-        /// First stream sequence to replay.
+        /// First sequence of PRISM_METRICS to replay (`nats stream info PRISM_METRICS` shows
+        /// the range).
         #[arg(long, default_value_t = 1)]
         from_seq: u64,
-        /// Last stream sequence to replay (default: the stream's last).
+        /// Last sequence to replay, inclusive (default: the stream's last).
         #[arg(long)]
         to_seq: Option<u64>,
         /// Output file (default: standard output).
@@ -291,10 +313,7 @@ enum SilenceCommand {
 /// The config, and the rules when the command evaluates them (the API's clients do not: they
 /// work from any folder).
 fn load(cli_path: &Option<PathBuf>, with_rules: bool) -> anyhow::Result<(Loaded, RuleSet)> {
-    let default = PathBuf::from("config/prismwatch.yaml");
-    let path = cli_path
-        .clone()
-        .or_else(|| default.exists().then_some(default));
+    let path = config::find(cli_path.as_deref());
     let loaded = config::load(path.as_deref())?;
     let rules = if with_rules {
         app::reload::load_rules_of(&loaded)?
@@ -340,8 +359,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
     let (loaded, rules) = load(&cli.config, !api_client)?;
     let mut cfg = loaded.config.clone();
-    if matches!(cli.command, Command::Demo { .. }) && std::env::var_os("RUST_LOG").is_none() {
-        // The demo's output is the alert lines; keep routine logs out of them.
+    if !matches!(cli.command, Command::Run { .. })
+        && !cli.verbose
+        && std::env::var_os("RUST_LOG").is_none()
+    {
+        // A tool's output is its data (and the demo's, the alert lines): keep the NATS
+        // client's routine logs out of it unless asked (-v).
         cfg.telemetry.log_level = "warn".into();
     }
     telemetry::init_logs(&cfg.telemetry);
@@ -352,27 +375,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_norway::to_string(&serde_json::to_value(&cfg)?)?);
                 return Ok(());
             }
+            match &loaded.file {
+                Some(f) => println!("config: {}", f.display()),
+                None => println!(
+                    "config: built-in defaults (no file given, and none at {})",
+                    config::search_path()
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+            let sources: std::collections::BTreeSet<&str> =
+                rules.rules.iter().map(|r| r.source.as_str()).collect();
             println!(
-                "{}: OK ({} rules from {})",
-                loaded
-                    .file
-                    .as_ref()
-                    .map(|f| f.display().to_string())
-                    .unwrap_or("<defaults>".into()),
+                "rules: {} from {}",
                 rules.rules.len(),
-                cfg.rules
-                    .paths
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                sources.into_iter().collect::<Vec<_>>().join(", ")
             );
             for r in &rules.rules {
-                println!(
-                    "  {:<26} {}  {} for {}ms",
-                    r.name, r.priority, r.condition, r.for_ms
-                );
+                let mut line = format!("  {:<26} {}  {}", r.name, r.priority, r.condition);
+                if r.for_ms > 0 {
+                    line.push_str(&format!(" for {}", fmt_duration_ms(r.for_ms)));
+                }
+                if let Some(h) = r.predict_within_ms {
+                    line.push_str(&format!(", or predicted within {}", fmt_duration_ms(h)));
+                }
+                println!("{line}");
             }
+            let routing =
+                prismwatch::app::reload::Sources::new(cfg.clone(), loaded.file.clone(), true)
+                    .load_routing()?;
+            println!(
+                "routing: {} ({} routes, {} receivers)",
+                routing.file,
+                routing.routes.routes.len(),
+                routing.receivers.len()
+            );
+            println!("OK");
             Ok(())
         }
         Command::Run { only } => {
@@ -511,13 +551,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             labels,
             value,
             timestamp,
+            timestamp_unit,
             file,
             batch,
             format,
             subject,
         } => {
             let points = match file {
-                Some(f) => publish::read_points(&f)?,
+                Some(f) => publish::read_points(&f, timestamp_unit)?,
                 None => {
                     let mut map = std::collections::BTreeMap::new();
                     for l in labels {
@@ -530,10 +571,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         name: name.unwrap_or_default(),
                         labels: map,
                         value: value.unwrap_or_default(),
-                        timestamp: timestamp.unwrap_or_else(clock::now_ms),
+                        timestamp: match timestamp {
+                            Some(t) => publish::parse_timestamp(&t, timestamp_unit)
+                                .map_err(anyhow::Error::msg)?,
+                            None => clock::now_ms(),
+                        },
                     }]
                 }
             };
+            // What the processor would refuse is named now, not dead-lettered in silence.
+            let (refused, warnings) = publish::check_points(&points, &cfg, clock::now_ms());
+            if !refused.is_empty() {
+                anyhow::bail!(
+                    "nothing published: the processor would refuse {} of {} points:\n  {}",
+                    refused.len(),
+                    points.len(),
+                    refused
+                        .iter()
+                        .take(10)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("\n  ")
+                );
+            }
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
             let js = jetstream::new(bus::connect(&cfg.nats).await?);
             bus::ensure_streams(&js, &cfg.streams).await?;
             let encoding = match format {
@@ -555,6 +618,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let js = jetstream::new(bus::connect(&cfg.nats).await?);
             bus::ensure_streams(&js, &cfg.streams).await?;
+            let (priority, status) = (
+                priority.map(|p| p.to_lowercase()),
+                status.map(|s| s.to_lowercase()),
+            );
             let filter = prismwatch::subjects::alert_filter(
                 priority.as_deref(),
                 status.as_deref(),

@@ -195,9 +195,9 @@ impl Routing {
     /// Reads and compiles a routing file; errors name the file and the key.
     pub fn load(path: &Path) -> Result<Routing, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Read {
             file: file.clone(),
-            source,
+            reason,
         })?;
         Self::parse(&file, &text)
     }

@@ -15,8 +15,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::alerting::config::Routing;
-use crate::config::{Config, ConfigError, Loaded};
-use crate::rules::{load_rules, RuleSet};
+use crate::config::{builtin, Config, ConfigError, Loaded};
+use crate::rules::RuleSet;
 use crate::{subjects, telemetry};
 
 /// The rules and routes in force.
@@ -60,24 +60,50 @@ impl Sources {
     }
 
     pub fn load_routing(&self) -> Result<Routing, ConfigError> {
-        Routing::load(
-            &self
-                .loaded
-                .resolve(&self.loaded.config.alerting.routing_file),
-        )
+        let configured = &self.loaded.config.alerting.routing_file;
+        let resolved = self.loaded.resolve(configured);
+        if builtin::stands_in(configured, &resolved, builtin::ROUTING_PATH) {
+            return Routing::parse(&builtin::name("routing.yaml"), builtin::ROUTING);
+        }
+        Routing::load(&resolved)
     }
 }
 
 /// The rules a config names, checked against its pipeline (detector rules need detectors).
 pub fn load_rules_of(loaded: &Loaded) -> Result<RuleSet, ConfigError> {
-    let paths: Vec<PathBuf> = loaded
-        .config
-        .rules
-        .paths
-        .iter()
-        .map(|p| loaded.resolve(p))
-        .collect();
-    let rules = load_rules(&paths)?;
+    let mut rules = RuleSet::default();
+    for configured in &loaded.config.rules.paths {
+        let resolved = loaded.resolve(configured);
+        if builtin::stands_in(configured, &resolved, builtin::RULES_PATH) {
+            for (name, text) in builtin::RULE_FILES {
+                rules.add_file(&builtin::name(&format!("rules/{name}")), text)?;
+            }
+        } else {
+            rules.add_path(&resolved)?;
+        }
+    }
+    let file = loaded
+        .file
+        .as_ref()
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| "<built-in defaults>".into());
+    if rules.rules.is_empty() && !loaded.config.rules.allow_empty {
+        return Err(ConfigError::invalid(
+            file,
+            "rules.paths",
+            format!(
+                "no rule found in {}: add rule files (*.yaml), or set rules.allow_empty: true to run without rules",
+                loaded
+                    .config
+                    .rules
+                    .paths
+                    .iter()
+                    .map(|p| loaded.resolve(p).display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
     if let Some((file, rule, problem)) = loaded
         .config
         .pipeline

@@ -30,16 +30,31 @@ impl Default for NatsConfig {
 impl NatsConfig {
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        if !self.url.contains("://") && !self.url.contains(':') {
+        if let Some(bad) = self.url.split(',').map(str::trim).find(|u| !is_nats_url(u)) {
             out.push((
                 "url".into(),
-                format!("{:?} is not a NATS URL (nats://host:port)", self.url),
+                format!("{bad:?} is not a NATS URL like nats://host:4222 (schemes nats, tls, ws, wss; several separated by commas)"),
             ));
         }
         if self.connect_timeout_ms == 0 {
             out.push(("connect_timeout_ms".into(), "must be > 0".into()));
         }
         out
+    }
+}
+
+/// `nats://host:port`, `tls://...`, `ws://...`, `wss://...` (user info allowed), or `host:port`.
+fn is_nats_url(u: &str) -> bool {
+    let rest = match u.split_once("://") {
+        Some(("nats" | "tls" | "ws" | "wss", rest)) => rest,
+        Some(_) => return false,
+        None => u,
+    };
+    let host_port = rest.rsplit('@').next().unwrap_or(rest);
+    let host_port = host_port.split('/').next().unwrap_or("");
+    match host_port.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
+        None => !host_port.is_empty() && u.contains("://"),
     }
 }
 

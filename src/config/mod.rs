@@ -18,6 +18,7 @@ use crate::processor::config::ProcessorConfig;
 use crate::rules::RulesConfig;
 use crate::telemetry::TelemetryConfig;
 
+pub mod builtin;
 pub mod secret;
 pub mod yaml;
 
@@ -85,6 +86,28 @@ impl Loaded {
     }
 }
 
+/// Where a config file is looked for when none is given (`--config`, `$PRISMWATCH_CONFIG`),
+/// in this order; without one, the built-in defaults (and the built-in rules and routing).
+pub fn search_path() -> Vec<PathBuf> {
+    let mut places = vec![PathBuf::from("config/prismwatch.yaml")];
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+    if let Some(dir) = xdg {
+        places.push(dir.join("prismwatch/prismwatch.yaml"));
+    }
+    places.push(PathBuf::from("/etc/prismwatch/prismwatch.yaml"));
+    places
+}
+
+/// The config file to use: the one given, else the first of [`search_path`] that exists.
+pub fn find(given: Option<&Path>) -> Option<PathBuf> {
+    given
+        .map(Path::to_path_buf)
+        .or_else(|| search_path().into_iter().find(|p| p.is_file()))
+}
+
 /// Loads `file` (or only defaults when `None`), applies environment overrides, validates.
 pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
     let vars: Vec<(String, String)> = std::env::vars().collect();
@@ -95,12 +118,12 @@ pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
 pub fn load_with_env(file: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, ConfigError> {
     let file_name = file
         .map(|f| f.display().to_string())
-        .unwrap_or_else(|| "<defaults>".into());
+        .unwrap_or_else(|| "<built-in defaults>".into());
     let mut tree = match file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Read {
                 file: file_name.clone(),
-                source,
+                reason,
             })?;
             parse_yaml(&file_name, &text)?
         }
@@ -131,12 +154,18 @@ pub fn load_with_env(file: Option<&Path>, env: &[(String, String)]) -> Result<Lo
         let origin = from_env
             .iter()
             .find(|(k, _)| key.starts_with(k.as_str()) || k.starts_with(key.as_str()))
-            .map(|(_, var)| format!("{file_name} (env {var})"))
+            .map(|(_, var)| format!("environment variable {var}"))
             .unwrap_or(file_name.clone());
-        ConfigError::invalid(origin, key, e.into_inner().to_string())
+        ConfigError::invalid(origin, key, yaml::plain(&e.into_inner().to_string()))
     })?;
     if let Some((key, message)) = config.problems().into_iter().next() {
-        return Err(ConfigError::invalid(file_name, key, message));
+        // A bad value from an environment variable is the variable's, not the file's.
+        let origin = from_env
+            .iter()
+            .find(|(k, _)| key == *k || key.starts_with(&format!("{k}.")))
+            .map(|(_, var)| format!("environment variable {var}"))
+            .unwrap_or(file_name);
+        return Err(ConfigError::invalid(origin, key, message));
     }
     Ok(Loaded {
         config,
@@ -201,12 +230,32 @@ mod tests {
     }
 
     #[test]
+    fn messages_name_the_variable_and_use_plain_words() {
+        let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let err = load_with_env(None, &env("PRISMWATCH__INGEST__MAX_BATCH", "lots"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "environment variable PRISMWATCH__INGEST__MAX_BATCH: ingest.max_batch: got the text \"lots\", expected a whole number"
+        );
+        let err = load_with_env(None, &env("PRISMWATCH__NATS__URL", "htp:/x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("environment variable PRISMWATCH__NATS__URL: nats.url: \"htp:/x\" is not a NATS URL"), "{err}");
+        let err = load_with_env(Some(Path::new("/nonexistent/p.yaml")), &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "/nonexistent/p.yaml: cannot read: it does not exist");
+    }
+
+    #[test]
     fn unknown_key_names_file_and_key() {
         let f = write("ingest:\n  max_batchh: 5\n");
         let err = load_with_env(Some(f.path()), &[]).unwrap_err().to_string();
         assert!(err.contains(&f.path().display().to_string()), "{err}");
         assert!(err.contains("ingest.max_batchh"), "{err}");
-        assert!(err.contains("unknown field"), "{err}");
+        assert!(err.contains("unknown key \"max_batchh\""), "{err}");
     }
 
     #[test]

@@ -4,10 +4,11 @@ use serde_norway::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{file}: cannot read: {source}")]
+    /// Not `source`: the reason is said once, in this message, not again as a cause.
+    #[error("{file}: cannot read: {}", io_reason(reason))]
     Read {
         file: String,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("{file}: invalid YAML: {message}")]
     Syntax { file: String, message: String },
@@ -46,8 +47,48 @@ pub fn from_tree<T: serde::de::DeserializeOwned>(
     file: &str,
     tree: Value,
 ) -> Result<T, ConfigError> {
-    serde_path_to_error::deserialize(to_json(file, tree)?)
-        .map_err(|e| ConfigError::invalid(file, e.path().to_string(), e.into_inner().to_string()))
+    serde_path_to_error::deserialize(to_json(file, tree)?).map_err(|e| {
+        ConfigError::invalid(
+            file,
+            e.path().to_string(),
+            plain(&e.into_inner().to_string()),
+        )
+    })
+}
+
+/// A serde message in plain words: no Rust type names (`expected usize` is "expected a whole
+/// number"), backquotes as quotes.
+pub fn plain(message: &str) -> String {
+    use std::sync::OnceLock;
+    static TYPES: OnceLock<[(regex::Regex, &str); 6]> = OnceLock::new();
+    let types = TYPES.get_or_init(|| {
+        let re = |p: &str| regex::Regex::new(p).expect("valid regex");
+        [
+            (re(r"\b(?:u8|u16|u32|u64|usize|i8|i16|i32|i64|isize|an? (?:u|i)(?:8|16|32|64|size))\b"), "a whole number"),
+            (re(r"\b(?:f32|f64)\b"), "a number"),
+            (re(r"\ba sequence\b"), "a list"),
+            (re(r"\b(?:a map|struct \w+)\b"), "a mapping"),
+            (re(r"\ba string\b"), "text"),
+            (re(r"\benum \w+\b"), "one of the names listed"),
+        ]
+    });
+    let mut out = message.replace('`', "\"");
+    out = out
+        .replace("invalid type: string", "got the text")
+        .replace("invalid type: integer", "got the number")
+        .replace("invalid type: floating point", "got the number")
+        .replace("invalid type: boolean", "got")
+        .replace("invalid type: map", "got a mapping")
+        .replace("invalid type: sequence", "got a list")
+        .replace("invalid type: null", "got nothing")
+        .replace("invalid value: integer", "got the number")
+        .replace("unknown field", "unknown key")
+        .replace("missing field", "missing key")
+        .replace("unknown variant", "unknown value");
+    for (re, words) in types {
+        out = re.replace_all(&out, *words).into_owned();
+    }
+    out
 }
 
 /// YAML trees are typed through JSON values: serde_norway's `Value` only takes enums as YAML
@@ -73,5 +114,24 @@ impl Problems {
 
     pub fn into_vec(self) -> Vec<(String, String)> {
         self.0
+    }
+}
+
+/// An I/O error in plain words (no "os error 2").
+pub fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        NotFound => "it does not exist".into(),
+        PermissionDenied => "permission denied".into(),
+        IsADirectory => "it is a folder, not a file".into(),
+        NotADirectory => "a part of the path is a file, not a folder".into(),
+        InvalidData => "it is not UTF-8 text".into(),
+        _ => {
+            let text = e.to_string();
+            match text.find(" (os error") {
+                Some(i) => text[..i].to_string(),
+                None => text,
+            }
+        }
     }
 }

@@ -247,6 +247,32 @@ fn is_label_name(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// Checks a point as the processor will when it is published at `now_ms` (what `publish`
+/// does before sending, so a refused point is named instead of silently dead-lettered).
+pub fn check_point(
+    p: &crate::model::MetricPoint,
+    now_ms: i64,
+    limits: &IngestConfig,
+) -> Result<(), Reject> {
+    let mut w = WirePoint {
+        name: std::borrow::Cow::Borrowed(&p.name),
+        labels: crate::model::LabelPairs(
+            p.labels
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        std::borrow::Cow::Borrowed(k.as_str()),
+                        std::borrow::Cow::Borrowed(v.as_str()),
+                    )
+                })
+                .collect(),
+        ),
+        value: p.value,
+        timestamp: p.timestamp,
+    };
+    validate(&mut w, now_ms, limits)
+}
+
 fn validate(p: &mut WirePoint<'_>, published_ms: i64, limits: &IngestConfig) -> Result<(), Reject> {
     if p.name.len() > limits.max_name_bytes || !is_metric_name(&p.name) {
         return Err(reject(

@@ -6,7 +6,9 @@ mod decode;
 use bytes::Bytes;
 
 pub use config::IngestConfig;
-pub use decode::{decode_message, Decoded, Encoding, KeyedPoint, Reject, RejectReason};
+pub use decode::{
+    check_point, decode_message, Decoded, Encoding, KeyedPoint, Reject, RejectReason,
+};
 
 /// One stored message of `PRISM_METRICS`, as the pipeline needs it.
 #[derive(Debug, Clone)]

@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
     Deserialize,
     utoipa::ToSchema,
 )]
+// Read in any case (`p1` or `P1`), as the subjects and the CLI write it; written `P1`.
+#[serde(try_from = "String")]
 pub enum Priority {
     P1,
     P2,
@@ -44,6 +46,13 @@ impl Priority {
 impl fmt::Display for Priority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{self:?}")
+    }
+}
+
+impl TryFrom<String> for Priority {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
     }
 }
 

@@ -10,5 +10,5 @@ pub use alert::{AlertEvent, AlertStatus, EndReason, Priority};
 pub use notification::{
     AckInfo, DeliveryOutcome, Notification, NotificationKind, NotifiedAlert, StormSummary,
 };
-pub use point::{MetricPoint, WirePoint};
+pub use point::{LabelPairs, MetricPoint, WirePoint};
 pub use series::SeriesKey;

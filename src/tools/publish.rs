@@ -88,9 +88,85 @@ pub async fn publish_points(
     Ok(messages)
 }
 
+/// The unit of numeric timestamps given to `publish`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TimestampUnit {
+    S,
+    Ms,
+}
+
+/// A timestamp as given: a number in `unit`, or RFC 3339 / ISO 8601 (`2026-11-29T10:00:00Z`,
+/// `2026-11-29T11:00:00+01:00`); in ms since the epoch. Seconds given as milliseconds (a number
+/// that would fall in 1970) are refused with the fix, not dropped later as late.
+pub fn parse_timestamp(s: &str, unit: TimestampUnit) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<f64>() {
+        let ms = match unit {
+            TimestampUnit::S => n * 1000.0,
+            TimestampUnit::Ms => n,
+        };
+        if !ms.is_finite() || ms <= 0.0 {
+            return Err(format!("timestamp {s:?} is not a time after 1970"));
+        }
+        if unit == TimestampUnit::Ms && (1e9..1e11).contains(&ms) {
+            return Err(format!(
+                "timestamp {s} looks like seconds since the epoch (as milliseconds it is in 1970): add --timestamp-unit s"
+            ));
+        }
+        return Ok(ms.round() as i64);
+    }
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|_| {
+            format!(
+                "timestamp {s:?} is neither a number ({}) nor a time like 2026-11-29T10:00:00Z",
+                match unit {
+                    TimestampUnit::S => "seconds",
+                    TimestampUnit::Ms => "milliseconds",
+                }
+            )
+        })
+}
+
+/// What the processor will make of points published now: refusals (the point would be
+/// dead-lettered: its reason) and warnings (it will arrive late or too far ahead).
+pub fn check_points(
+    points: &[MetricPoint],
+    cfg: &crate::config::Config,
+    now_ms: i64,
+) -> (Vec<String>, Vec<String>) {
+    let mut refused = Vec::new();
+    let mut late = 0usize;
+    let mut oldest = i64::MAX;
+    for (i, p) in points.iter().enumerate() {
+        if let Err(r) = crate::ingest::check_point(p, now_ms, &cfg.ingest) {
+            refused.push(format!(
+                "point {} ({}): {}: {}",
+                i + 1,
+                p.name,
+                r.reason.as_str(),
+                r.detail
+            ));
+        } else if p.timestamp < now_ms - cfg.ingest.allowed_lateness_ms {
+            late += 1;
+            oldest = oldest.min(p.timestamp);
+        }
+    }
+    let mut warnings = Vec::new();
+    if late > 0 {
+        warnings.push(format!(
+            "{late} of {} points are more than ingest.allowed_lateness_ms ({} ms) old (the oldest by {}): a source's clock that is already past them drops them as late (dead letter reason `late`); publish points as they happen, or try history with `prismwatch replay`",
+            points.len(),
+            cfg.ingest.allowed_lateness_ms,
+            crate::rules::fmt_duration_ms(now_ms - oldest),
+        ));
+    }
+    (refused, warnings)
+}
+
 /// Reads points from `.csv` (`timestamp,name,value` plus one column per label) or `.jsonl`
-/// (one point object per line).
-pub fn read_points(path: &Path) -> anyhow::Result<Vec<MetricPoint>> {
+/// (one point object per line); numeric timestamps are in `unit`.
+pub fn read_points(path: &Path, unit: TimestampUnit) -> anyhow::Result<Vec<MetricPoint>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     match path.extension().and_then(|e| e.to_str()) {
@@ -121,13 +197,8 @@ pub fn read_points(path: &Path) -> anyhow::Result<Vec<MetricPoint>> {
                     value: field(value)
                         .parse()
                         .with_context(|| format!("{}: row {}: value", path.display(), i + 2))?,
-                    timestamp: field(ts).parse().with_context(|| {
-                        format!(
-                            "{}: row {}: timestamp (ms since the epoch)",
-                            path.display(),
-                            i + 2
-                        )
-                    })?,
+                    timestamp: parse_timestamp(field(ts), unit)
+                        .map_err(|e| anyhow::anyhow!("{}: row {}: {e}", path.display(), i + 2))?,
                 });
             }
             Ok(out)
@@ -137,8 +208,18 @@ pub fn read_points(path: &Path) -> anyhow::Result<Vec<MetricPoint>> {
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
             .map(|(i, l)| {
-                serde_json::from_str(l)
-                    .with_context(|| format!("{}: line {}", path.display(), i + 1))
+                let mut v: serde_json::Value = serde_json::from_str(l)
+                    .with_context(|| format!("{}: line {}: not JSON", path.display(), i + 1))?;
+                // Timestamps: numbers in `unit`, or RFC 3339 strings.
+                let ts = match &v["timestamp"] {
+                    serde_json::Value::Number(n) => parse_timestamp(&n.to_string(), unit),
+                    serde_json::Value::String(s) => parse_timestamp(s, unit),
+                    _ => Err("timestamp: missing".to_string()),
+                }
+                .map_err(|e| anyhow::anyhow!("{}: line {}: {e}", path.display(), i + 1))?;
+                v["timestamp"] = ts.into();
+                serde_json::from_value(v)
+                    .map_err(|e| anyhow::anyhow!("{}: line {}: {e}", path.display(), i + 1))
             })
             .collect(),
         _ => bail!("{}: expected a .csv or .jsonl file", path.display()),
@@ -148,6 +229,58 @@ pub fn read_points(path: &Path) -> anyhow::Result<Vec<MetricPoint>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_in_ms_s_or_rfc3339_and_seconds_as_ms_refused() {
+        use TimestampUnit::*;
+        assert_eq!(parse_timestamp("1764410400000", Ms), Ok(1_764_410_400_000));
+        assert_eq!(parse_timestamp("1764410400", S), Ok(1_764_410_400_000));
+        assert_eq!(
+            parse_timestamp("2025-11-29T11:00:00+01:00", Ms),
+            Ok(1_764_410_400_000)
+        );
+        assert_eq!(
+            parse_timestamp("2025-11-29T10:00:00.5Z", S),
+            Ok(1_764_410_400_500)
+        );
+        assert!(parse_timestamp("1764410400", Ms)
+            .unwrap_err()
+            .contains("--timestamp-unit s"));
+        assert!(parse_timestamp("yesterday", Ms)
+            .unwrap_err()
+            .contains("2026-11-29T10:00:00Z"));
+        assert!(parse_timestamp("-5", Ms).is_err());
+    }
+
+    #[test]
+    fn points_the_processor_would_refuse_or_find_late_are_named() {
+        let cfg = crate::config::Config::default();
+        let now = 1_764_410_400_000;
+        let p = |name: &str, value: f64, ts: i64| MetricPoint {
+            name: name.into(),
+            labels: BTreeMap::new(),
+            value,
+            timestamp: ts,
+        };
+        let (refused, warnings) = check_points(
+            &[
+                p("disk usage%", 1.0, now),
+                p("ok", f64::NAN, now),
+                p("ok", 1.0, now),
+                p("ok", 1.0, now - 600_000),
+            ],
+            &cfg,
+            now,
+        );
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(refused[0].contains("invalid_name") && refused[0].contains("disk usage%"));
+        assert!(refused[1].contains("non_finite"), "{refused:?}");
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].starts_with("1 of 4 points") && warnings[0].contains("10m"),
+            "{warnings:?}"
+        );
+    }
 
     #[test]
     fn subjects_from_labels() {
@@ -177,14 +310,17 @@ mod tests {
             "timestamp,name,value,exchange\n1000,delay,1.5,okx\n2000,delay,2,\n",
         )
         .unwrap();
-        let pts = read_points(&csv).unwrap();
+        let pts = read_points(&csv, TimestampUnit::Ms).unwrap();
         assert_eq!(pts.len(), 2);
         assert_eq!(pts[0].labels["exchange"], "okx");
         assert!(pts[1].labels.is_empty());
         let jl = dir.path().join("p.jsonl");
         std::fs::write(&jl, "{\"name\":\"a\",\"value\":1,\"timestamp\":5}\n\n{\"name\":\"b\",\"labels\":{\"x\":\"y\"},\"value\":2,\"timestamp\":6}\n").unwrap();
-        assert_eq!(read_points(&jl).unwrap().len(), 2);
+        assert_eq!(read_points(&jl, TimestampUnit::Ms).unwrap().len(), 2);
         std::fs::write(&csv, "timestamp,name\n1,a\n").unwrap();
-        assert!(read_points(&csv).unwrap_err().to_string().contains("value"));
+        assert!(read_points(&csv, TimestampUnit::Ms)
+            .unwrap_err()
+            .to_string()
+            .contains("value"));
     }
 }

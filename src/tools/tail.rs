@@ -6,15 +6,11 @@ use futures::StreamExt;
 use crate::model::{AlertEvent, AlertStatus};
 use crate::rules::fmt_value;
 
-/// One line per event: time, status, priority, rule, series labels, value, summary.
+/// One line per event: time (UTC), status, priority, rule, labels (the series' and the
+/// rule's), value, summary.
 pub fn format_event(e: &AlertEvent) -> String {
-    let when = format_ms(e.event_time);
-    let labels: Vec<String> = e
-        .labels
-        .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "team"))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let when = format!("{} UTC", format_ms(e.event_time));
+    let labels: Vec<String> = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let status = match e.status {
         AlertStatus::Firing => "FIRING   ",
         AlertStatus::Resolved => "RESOLVED ",
