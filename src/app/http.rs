@@ -263,6 +263,7 @@ async fn metrics(State(s): State<HttpState>, h: axum::http::HeaderMap) -> Respon
             return e.into_response();
         }
     }
+    crate::telemetry::collect_process();
     s.metrics.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

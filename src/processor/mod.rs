@@ -45,6 +45,7 @@ use crate::app::status::StatusHandle;
 use crate::bus::lease::{self, LeaseHandle, Leases};
 use crate::config::Config;
 use crate::rules::RuleSet;
+use crate::telemetry;
 use partition::Exit;
 
 /// What every partition of a process shares.
@@ -278,6 +279,17 @@ pub async fn run(
         ctx.rule_counts.clone(),
         stop.clone(),
     ));
+    // Each partition's families at 0 from the start (this process owns none of them yet).
+    for p in 0..partitions {
+        let part = p.to_string();
+        for name in [
+            telemetry::SERIES_ACTIVE,
+            telemetry::CONSUMER_PENDING,
+            telemetry::CHECKPOINT_SERIES,
+        ] {
+            metrics::gauge!(name, "partition" => part.clone()).increment(0.0);
+        }
+    }
     status.update(|s| {
         s.processor.enabled = true;
         s.processor.group = group.clone();
