@@ -1,9 +1,70 @@
 //! Smoke test of `prismwatch demo`: with no server at the configured URL it starts its own
 //! nats-server, and alerts fire and resolve within a minute.
 
+mod common;
+
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Runs the demo against `url` (at most a minute): (success, stdout).
+fn run_demo(url: &str) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prismwatch"))
+        .args(["demo", "--speed", "400"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("PRISMWATCH__NATS__URL", url)
+        .env("PRISMWATCH__HTTP__LISTEN", "")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("demo did not finish within a minute");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    (status.success(), out)
+}
+
+/// A server where a PrismWatch processor runs is not the demo's: it says so and runs on a
+/// server of its own, and its alerts fire (they used to go to the other processor: "0 alerts").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_in_use_by_prismwatch_is_left_alone() {
+    let (srv, cfg, js) = common::fresh().await;
+    let app = common::RunningApp::start(cfg.clone(), common::test_rules());
+    common::channels::eventually("the processor to join", 20, || async {
+        !common::lease_owners(&js, common::GROUP).await.is_empty()
+    })
+    .await;
+    let url = srv.url();
+    let (ok, out) = tokio::task::spawn_blocking(move || run_demo(&url))
+        .await
+        .unwrap();
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("is in use by a running PrismWatch (prismwatch-processor member"),
+        "{out}"
+    );
+    let done = out
+        .lines()
+        .find(|l| l.starts_with("demo done"))
+        .expect(&out);
+    assert!(!done.starts_with("demo done: 0 alerts"), "{done}");
+    app.stop().await.unwrap();
+}
 
 #[test]
 fn demo_shows_alerts_firing_and_resolving() {

@@ -34,6 +34,27 @@ pub const SCRIPT: &[&str] = &[
     "min 85-100 collector CPU 90%                -> cpu_high P2 fires after 10m, resolves",
 ];
 
+/// The PrismWatch processes registered on a server: `<group> member <id>` for each member
+/// entry of the lease bucket (processors and alert managers renew them while they run).
+async fn running_members(js: &jetstream::Context) -> Vec<String> {
+    use futures::StreamExt;
+    let Ok(kv) = js.get_key_value(crate::subjects::LEASE_BUCKET).await else {
+        return Vec::new();
+    };
+    let Ok(mut keys) = kv.keys().await else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    while let Some(Ok(k)) = keys.next().await {
+        if let Some(rest) = k.strip_prefix("member.") {
+            if let Some((group, member)) = rest.split_once('.') {
+                out.push(format!("{group} member {member}"));
+            }
+        }
+    }
+    out
+}
+
 /// Deterministic pseudo-noise in [-1, 1] for sample `i` of series `s`.
 fn noise(i: i64, s: u64) -> f64 {
     let mut x =
@@ -139,16 +160,34 @@ pub fn tick(i: i64, ts: i64) -> Vec<Vec<MetricPoint>> {
 /// Runs the demo: returns the count of (firing, resolved) events seen.
 pub async fn run(mut cfg: Config, rules: RuleSet, speed: f64) -> anyhow::Result<(usize, usize)> {
     let _local: Option<LocalNatsServer>;
-    match bus::connect(&cfg.nats).await {
-        Ok(_) => {
+    // A server where PrismWatch already runs is not the demo's: its processors would take the
+    // demo's points (dropping them as late, or alerting on them for real).
+    let busy = match bus::connect(&cfg.nats).await {
+        Ok(client) => {
+            let members = running_members(&jetstream::new(client)).await;
+            if members.is_empty() {
+                None
+            } else {
+                Some(members)
+            }
+        }
+        Err(e) => Some(vec![format!("no usable server ({e})")]),
+    };
+    match busy {
+        None => {
             println!("using the NATS server at {}", cfg.nats.url);
             _local = None;
         }
-        Err(e) => {
-            println!(
-                "no usable NATS server at {} ({e}); starting a local one",
-                cfg.nats.url
-            );
+        Some(why) => {
+            if why.iter().any(|w| w.starts_with("no usable server")) {
+                println!("{}: {}; starting a local one", cfg.nats.url, why.join(", "));
+            } else {
+                println!(
+                    "the NATS server at {} is in use by a running PrismWatch ({}): the demo starts a server of its own, so that its metrics and alerts stay out of yours",
+                    cfg.nats.url,
+                    why.join(", ")
+                );
+            }
             let server = LocalNatsServer::start()?;
             cfg.nats.url = server.url();
             println!("local nats-server with JetStream at {}", cfg.nats.url);
