@@ -780,6 +780,7 @@ fn point_through_series(
                 event: make_event(rule, &st.key, t, Scored::of(&p), eta),
             });
         }
+        slot.state.observe(rule, p.value);
         reschedule(timers, &st.key, st.source, slot, rule, p.ts, staleness);
     }
     st.last.set(&p);
@@ -895,6 +896,12 @@ fn make_event(
         .collect();
     labels.insert("metric".into(), series.name().to_string());
     labels.extend(rule.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let status = match t.kind {
+        TransitionKind::Pending => AlertStatus::Pending,
+        TransitionKind::Firing => AlertStatus::Firing,
+        TransitionKind::Resolved => AlertStatus::Resolved,
+        TransitionKind::Cancelled => AlertStatus::Cancelled,
+    };
     let ctx = TemplateCtx {
         series: &series,
         rule: &rule.name,
@@ -907,18 +914,27 @@ fn make_event(
         detector: explanation.and_then(|e| e.top).map(|d| d.name()),
         deviation: explanation.map(|e| e.deviation_sd).unwrap_or(zscore),
         eta,
+        status: status.token(),
+        peak: t.peak,
+        duration_ms: t.at - t.starts_at,
     };
+    // `<key>_resolved` / `<key>_cancelled` stand in for `<key>` when the alert ends so.
+    let ending = format!("_{}", status.token());
     let annotations = rule
         .annotations
         .iter()
-        .map(|(k, t)| (k.clone(), t.render(&ctx)))
+        .filter(|(k, _)| !k.ends_with("_resolved") && !k.ends_with("_cancelled"))
+        .map(|(k, tpl)| {
+            let by_status = format!("{k}{ending}");
+            let tpl = rule
+                .annotations
+                .iter()
+                .find(|(other, _)| *other == by_status)
+                .map(|(_, t)| t)
+                .unwrap_or(tpl);
+            (k.clone(), tpl.render(&ctx))
+        })
         .collect();
-    let status = match t.kind {
-        TransitionKind::Pending => AlertStatus::Pending,
-        TransitionKind::Firing => AlertStatus::Firing,
-        TransitionKind::Resolved => AlertStatus::Resolved,
-        TransitionKind::Cancelled => AlertStatus::Cancelled,
-    };
     let end_reason = match status {
         AlertStatus::Resolved | AlertStatus::Cancelled if t.stale => Some(EndReason::Stale),
         AlertStatus::Resolved | AlertStatus::Cancelled => Some(EndReason::Condition),

@@ -201,6 +201,11 @@ fn same_events_whatever_the_batching_and_sharding() {
 
 /// Writes a checkpoint of `p` and restores it into a fresh pipeline with `shards` shards.
 fn through_checkpoint(p: &Pipeline, shards: usize) -> Pipeline {
+    through_checkpoint_with(p, shards, rules(RULES))
+}
+
+/// [`through_checkpoint`] into a pipeline with `set`.
+fn through_checkpoint_with(p: &Pipeline, shards: usize, set: RuleSet) -> Pipeline {
     let header = checkpoint::CheckpointHeader {
         partition: 0,
         last_seq: 7,
@@ -222,7 +227,7 @@ fn through_checkpoint(p: &Pipeline, shards: usize) -> Pipeline {
     let (h, series) = checkpoint::decode_all(&bytes).unwrap();
     assert_eq!(h, header);
     assert_eq!(series.len(), p.series_count());
-    let mut q = Pipeline::new(&config(shards), &ingest(), rules(RULES));
+    let mut q = Pipeline::new(&config(shards), &ingest(), set);
     q.restore_header(h.pipeline);
     q.restore_series(series);
     q
@@ -516,4 +521,91 @@ pipeline:
 
     cfg.metric_operators[0].metric = "=~(".into();
     assert_eq!(cfg.problems()[0].0, "metric_operators[0].metric");
+}
+
+/// Annotations fit the status: `summary_resolved` / `summary_cancelled` replace `summary` when
+/// the alert ends so, with its duration and peak; the peak survives a checkpoint.
+#[test]
+fn the_text_fits_the_status_with_the_duration_and_the_peak() {
+    let r = rules(
+        r#"
+rules:
+  - name: delay_high
+    metric: delay_seconds
+    condition: value > 5
+    for: 2m
+    priority: P2
+    annotations:
+      summary: "{{ labels.exchange }} {{ value }} s behind ({{ status }})"
+      summary_resolved: "{{ labels.exchange }} back to {{ value }} s after {{ duration }}; worst {{ peak }} s"
+      summary_cancelled: "{{ labels.exchange }} lagged {{ duration }} only (worst {{ peak }} s)"
+"#,
+    );
+    // binance: 7, 6, 9 s ... for 4 minutes (fires), back to 1 s; okx: 8 s for 1 minute (cancelled).
+    let mut msgs = Vec::new();
+    for i in 0..12i64 {
+        let ts = T0 + i * 30 * SEC;
+        let b = match i {
+            2..=9 => [6.0, 9.0, 7.0][(i % 3) as usize],
+            _ => 1.0,
+        };
+        let o = if (2..4).contains(&i) { 8.0 } else { 1.0 };
+        msgs.push(msg("exchange.binance", ts, &[point("binance", ts, b)]));
+        msgs.push(msg("exchange.okx", ts, &[point("okx", ts, o)]));
+    }
+    let run = |cut: usize| {
+        let mut p = Pipeline::new(&config(1), &ingest(), r.clone());
+        let mut out: Vec<AlertEvent> = p
+            .process(&msgs[..cut])
+            .events
+            .into_iter()
+            .map(|e| e.event)
+            .collect();
+        let mut p = through_checkpoint_with(&p, 1, r.clone());
+        out.extend(p.process(&msgs[cut..]).events.into_iter().map(|e| e.event));
+        out
+    };
+    for cut in [msgs.len(), 13] {
+        let texts: Vec<(String, AlertStatus, String)> = run(cut)
+            .iter()
+            .map(|e| {
+                (
+                    e.labels["exchange"].clone(),
+                    e.status,
+                    e.annotations["summary"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                (
+                    "binance".into(),
+                    AlertStatus::Pending,
+                    "binance 7 s behind (pending)".into()
+                ),
+                (
+                    "okx".into(),
+                    AlertStatus::Pending,
+                    "okx 8 s behind (pending)".into()
+                ),
+                (
+                    "okx".into(),
+                    AlertStatus::Cancelled,
+                    "okx lagged 1m only (worst 8 s)".into()
+                ),
+                (
+                    "binance".into(),
+                    AlertStatus::Firing,
+                    "binance 7 s behind (firing)".into()
+                ),
+                (
+                    "binance".into(),
+                    AlertStatus::Resolved,
+                    "binance back to 1 s after 4m; worst 9 s".into()
+                ),
+            ],
+            "cut at {cut}"
+        );
+    }
 }

@@ -18,7 +18,7 @@ pub enum Phase {
     Firing,
 }
 
-/// State of one (series, rule) pair: 24 bytes.
+/// State of one (series, rule) pair: 40 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RuleState {
     pub phase: Phase,
@@ -26,6 +26,10 @@ pub struct RuleState {
     pub active_since: i64,
     /// While firing: when the condition became false (`i64::MIN` = it holds).
     pub false_since: i64,
+    /// While active: the most extreme value seen, in the condition's direction (the highest
+    /// for `>`, the lowest for `<`): what "peak" says when the alert ends.
+    #[serde(default)]
+    pub peak: Option<f64>,
 }
 
 impl Default for RuleState {
@@ -34,6 +38,7 @@ impl Default for RuleState {
             phase: Phase::Inactive,
             active_since: 0,
             false_since: i64::MIN,
+            peak: None,
         }
     }
 }
@@ -47,16 +52,31 @@ pub enum TransitionKind {
 }
 
 /// A lifecycle transition at event time `at`, of the alert that started at `starts_at`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Transition {
     pub kind: TransitionKind,
     pub at: i64,
     pub starts_at: i64,
     /// The alert ended because its series' data went stale, not because its condition went false.
     pub stale: bool,
+    /// The most extreme value while it was active (see [`RuleState::peak`]).
+    pub peak: Option<f64>,
 }
 
 impl RuleState {
+    /// Takes a point's value into the peak while the alert is active.
+    pub fn observe(&mut self, rule: &Rule, value: f64) {
+        if self.phase == Phase::Inactive || !value.is_finite() {
+            return;
+        }
+        let lower_is_worse = matches!(rule.condition.op, super::Op::Lt | super::Op::Le);
+        self.peak = Some(match self.peak {
+            None => value,
+            Some(p) if lower_is_worse => p.min(value),
+            Some(p) => p.max(value),
+        });
+    }
+
     pub fn is_active(&self) -> bool {
         self.phase != Phase::Inactive
     }
@@ -95,6 +115,7 @@ impl RuleState {
             return None;
         }
         let starts_at = self.active_since;
+        let peak = self.peak;
         let stale_at = last_ts.saturating_add(staleness_ms);
         match self.phase {
             // Data that goes stale exactly when `for` elapses never held for all of `for`.
@@ -105,6 +126,7 @@ impl RuleState {
                     at: due,
                     starts_at,
                     stale: true,
+                    peak,
                 })
             }
             Phase::Pending => {
@@ -115,6 +137,7 @@ impl RuleState {
                     at: due,
                     starts_at,
                     stale: false,
+                    peak,
                 })
             }
             Phase::Firing => {
@@ -125,6 +148,7 @@ impl RuleState {
                     at: due,
                     starts_at,
                     stale,
+                    peak,
                 })
             }
             Phase::Inactive => None,
@@ -137,6 +161,8 @@ impl RuleState {
             (Phase::Inactive, true) => {
                 self.active_since = ts;
                 self.false_since = i64::MIN;
+                self.peak = None;
+                let peak = None;
                 if rule.for_ms == 0 {
                     self.phase = Phase::Firing;
                     Some(Transition {
@@ -144,6 +170,7 @@ impl RuleState {
                         at: ts,
                         starts_at: ts,
                         stale: false,
+                        peak,
                     })
                 } else {
                     self.phase = Phase::Pending;
@@ -152,17 +179,19 @@ impl RuleState {
                         at: ts,
                         starts_at: ts,
                         stale: false,
+                        peak,
                     })
                 }
             }
             (Phase::Pending, false) => {
-                let starts_at = self.active_since;
+                let (starts_at, peak) = (self.active_since, self.peak);
                 *self = RuleState::default();
                 Some(Transition {
                     kind: TransitionKind::Cancelled,
                     at: ts,
                     starts_at,
                     stale: false,
+                    peak,
                 })
             }
             (Phase::Firing, true) => {
@@ -174,7 +203,7 @@ impl RuleState {
                     self.false_since = ts;
                 }
                 if ts - self.false_since >= rule.resolve_after_ms {
-                    let starts_at = self.active_since;
+                    let (starts_at, peak) = (self.active_since, self.peak);
                     let at = self.false_since + rule.resolve_after_ms;
                     *self = RuleState::default();
                     Some(Transition {
@@ -182,6 +211,7 @@ impl RuleState {
                         at,
                         starts_at,
                         stale: false,
+                        peak,
                     })
                 } else {
                     None

@@ -21,6 +21,9 @@ enum Part {
     Detector,
     Deviation,
     Eta,
+    Status,
+    Peak,
+    Duration,
     Label(String),
 }
 
@@ -46,6 +49,12 @@ pub struct TemplateCtx<'a> {
     pub deviation: f64,
     /// Predicted time until the threshold is crossed (mean, ±), in ms.
     pub eta: Option<(i64, i64)>,
+    /// The event's status: `pending`, `firing`, `resolved`, `cancelled`.
+    pub status: &'a str,
+    /// The most extreme value while the alert was active (the value itself when none yet).
+    pub peak: Option<f64>,
+    /// How long the alert has been active (event time), in ms.
+    pub duration_ms: i64,
 }
 
 impl Template {
@@ -74,6 +83,9 @@ impl Template {
                 "detector" => Part::Detector,
                 "deviation" => Part::Deviation,
                 "eta" => Part::Eta,
+                "status" => Part::Status,
+                "peak" => Part::Peak,
+                "duration" => Part::Duration,
                 _ => match name.strip_prefix("labels.") {
                     Some(label) if !label.is_empty() => Part::Label(label.to_string()),
                     _ => {
@@ -113,11 +125,16 @@ impl Template {
                 ),
                 Part::Detector => out.push_str(ctx.detector.unwrap_or("none")),
                 Part::Deviation => out.push_str(&format!("{:.1}", ctx.deviation)),
-                Part::Eta => out.push_str(
-                    &ctx.eta
-                        .map(|(m, pm)| format!("{} ± {}", fmt_duration_ms(m), fmt_duration_ms(pm)))
-                        .unwrap_or_else(|| "n/a".into()),
-                ),
+                // "in 4h54m ± 1h29m"; "now" when the value is there already (or no trend says
+                // when).
+                Part::Eta => out.push_str(&match ctx.eta {
+                    Some((m, _)) if m <= 0 => "now".to_string(),
+                    Some((m, pm)) => format!("in {} ± {}", fmt_duration_ms(m), fmt_duration_ms(pm)),
+                    None => "now".to_string(),
+                }),
+                Part::Status => out.push_str(ctx.status),
+                Part::Peak => out.push_str(&fmt_value(ctx.peak.unwrap_or(ctx.value))),
+                Part::Duration => out.push_str(&fmt_duration_ms(ctx.duration_ms)),
                 Part::Label(l) => out.push_str(ctx.series.label(l).unwrap_or("")),
             }
         }
@@ -169,18 +186,27 @@ mod tests {
             detector: Some("seasonal"),
             deviation: 4.2,
             eta: Some((13_200_000, 1_500_000)),
+            status: "firing",
+            peak: Some(9.5),
+            duration_ms: 420_000,
         };
         assert_eq!(
             t.render(&ctx),
             "binance delay 7.25s > 5s (delay_seconds, md_delay) ."
         );
         let t2 =
-            Template::compile("{{expected}} [{{ band }}] {{detector}} {{deviation}} in {{ eta }}")
+            Template::compile("{{expected}} [{{ band }}] {{detector}} {{deviation}} {{ eta }}")
                 .unwrap();
         assert_eq!(
             t2.render(&ctx),
             "1 [0.5 .. 1.5] seasonal 4.2 in 3h40m ± 25m"
         );
+        let t3 = Template::compile("{{ status }} for {{ duration }}, peak {{ peak }}, {{ eta }}")
+            .unwrap();
+        assert_eq!(t3.render(&ctx), "firing for 7m, peak 9.5, in 3h40m ± 25m");
+        // No "n/a": a value already past the threshold (or no trend) is "now".
+        let now = TemplateCtx { eta: None, ..ctx };
+        assert_eq!(t3.render(&now), "firing for 7m, peak 9.5, now");
         assert!(Template::compile("{{ valu }}").is_err());
         assert!(Template::compile("{{ value").is_err());
         assert_eq!(fmt_value(91.23456), "91.235");
