@@ -162,6 +162,7 @@ enum Command {
         /// P1..P4.
         #[arg(long, short = 'p')]
         priority: Option<String>,
+        /// Only this rule's alerts.
         #[arg(long, short = 'r')]
         rule: Option<String>,
         /// Only acknowledged (true) or unacknowledged (false) alerts.
@@ -296,7 +297,9 @@ enum SilenceCommand {
     /// List active and pending silences (with --expired, expired ones too), those having every
     /// given matcher.
     Query {
+        /// Only silences having each of these matchers (name=value, ...).
         matchers: Vec<String>,
+        /// Include the expired silences.
         #[arg(long)]
         expired: bool,
         /// Only the ids.

@@ -609,3 +609,34 @@ rules:
         );
     }
 }
+
+/// One message with three different bad points: each is counted under its own reason.
+#[test]
+fn each_bad_point_is_counted_under_its_own_reason() {
+    let mut p = Pipeline::new(&config(1), &ingest(), rules(RULES));
+    let mut bad_name = point("binance", T0, 1.0);
+    bad_name.name = "bad name".into();
+    let mut future = point("binance", T0 + 3_600_000, 1.0);
+    future.name = "delay_seconds".into();
+    let mut bad_label = point("binance", T0, 1.0);
+    bad_label.labels.insert("bad-label".into(), "x".into());
+    let out = p.process(&[msg(
+        "exchange.binance",
+        T0,
+        &[bad_name, future, bad_label, point("binance", T0, 1.0)],
+    )]);
+    let mut reasons: Vec<(&str, usize)> = out
+        .rejects
+        .iter()
+        .map(|r| (r.reason.as_str(), r.points))
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            ("future_timestamp", 1),
+            ("invalid_label", 1),
+            ("invalid_name", 1)
+        ]
+    );
+}

@@ -92,3 +92,43 @@ pub async fn follow(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_shows_every_label_and_the_zone() {
+        let e = AlertEvent {
+            id: "f-1".into(),
+            fingerprint: "f".into(),
+            rule: "memory_high".into(),
+            priority: crate::model::Priority::P2,
+            status: AlertStatus::Resolved,
+            labels: [
+                ("service", "api-gateway"),
+                ("team", "platform"),
+                ("metric", "memory_usage_percent"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            annotations: [(
+                "summary".to_string(),
+                "Memory back to 57.6% on api-gateway after 7m; peak 91%".to_string(),
+            )]
+            .into_iter()
+            .collect(),
+            value: 57.579,
+            score: 0.0,
+            starts_at: 1_764_410_400_000,
+            ends_at: Some(1_764_410_820_000),
+            end_reason: None,
+            event_time: 1_764_410_820_000,
+        };
+        assert_eq!(
+            format_event(&e),
+            "2025-11-29 10:07:00 UTC RESOLVED  P2 memory_high              value=57.579   {metric=memory_usage_percent,service=api-gateway,team=platform} Memory back to 57.6% on api-gateway after 7m; peak 91% after 7m00s"
+        );
+    }
+}
