@@ -278,9 +278,8 @@ fn every_flag_is_described() {
             // "  -x, --flag <V>  Description": a flag line with text after the flag itself.
             let described = l
                 .trim()
-                .splitn(2, "  ")
-                .nth(1)
-                .is_some_and(|d| !d.trim().is_empty());
+                .split_once("  ")
+                .is_some_and(|(_, d)| !d.trim().is_empty());
             let continued = help
                 .lines()
                 .skip_while(|x| *x != l)
