@@ -52,6 +52,9 @@ enum Command {
     /// HTTP listener. Any number of processes may run: they share the partitions of the metrics
     /// stream, and one alert manager is active while the others stand by. SIGHUP reloads the
     /// rules and routes.
+    #[command(
+        after_help = "Examples:\n  prismwatch run\n  prismwatch run --only processor        # scale-out: more processors share the partitions\n  prismwatch --config /etc/prismwatch/prismwatch.yaml run --only manager --only notify"
+    )]
     Run {
         /// Run only these components (repeatable); default: all of them.
         #[arg(long, value_enum)]
@@ -152,6 +155,9 @@ enum Command {
         api: ApiArgs,
     },
     /// List alerts, most urgent first (active ones unless --status says otherwise).
+    #[command(
+        after_help = "Examples:\n  prismwatch alerts -p p1\n  prismwatch alerts --all exchange=binance 'alertname=~disk.*'\n  prismwatch alerts --json --acknowledged false | jq '.alerts[].id'"
+    )]
     Alerts {
         /// active (default), all, pending, firing, resolved or cancelled.
         #[arg(long)]
@@ -197,6 +203,9 @@ enum Command {
         speed: f64,
     },
     /// Replay PRISM_METRICS through fresh pipelines and write the alert events they give (JSON lines).
+    #[command(
+        after_help = "Examples:\n  prismwatch replay --output events.jsonl\n  prismwatch replay --from-seq 1000 --to-seq 5000 | jq .rule"
+    )]
     Replay {
         /// First sequence of PRISM_METRICS to replay (`nats stream info PRISM_METRICS` shows
         /// the range).
@@ -279,6 +288,9 @@ impl ApiArgs {
 enum SilenceCommand {
     /// Silence the alerts matching every matcher (name=value, name!=value, name=~regex,
     /// name!~regex); prints the new silence's id.
+    #[command(
+        after_help = "Examples:\n  prismwatch silence add exchange=okx -d 2h -m 'okx maintenance'\n  prismwatch silence add 'alertname=~disk.*' service=storage --start 2026-11-29T22:00:00Z --end 2026-11-29T23:00:00Z -m swap"
+    )]
     Add {
         #[arg(required = true)]
         matchers: Vec<String>,

@@ -273,6 +273,7 @@ pub async fn run(
         status: status.clone(),
         rule_counts: Arc::default(),
     });
+    let nats = ctx.js.client();
     let stats_task = tokio::spawn(rulestats::publish(
         ctx.js.clone(),
         member.clone(),
@@ -339,7 +340,9 @@ pub async fn run(
     // Shutdown: every partition finishes and checkpoints (they saw `stop` too) while its lease
     // is still renewed; then the lease is released so another member takes over at once. Each
     // step is bounded: with NATS gone, shutdown must not wait for it.
-    let deadline = Instant::now() + Duration::from_secs(8);
+    // With NATS away there is nothing to finish (no publish or ack can complete): a short wait.
+    let connected = nats.connection_state() == async_nats::connection::State::Connected;
+    let deadline = Instant::now() + Duration::from_secs(if connected { 8 } else { 5 });
     let step = |d: Duration| d.min(deadline.saturating_duration_since(Instant::now()));
     while !owned.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(step(Duration::from_millis(200))).await;
@@ -372,7 +375,7 @@ pub async fn run(
         tracing::warn!(partition = p, "partition did not stop in time");
     }
     let _ = tokio::time::timeout(Duration::from_millis(500), leases.leave()).await;
-    // The last counts (the task stores them once more on stop, bounded by its own timeout).
-    let _ = tokio::time::timeout(Duration::from_secs(3), stats_task).await;
+    // The last counts (stored once more on stop within half a second; not with NATS away).
+    let _ = tokio::time::timeout(Duration::from_secs(1), stats_task).await;
     Ok(())
 }

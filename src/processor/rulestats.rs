@@ -67,17 +67,26 @@ pub async fn publish(
             _ = tokio::time::sleep(EVERY) => false,
         };
         let now = counts.snapshot();
-        if now != last {
+        // Never holds up a shutdown: with NATS away, the last counts are simply not stored.
+        let connected = js.client().connection_state() == async_nats::connection::State::Connected;
+        let wait = if stopping {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(2)
+        };
+        if now != last && connected {
             if store.is_none() {
-                store = bucket(&js)
+                store = tokio::time::timeout(wait, bucket(&js))
                     .await
-                    .map_err(|e| tracing::debug!(error = %e, "rule stats"))
-                    .ok();
+                    .ok()
+                    .and_then(|r| {
+                        r.map_err(|e| tracing::debug!(error = %e, "rule stats"))
+                            .ok()
+                    });
             }
             if let Some(kv) = &store {
                 let body = serde_json::to_vec(&now).expect("serialises");
-                let put =
-                    tokio::time::timeout(Duration::from_secs(2), kv.put(&member, body.into()));
+                let put = tokio::time::timeout(wait, kv.put(&member, body.into()));
                 if matches!(put.await, Ok(Ok(_))) {
                     last = now;
                 }
