@@ -179,7 +179,7 @@ async fn status(State(s): State<ApiState>, h: HeaderMap) -> Result<Json<Value>, 
     path = "/api/v2/receivers",
     tag = "alertmanager",
     summary = "Alertmanager v2: receivers",
-    responses((status = 200, description = "The receivers", body = Vec<super::openapi::Receiver>))
+    responses((status = 200, description = "The receivers", body = Vec<super::schema::Receiver>))
 )]
 async fn receivers(State(s): State<ApiState>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
     s.auth.check_basic(&h, Role::Viewer)?;
@@ -223,8 +223,8 @@ fn gettable(a: &ManagedAlert, receivers: Vec<String>, now: i64, timeout_ms: i64)
     path = "/api/v2/alerts",
     tag = "alertmanager",
     summary = "Alertmanager v2: firing alerts",
-    params(super::openapi::V2AlertQuery),
-    responses((status = 200, description = "gettableAlerts", body = Vec<super::openapi::GettableAlert>))
+    params(super::schema::V2AlertQuery),
+    responses((status = 200, description = "gettableAlerts", body = Vec<super::schema::GettableAlert>))
 )]
 async fn list_alerts(
     State(s): State<ApiState>,
@@ -395,8 +395,8 @@ fn gettable_silence(x: &Silence, now: i64) -> Value {
     path = "/api/v2/silences",
     tag = "alertmanager",
     summary = "Alertmanager v2: silences",
-    params(super::openapi::V2SilenceQuery),
-    responses((status = 200, description = "gettableSilences", body = Vec<super::openapi::GettableSilence>))
+    params(super::schema::V2SilenceQuery),
+    responses((status = 200, description = "gettableSilences", body = Vec<super::schema::GettableSilence>))
 )]
 async fn list_silences(
     State(s): State<ApiState>,
@@ -429,7 +429,7 @@ async fn list_silences(
     tag = "alertmanager",
     summary = "Alertmanager v2: one silence",
     params(("id" = String, Path, description = "Silence id")),
-    responses((status = 200, description = "gettableSilence", body = super::openapi::GettableSilence))
+    responses((status = 200, description = "gettableSilence", body = super::schema::GettableSilence))
 )]
 async fn get_silence(
     State(s): State<ApiState>,
@@ -461,7 +461,7 @@ pub(super) struct PostableSilence {
     tag = "alertmanager",
     summary = "Alertmanager v2: create or replace a silence (operator)",
     request_body = PostableSilence,
-    responses((status = 200, description = "The silence id", body = super::openapi::SilenceCreated))
+    responses((status = 200, description = "The silence id", body = super::schema::SilenceCreated))
 )]
 async fn post_silence(
     State(s): State<ApiState>,

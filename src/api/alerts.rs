@@ -101,7 +101,7 @@ fn filter_alerts<'a>(
     tag = "alerts",
     summary = "Alerts, most urgent first, filtered and paged",
     params(AlertFilter),
-    responses((status = 200, description = "A page of alerts", body = super::openapi::AlertPage))
+    responses((status = 200, description = "A page of alerts", body = super::schema::AlertPage))
 )]
 async fn list_alerts(
     State(s): State<ApiState>,
@@ -180,7 +180,7 @@ pub(super) struct AckBody {
     summary = "Acknowledge an alert (operator)",
     params(("id" = String, Path, description = "Alert id, or fingerprint (its latest episode)")),
     request_body = Option<AckBody>,
-    responses((status = 200, description = "Acknowledged", body = super::openapi::CommandAnswer))
+    responses((status = 200, description = "Acknowledged", body = super::schema::CommandAnswer))
 )]
 async fn ack(
     State(s): State<ApiState>,
@@ -214,7 +214,7 @@ async fn ack(
     tag = "alerts",
     summary = "Withdraw an acknowledgement (operator)",
     params(("id" = String, Path, description = "Alert id, or fingerprint (its latest episode)")),
-    responses((status = 200, description = "Un-acknowledged", body = super::openapi::CommandAnswer))
+    responses((status = 200, description = "Un-acknowledged", body = super::schema::CommandAnswer))
 )]
 async fn unack(
     State(s): State<ApiState>,
@@ -239,7 +239,7 @@ pub(super) struct ResolveBody {
     summary = "Resolve an external alert by hand (operator; rule alerts resolve by their condition)",
     params(("id" = String, Path, description = "Alert id, or fingerprint (its latest episode)")),
     request_body = Option<ResolveBody>,
-    responses((status = 200, description = "Resolved", body = super::openapi::CommandAnswer))
+    responses((status = 200, description = "Resolved", body = super::schema::CommandAnswer))
 )]
 async fn resolve(
     State(s): State<ApiState>,

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use axum::http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::config::{ApiConfig, Role};
 use super::error::ApiError;
@@ -26,7 +26,7 @@ pub struct Principal {
 pub struct Auth {
     keys: Vec<(String, Role, String)>,
     /// Keys made through the API (`PRISM_API_KEYS`), by name: only their SHA-256.
-    stored: RwLock<std::collections::BTreeMap<String, super::keys::StoredKey>>,
+    stored: RwLock<std::collections::BTreeMap<String, StoredKey>>,
     hs256: Option<DecodingKey>,
     jwks: Option<Jwks>,
     issuer: Option<String>,
@@ -95,6 +95,26 @@ struct Claims {
     role: Role,
 }
 
+/// An API key made through the API, as stored in `PRISM_API_KEYS`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredKey {
+    pub name: String,
+    pub role: Role,
+    /// Hex SHA-256 of the key.
+    pub sha256: String,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// The SHA-256 of a key, hex.
+pub fn digest(key: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The password of a basic-auth credential (`base64(user:password)`).
 fn basic_password(b64: &str) -> Option<String> {
     use base64::Engine;
@@ -158,7 +178,7 @@ impl Auth {
     }
 
     /// The keys made through the API.
-    pub fn stored_keys(&self) -> Vec<super::keys::StoredKey> {
+    pub fn stored_keys(&self) -> Vec<StoredKey> {
         self.stored
             .read()
             .expect("keys lock")
@@ -167,7 +187,7 @@ impl Auth {
             .collect()
     }
 
-    pub fn put_stored_key(&self, k: super::keys::StoredKey) {
+    pub fn put_stored_key(&self, k: StoredKey) {
         self.stored
             .write()
             .expect("keys lock")
@@ -352,7 +372,7 @@ impl Auth {
         // Keys made through the API: compared by their SHA-256 (the secret is not stored).
         let stored = self.stored.read().expect("keys lock");
         if !stored.is_empty() {
-            let d = super::keys::digest(token);
+            let d = digest(token);
             if let Some(k) = stored
                 .values()
                 .find(|k| same(k.sha256.as_bytes(), d.as_bytes()))

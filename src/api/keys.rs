@@ -13,12 +13,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::Auth;
+use super::auth::{digest, Auth, StoredKey};
 use super::error::{ApiError, JsonBody};
 use super::{ApiState, Role};
 use crate::subjects;
@@ -28,25 +27,6 @@ pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/api/v1/keys", get(list).post(create))
         .route("/api/v1/keys/{name}", delete(remove))
-}
-
-/// A key as stored: who it is, its role, the SHA-256 of its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredKey {
-    pub name: String,
-    pub role: Role,
-    /// Hex SHA-256 of the key.
-    pub sha256: String,
-    pub created_by: String,
-    pub created_at: i64,
-}
-
-/// The SHA-256 of a key, hex.
-pub fn digest(key: &str) -> String {
-    sha2::Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 async fn bucket(js: &jetstream::Context) -> Result<kv::Store, String> {

@@ -16,6 +16,7 @@ mod keys;
 mod limit;
 pub mod openapi;
 mod rules;
+mod schema;
 mod series;
 mod silences;
 
@@ -187,7 +188,7 @@ impl ApiState {
     }
 }
 
-pub fn router(state: ApiState, cfg: &ApiConfig) -> Router {
+pub fn router(state: ApiState, cfg: &ApiConfig, http: &crate::app::http::HttpConfig) -> Router {
     let limiter = limit::Limiter::new(
         cfg.rate_limit_per_second,
         cfg.rate_limit_burst,
@@ -218,7 +219,8 @@ pub fn router(state: ApiState, cfg: &ApiConfig) -> Router {
         }
         None => routes,
     };
-    routes.with_state(state)
+    // Outermost: a browser's preflight is answered before any limit counts it.
+    with_limits(routes, http).with_state(state)
 }
 
 #[utoipa::path(
@@ -246,9 +248,54 @@ async fn status(State(s): State<ApiState>, h: HeaderMap) -> Result<Json<Value>, 
     path = "/api/v1/reload",
     tag = "rules",
     summary = "Reload rules and routes in every process (admin)",
-    responses((status = 200, description = "Reloaded", body = openapi::CommandAnswer))
+    responses((status = 200, description = "Reloaded", body = schema::CommandAnswer))
 )]
 async fn reload(State(s): State<ApiState>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
     let who = s.auth.check(&h, Role::Admin)?;
     s.command(&who, CommandBody::RulesReload).await
+}
+
+/// The time limit on every API request, then CORS when configured.
+fn with_limits(router: Router<ApiState>, cfg: &crate::app::http::HttpConfig) -> Router<ApiState> {
+    use axum::response::IntoResponse;
+    let limit = Duration::from_millis(cfg.request_timeout_ms);
+    let router = router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            match tokio::time::timeout(limit, next.run(req)).await {
+                Ok(r) => r,
+                Err(_) => ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "timeout",
+                    format!(
+                        "no answer within {} ms (http.request_timeout_ms)",
+                        limit.as_millis()
+                    ),
+                )
+                .into_response(),
+            }
+        },
+    ));
+    if cfg.cors_allowed_origins.is_empty() {
+        return router;
+    }
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<axum::http::HeaderValue> = cfg
+        .cors_allowed_origins
+        .iter()
+        .filter_map(|o| o.parse().ok())
+        .collect();
+    router.layer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([
+                axum::http::Method::GET,
+                axum::http::Method::POST,
+                axum::http::Method::DELETE,
+            ])
+            .allow_headers([
+                axum::http::header::AUTHORIZATION,
+                axum::http::header::CONTENT_TYPE,
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }

@@ -108,7 +108,7 @@ fn active_by_rule(s: &ApiState) -> Result<BTreeMap<String, (u64, u64)>, ApiError
     path = "/api/v1/rules",
     tag = "rules",
     summary = "Rules as loaded, with their numbers (evaluations, firings, last fired, pending and firing now)",
-    responses((status = 200, description = "The rules", body = super::openapi::RuleList))
+    responses((status = 200, description = "The rules", body = super::schema::RuleList))
 )]
 async fn list_rules(State(s): State<ApiState>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
     s.auth.check(&h, Role::Viewer)?;
@@ -141,7 +141,7 @@ async fn list_rules(State(s): State<ApiState>, h: HeaderMap) -> Result<Json<Valu
     tag = "rules",
     summary = "One rule with its numbers",
     params(("name" = String, Path, description = "Rule name")),
-    responses((status = 200, description = "The rule", body = super::openapi::RuleView))
+    responses((status = 200, description = "The rule", body = super::schema::RuleView))
 )]
 async fn get_rule(
     State(s): State<ApiState>,

@@ -27,7 +27,7 @@ pub fn router() -> Router<ApiState> {
     path = "/api/v1/silences",
     tag = "silences",
     summary = "Every silence with its state",
-    responses((status = 200, description = "The silences", body = super::openapi::SilenceList))
+    responses((status = 200, description = "The silences", body = super::schema::SilenceList))
 )]
 async fn list_silences(State(s): State<ApiState>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
     s.auth.check(&h, Role::Viewer)?;
@@ -54,7 +54,7 @@ async fn list_silences(State(s): State<ApiState>, h: HeaderMap) -> Result<Json<V
     tag = "silences",
     summary = "One silence",
     params(("id" = String, Path, description = "Silence id")),
-    responses((status = 200, description = "The silence", body = super::openapi::SilenceView))
+    responses((status = 200, description = "The silence", body = super::schema::SilenceView))
 )]
 async fn get_silence(
     State(s): State<ApiState>,
@@ -92,7 +92,7 @@ pub(super) struct SilenceBody {
     tag = "silences",
     summary = "Create a silence (operator)",
     request_body = SilenceBody,
-    responses((status = 200, description = "Created: result.silence_id", body = super::openapi::CommandAnswer))
+    responses((status = 200, description = "Created: result.silence_id", body = super::schema::CommandAnswer))
 )]
 async fn create_silence(
     State(s): State<ApiState>,
@@ -141,7 +141,7 @@ async fn create_silence(
     tag = "silences",
     summary = "Expire a silence (operator)",
     params(("id" = String, Path, description = "Silence id")),
-    responses((status = 200, description = "Expired", body = super::openapi::CommandAnswer))
+    responses((status = 200, description = "Expired", body = super::schema::CommandAnswer))
 )]
 async fn expire_silence(
     State(s): State<ApiState>,

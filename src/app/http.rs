@@ -1,7 +1,6 @@
 //! The process's HTTP listener: `/healthz` (alive), `/readyz` (doing its work), `/metrics`
 //! (Prometheus). The API adds its routes to the same [`router`]. Plain HTTP, or TLS (rustls)
-//! from certificate and key files read again when they change; a time limit on every request;
-//! CORS only for the origins configured.
+//! from certificate and key files read again when they change.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -79,14 +78,18 @@ impl HttpConfig {
     }
 }
 
+/// A check of a request's headers: `Some(answer)` refuses it.
+pub type MetricsGuard = Arc<dyn Fn(&axum::http::HeaderMap) -> Option<Response> + Send + Sync>;
+
 #[derive(Clone)]
 pub struct HttpState {
     pub status: StatusHandle,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// `/readyz` fails while a partition lags more than this.
     pub ready_max_lag: u64,
-    /// `/metrics` needs a viewer credential when the API has credentials configured.
-    pub auth: Option<Arc<crate::api::auth::Auth>>,
+    /// Checks a `/metrics` request's credentials: the refusal to send, if any (the API's
+    /// viewer check, once the API has credentials).
+    pub metrics_guard: Option<MetricsGuard>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -95,47 +98,6 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
-}
-
-/// The layers every route gets: the time limit, then CORS when configured.
-pub fn with_limits(router: Router, cfg: &HttpConfig) -> Router {
-    let limit = Duration::from_millis(cfg.request_timeout_ms);
-    let router = router.layer(axum::middleware::from_fn(
-        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
-            match tokio::time::timeout(limit, next.run(req)).await {
-                Ok(r) => r,
-                Err(_) => crate::api::error::ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "timeout",
-                    format!(
-                        "no answer within {} ms (http.request_timeout_ms)",
-                        limit.as_millis()
-                    ),
-                )
-                .into_response(),
-            }
-        },
-    ));
-    if cfg.cors_allowed_origins.is_empty() {
-        return router;
-    }
-    use tower_http::cors::{AllowOrigin, CorsLayer};
-    let origins: Vec<axum::http::HeaderValue> = cfg
-        .cors_allowed_origins
-        .iter()
-        .filter_map(|o| o.parse().ok())
-        .collect();
-    router.layer(
-        CorsLayer::new()
-            .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([
-                axum::http::Method::GET,
-                axum::http::Method::POST,
-                axum::http::Method::DELETE,
-            ])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-            .max_age(Duration::from_secs(600)),
-    )
 }
 
 /// Serves `router` on `listener` until `stop`: HTTPS when `tls` is given (the files are read
@@ -258,10 +220,8 @@ async fn readyz(State(s): State<HttpState>) -> Response {
 }
 
 async fn metrics(State(s): State<HttpState>, h: axum::http::HeaderMap) -> Response {
-    if let Some(auth) = &s.auth {
-        if let Err(e) = auth.check(&h, crate::api::Role::Viewer) {
-            return e.into_response();
-        }
+    if let Some(refusal) = s.metrics_guard.as_ref().and_then(|g| g(&h)) {
+        return refusal;
     }
     crate::telemetry::collect_process();
     s.metrics.run_upkeep();

@@ -134,10 +134,18 @@ pub async fn run_from(
             status: status.clone(),
             metrics,
             ready_max_lag: cfg.processor.ready_max_lag,
-            auth: cfg.api.has_credentials().then(|| api.auth()),
+            metrics_guard: cfg.api.has_credentials().then(|| {
+                let auth = api.auth();
+                let guard: http::MetricsGuard = std::sync::Arc::new(move |h| {
+                    use axum::response::IntoResponse;
+                    auth.check(h, crate::api::Role::Viewer)
+                        .err()
+                        .map(IntoResponse::into_response)
+                });
+                guard
+            }),
         })
-        .merge(crate::api::router(api.clone(), &cfg.api));
-        let router = http::with_limits(router, &cfg.http);
+        .merge(crate::api::router(api.clone(), &cfg.api, &cfg.http));
         // A broken certificate is an error now, not at the first connection.
         if let Some(files) = &cfg.http.tls {
             http::tls_config(files).await?;

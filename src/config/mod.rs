@@ -19,6 +19,7 @@ use crate::rules::RulesConfig;
 use crate::telemetry::TelemetryConfig;
 
 pub mod builtin;
+pub mod cli;
 pub mod secret;
 pub mod yaml;
 
@@ -53,7 +54,7 @@ pub struct Config {
     /// Who may call the API (`/api/v1`), with which role.
     pub api: ApiConfig,
     /// How the command line (`alerts`, `ack`, `silence`, ...) reaches the API.
-    pub cli: crate::tools::manage::CliConfig,
+    pub cli: cli::CliConfig,
     /// Logs.
     pub telemetry: TelemetryConfig,
 }
