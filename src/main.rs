@@ -204,9 +204,18 @@ enum Command {
     },
     /// Replay PRISM_METRICS through fresh pipelines and write the alert events they give (JSON lines).
     #[command(
-        after_help = "Examples:\n  prismwatch replay --output events.jsonl\n  prismwatch replay --from-seq 1000 --to-seq 5000 | jq .rule"
+        after_help = "Examples:\n  prismwatch replay --output events.jsonl\n  prismwatch replay --since 24h --config candidate.yaml | jq .rule\n  prismwatch replay --from 2026-11-20T00:00:00Z --to 2026-11-21T00:00:00Z\n  prismwatch replay --from-seq 1000 --to-seq 5000"
     )]
     Replay {
+        /// Only the messages stored in the last this long (e.g. 24h, 7d); instead of --from.
+        #[arg(long, conflicts_with_all = ["from", "from_seq"])]
+        since: Option<String>,
+        /// Only the messages stored at or after this time (RFC 3339, e.g. 2026-11-20T00:00:00Z).
+        #[arg(long, conflicts_with = "from_seq")]
+        from: Option<String>,
+        /// Only the messages stored at or before this time (RFC 3339).
+        #[arg(long, conflicts_with = "to_seq")]
+        to: Option<String>,
         /// First sequence of PRISM_METRICS to replay (`nats stream info PRISM_METRICS` shows
         /// the range).
         #[arg(long, default_value_t = 1)]
@@ -666,11 +675,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo { speed } => demo::run(cfg, rules, speed).await.map(|_| ()),
         Command::Replay {
+            since,
+            from,
+            to,
             from_seq,
             to_seq,
             output,
         } => {
             let js = jetstream::new(bus::connect(&cfg.nats).await?);
+            let time = |field: &str, v: &str| {
+                publish::parse_timestamp(v, publish::TimestampUnit::Ms)
+                    .map_err(|e| anyhow::anyhow!("--{field}: {e}"))
+            };
+            let from_ms = match (&since, &from) {
+                (Some(d), _) => Some(
+                    clock::now_ms()
+                        - humantime::parse_duration(d)
+                            .map_err(|e| anyhow::anyhow!("--since {d:?}: {e} (e.g. 24h, 7d)"))?
+                            .as_millis() as i64,
+                ),
+                (None, Some(f)) => Some(time("from", f)?),
+                (None, None) => None,
+            };
+            let to_ms = to.as_deref().map(|t| time("to", t)).transpose()?;
+            let (from_seq, to_seq) = if from_ms.is_some() || to_ms.is_some() {
+                let (f, t) = replay::seq_range_of_times(&js, &cfg, from_ms, to_ms).await?;
+                (f, t.or(to_seq))
+            } else {
+                (from_seq, to_seq)
+            };
             let mut lines = String::new();
             let n = replay::replay_range(&js, &cfg, &rules, from_seq, to_seq, |events, _| {
                 for e in events {

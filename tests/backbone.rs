@@ -168,3 +168,86 @@ async fn replaying_the_stream_twice_gives_identical_sequences() {
         .to_string();
     assert!(err.contains("empty range"), "{err}");
 }
+
+/// A time range of the stream is the range of sequences stored in it: `--from` starts at the
+/// first message stored at or after it, `--to` ends at the last stored at or before it, and a
+/// replay by time gives exactly the replay of those sequences.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_by_store_time_covers_exactly_the_messages_stored_then() {
+    let (_srv, cfg, js) = fresh().await;
+    let points = scenario();
+    let (first, second) = points.split_at(points.len() / 2);
+    publish(&js, first, 3).await;
+    let last_of_first = js
+        .get_stream("PRISM_METRICS")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence;
+    // Every first-half message is stored (acked) before `mid`; the second half after.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mid = prismwatch::tools::clock::now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    publish(&js, second, 3).await;
+
+    let (from, to) = replay::seq_range_of_times(&js, &cfg, Some(mid), None)
+        .await
+        .unwrap();
+    assert_eq!((from, to), (last_of_first + 1, None));
+    let (from, to) = replay::seq_range_of_times(&js, &cfg, None, Some(mid))
+        .await
+        .unwrap();
+    assert_eq!((from, to), (1, Some(last_of_first)));
+    let after = prismwatch::tools::clock::now_ms() + 60_000;
+    let err = replay::seq_range_of_times(&js, &cfg, Some(after), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("empty range: no message stored at or after"),
+        "{err}"
+    );
+
+    // The CLI: the events of the second half, as by sequence.
+    let url = _srv.url();
+    let from_time = time::OffsetDateTime::from_unix_timestamp_nanos(mid as i128 * 1_000_000)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let run = |args: Vec<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_prismwatch"))
+                .arg("replay")
+                .args(&args)
+                .env("PRISMWATCH__NATS__URL", url)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let (by_time, said) = run(vec!["--from".into(), from_time]).await.unwrap();
+    let (by_seq, _) = run(vec!["--from-seq".into(), (last_of_first + 1).to_string()])
+        .await
+        .unwrap();
+    assert_eq!(by_time, by_seq);
+    assert!(
+        said.contains(&format!("replayed {} messages", second.len().div_ceil(3))),
+        "{said}"
+    );
+    let (recent, _) = run(vec!["--since".into(), "1h".into()]).await.unwrap();
+    let (all, _) = run(vec![]).await.unwrap();
+    assert_eq!(recent, all);
+}

@@ -25,6 +25,55 @@ pub struct Replayed {
     pub events: u64,
 }
 
+/// The stream sequences a time range of `PRISM_METRICS` covers (store times, ms since the
+/// epoch): the first message stored at or after `from`, and the last stored at or before `to`
+/// (`None`: to the stream's end). JetStream finds both (start-by-time consumers).
+pub async fn seq_range_of_times(
+    js: &jetstream::Context,
+    cfg: &Config,
+    from: Option<i64>,
+    to: Option<i64>,
+) -> anyhow::Result<(u64, Option<u64>)> {
+    let stream = js.get_stream(&cfg.streams.metrics.name).await?;
+    // The sequence of the first message stored at or after `t`, if any.
+    let first_at = |t: i64| {
+        let stream = stream.clone();
+        async move {
+            let start = time::OffsetDateTime::from_unix_timestamp_nanos(t as i128 * 1_000_000)
+                .map_err(|e| anyhow::anyhow!("time {t}: {e}"))?;
+            let c = stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: start },
+                    ..Default::default()
+                })
+                .await?;
+            let pending = c.cached_info().num_pending;
+            if pending == 0 {
+                return Ok::<Option<u64>, anyhow::Error>(None);
+            }
+            let mut messages = c.messages().await?;
+            match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
+                Ok(Some(Ok(m))) => Ok(m.info().ok().map(|i| i.stream_sequence)),
+                _ => Ok(None),
+            }
+        }
+    };
+    let from_seq = match from {
+        None => 1,
+        Some(t) => first_at(t).await?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "empty range: no message stored at or after {}",
+                crate::tools::tail::format_ms(t) + " UTC"
+            )
+        })?,
+    };
+    let to_seq = match to {
+        None => None,
+        Some(t) => first_at(t + 1).await?.map(|s| s.saturating_sub(1)),
+    };
+    Ok((from_seq, to_seq))
+}
+
 /// One partition's pipeline and its batch being filled.
 struct Lane {
     pipeline: Pipeline,
