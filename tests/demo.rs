@@ -73,37 +73,8 @@ fn demo_shows_alerts_firing_and_resolving() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_prismwatch"))
-        .args(["demo", "--speed", "400"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env(
-            "PRISMWATCH__NATS__URL",
-            format!("nats://127.0.0.1:{unused}"),
-        )
-        .env("PRISMWATCH__HTTP__LISTEN", "")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("demo did not finish within a minute");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert!(status.success(), "{out}");
+    let (ok, out) = run_demo(&format!("nats://127.0.0.1:{unused}"));
+    assert!(ok, "{out}");
     assert!(out.contains("starting a local one"), "{out}");
     for rule in [
         "exchange_disconnected",

@@ -149,17 +149,7 @@ async fn get_alert(
     s.auth.check(&h, Role::Viewer)?;
     let cache = s.cache()?;
     let alerts = cache.alerts.values.read().unwrap();
-    // By id, or by fingerprint (its latest episode).
-    let a = alerts
-        .get(&crate::alerting::store::key(&id))
-        .filter(|a| a.id == id)
-        .or_else(|| {
-            alerts
-                .values()
-                .filter(|a| a.fingerprint == id)
-                .max_by_key(|a| a.starts_at)
-        })
-        .ok_or_else(|| ApiError::not_found(format!("no alert {id:?}")))?;
+    let a = super::find_alert(&alerts, &id)?;
     Ok(Json(serde_json::to_value(a).expect("serialises")))
 }
 

@@ -44,6 +44,23 @@ pub use config::{ApiConfig, Role};
 use error::ApiError;
 use tokio::sync::watch;
 
+/// An alert of the mirror by id, or by fingerprint (its latest episode).
+fn find_alert<'a>(
+    alerts: &'a std::collections::BTreeMap<String, crate::alerting::alert::ManagedAlert>,
+    id: &str,
+) -> Result<&'a crate::alerting::alert::ManagedAlert, ApiError> {
+    alerts
+        .get(&crate::alerting::store::key(id))
+        .filter(|a| a.id == id)
+        .or_else(|| {
+            alerts
+                .values()
+                .filter(|a| a.fingerprint == id)
+                .max_by_key(|a| a.starts_at)
+        })
+        .ok_or_else(|| ApiError::not_found(format!("no alert {id:?}")))
+}
+
 /// What the routes share. The NATS side arrives once connected (the listener starts first,
 /// so health checks answer while waiting for NATS).
 #[derive(Clone)]

@@ -129,16 +129,7 @@ async fn of_alert(
     let (rule, mut labels) = {
         let cache = s.cache()?;
         let alerts = cache.alerts.values.read().unwrap();
-        let a = alerts
-            .get(&crate::alerting::store::key(&id))
-            .filter(|a| a.id == id)
-            .or_else(|| {
-                alerts
-                    .values()
-                    .filter(|a| a.fingerprint == id)
-                    .max_by_key(|a| a.starts_at)
-            })
-            .ok_or_else(|| ApiError::not_found(format!("no alert {id:?}")))?;
+        let a = super::find_alert(&alerts, &id)?;
         if a.source != crate::alerting::alert::AlertSource::Rule {
             return Err(ApiError::bad_request(format!(
                 "alert {id} came from outside (no series of ours behind it)"
