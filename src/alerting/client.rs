@@ -25,6 +25,21 @@ pub fn request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
+/// Stores a result in the audit log (`prism.audit.<kind>` in `PRISM_COMMANDS`), deduplicated
+/// by its request id; a failure is not retried (the command itself is stored already).
+pub async fn store_result(js: &jetstream::Context, r: &Reply) {
+    let body = serde_json::to_vec(r).expect("replies serialise");
+    let mut h = HeaderMap::new();
+    h.insert("Nats-Msg-Id", format!("result-{}", r.request_id).as_str());
+    h.insert(subjects::HEADER_CONTENT_TYPE, "application/json");
+    if let Ok(ack) = js
+        .publish_with_headers(subjects::audit_subject(&r.kind), h, body.into())
+        .await
+    {
+        let _ = ack.await;
+    }
+}
+
 /// Stores `body` as a command from `principal` and waits for the manager's reply.
 pub async fn send(
     js: &jetstream::Context,

@@ -634,20 +634,11 @@ impl Out {
     /// Sends each command's result to its requester and to the audit log.
     async fn answer(&self, replies: Vec<(Option<String>, Reply)>) {
         for (to, r) in replies {
-            let body = serde_json::to_vec(&r).expect("replies serialise");
             if let Some(to) = to {
-                let _ = self.js.client().publish(to, body.clone().into()).await;
+                let body = serde_json::to_vec(&r).expect("replies serialise");
+                let _ = self.js.client().publish(to, body.into()).await;
             }
-            let mut h = HeaderMap::new();
-            h.insert("Nats-Msg-Id", format!("result-{}", r.request_id).as_str());
-            h.insert(subjects::HEADER_CONTENT_TYPE, "application/json");
-            if let Ok(ack) = self
-                .js
-                .publish_with_headers(subjects::audit_subject(&r.kind), h, body.into())
-                .await
-            {
-                let _ = ack.await;
-            }
+            client::store_result(&self.js, &r).await;
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Alerts: the list with filters, one alert with its history, ack, un-ack, resolve, and a
 //! server-sent stream of every change.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -9,7 +9,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::error::{ApiError, JsonOrDefault};
+use super::error::{ApiError, ApiQuery, JsonOrDefault};
 use super::{ApiState, Role};
 use crate::alerting::alert::ManagedAlert;
 use crate::alerting::command::CommandBody;
@@ -106,10 +106,9 @@ fn filter_alerts<'a>(
 async fn list_alerts(
     State(s): State<ApiState>,
     h: HeaderMap,
-    q: Result<Query<AlertFilter>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(f): ApiQuery<AlertFilter>,
 ) -> Result<Json<Value>, ApiError> {
     s.auth.check(&h, Role::Viewer)?;
-    let Query(f) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let cache = s.cache()?;
     // Filtered and paged under the read lock: only the page is serialised, nothing cloned.
     let held = cache.alerts.values.read().unwrap();

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -15,10 +15,9 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::error::ApiError;
+use super::error::{ApiError, ApiQuery};
 use super::{ApiState, Role};
 use crate::alerting::command::{Command, Reply};
-use crate::subjects;
 use crate::tools::clock;
 
 /// Writes a change the API made or refused itself to the audit log (`prism.audit.<kind>`), in
@@ -40,16 +39,7 @@ pub async fn record(
         result,
         at: clock::now_ms(),
     };
-    let mut h = async_nats::HeaderMap::new();
-    h.insert("Nats-Msg-Id", format!("result-{}", r.request_id).as_str());
-    h.insert(subjects::HEADER_CONTENT_TYPE, "application/json");
-    let body = serde_json::to_vec(&r).expect("serialises");
-    if let Ok(ack) = js
-        .publish_with_headers(subjects::audit_subject(kind), h, body.into())
-        .await
-    {
-        let _ = ack.await;
-    }
+    crate::alerting::client::store_result(js, &r).await;
 }
 
 /// Audits the changes the API refused before they reached anyone (no or bad credentials, too
@@ -148,10 +138,9 @@ fn since_ms(s: &Option<String>, now: i64) -> Result<i64, ApiError> {
 async fn query(
     State(s): State<ApiState>,
     h: HeaderMap,
-    q: Result<Query<AuditFilter>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(f): ApiQuery<AuditFilter>,
 ) -> Result<Json<Value>, ApiError> {
     s.auth.check(&h, Role::Admin)?;
-    let Query(f) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let now = clock::now_ms();
     let since = since_ms(&f.since, now)?;
     let until = f.until.unwrap_or(now + 1);

@@ -120,6 +120,27 @@ async fn bytes<S: Send + Sync>(
         })
 }
 
+/// Query-string parameters, refused in our error shape (400 saying which and why).
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
 /// A JSON body that says what is wrong with it, and where, in our error shape.
 pub struct JsonBody<T>(pub T);
 

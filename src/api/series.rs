@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::error::ApiError;
+use super::error::{ApiError, ApiQuery};
 use super::{ApiState, Role};
 use crate::model::SeriesKey;
 use crate::subjects;
@@ -96,10 +96,9 @@ async fn lookup(s: &ApiState, key: SeriesKey) -> Result<Json<Value>, ApiError> {
 async fn by_labels(
     State(s): State<ApiState>,
     h: HeaderMap,
-    q: Result<Query<SeriesQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<SeriesQuery>,
 ) -> Result<Json<Value>, ApiError> {
     s.auth.check(&h, Role::Viewer)?;
-    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let mut labels = BTreeMap::new();
     for pair in q.labels.split(',').filter(|p| !p.trim().is_empty()) {
         let (k, v) = pair
