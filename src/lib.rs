@@ -26,6 +26,7 @@
 pub mod alerting;
 pub mod api;
 pub mod app;
+pub mod backtest;
 pub mod bus;
 pub mod config;
 pub mod detect;

@@ -1,12 +1,13 @@
 //! The `prismwatch` binary: parse the command line, initialise logs, call into the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use async_nats::jetstream;
 use clap::{Parser, Subcommand, ValueEnum};
 use prismwatch::app::{self, Component};
+use prismwatch::backtest;
 use prismwatch::config::{self, Loaded};
 use prismwatch::ingest::Encoding;
 use prismwatch::model::MetricPoint;
@@ -44,6 +45,48 @@ struct Cli {
 enum Format {
     Json,
     Msgpack,
+}
+
+/// A range of PRISM_METRICS: by store time, or by stream sequence.
+#[derive(clap::Args)]
+struct RangeArgs {
+    /// Only the messages stored in the last this long (e.g. 24h, 7d); instead of --from.
+    #[arg(long, conflicts_with_all = ["from", "from_seq"])]
+    since: Option<String>,
+    /// Only the messages stored at or after this time (RFC 3339, e.g. 2026-11-20T00:00:00Z).
+    #[arg(long, conflicts_with = "from_seq")]
+    from: Option<String>,
+    /// Only the messages stored at or before this time (RFC 3339).
+    #[arg(long, conflicts_with = "to_seq")]
+    to: Option<String>,
+    /// First sequence of PRISM_METRICS (`nats stream info PRISM_METRICS` shows the range).
+    #[arg(long, default_value_t = 1)]
+    from_seq: u64,
+    /// Last sequence, inclusive (default: the stream's last).
+    #[arg(long)]
+    to_seq: Option<u64>,
+}
+
+impl RangeArgs {
+    /// The time range (ms since the epoch) --since, --from and --to give.
+    fn times(&self) -> anyhow::Result<backtest::TimeRange> {
+        let time = |field: &str, v: &str| {
+            publish::parse_timestamp(v, publish::TimestampUnit::Ms)
+                .map_err(|e| anyhow::anyhow!("--{field}: {e}"))
+        };
+        let from = match (&self.since, &self.from) {
+            (Some(d), _) => Some(
+                clock::now_ms()
+                    - humantime::parse_duration(d)
+                        .map_err(|e| anyhow::anyhow!("--since {d:?}: {e} (e.g. 24h, 7d)"))?
+                        .as_millis() as i64,
+            ),
+            (None, Some(f)) => Some(time("from", f)?),
+            (None, None) => None,
+        };
+        let to = self.to.as_deref().map(|t| time("to", t)).transpose()?;
+        Ok(backtest::TimeRange { from, to })
+    }
 }
 
 #[derive(Subcommand)]
@@ -207,25 +250,64 @@ enum Command {
         after_help = "Examples:\n  prismwatch replay --output events.jsonl\n  prismwatch replay --since 24h --config candidate.yaml | jq .rule\n  prismwatch replay --from 2026-11-20T00:00:00Z --to 2026-11-21T00:00:00Z\n  prismwatch replay --from-seq 1000 --to-seq 5000"
     )]
     Replay {
-        /// Only the messages stored in the last this long (e.g. 24h, 7d); instead of --from.
-        #[arg(long, conflicts_with_all = ["from", "from_seq"])]
-        since: Option<String>,
-        /// Only the messages stored at or after this time (RFC 3339, e.g. 2026-11-20T00:00:00Z).
-        #[arg(long, conflicts_with = "from_seq")]
-        from: Option<String>,
-        /// Only the messages stored at or before this time (RFC 3339).
-        #[arg(long, conflicts_with = "to_seq")]
-        to: Option<String>,
-        /// First sequence of PRISM_METRICS to replay (`nats stream info PRISM_METRICS` shows
-        /// the range).
-        #[arg(long, default_value_t = 1)]
-        from_seq: u64,
-        /// Last sequence to replay, inclusive (default: the stream's last).
-        #[arg(long)]
-        to_seq: Option<u64>,
+        #[command(flatten)]
+        range: RangeArgs,
         /// Output file (default: standard output).
         #[arg(long)]
         output: Option<PathBuf>,
+    },
+    /// What rules and detectors would have done over history: pages per day, rule, priority and
+    /// receiver, a diff against a candidate rule set or config, and a report with a plot of
+    /// every alerted series. Runs the live pipeline's code; publishes and notifies nothing.
+    #[command(
+        after_help = "Examples:\n  prismwatch backtest --since 7d --html report.html\n  prismwatch backtest --since 7d --candidate-rules new-rules/ --html diff.html --json diff.json\n  prismwatch backtest --from 2026-11-20T00:00:00Z --to 2026-11-27T00:00:00Z --subject 'prism.metrics.exchange.*.>' --match 'exchange=\"binance\"'\n  prismwatch backtest --input export.csv --timestamp-unit s --rules rules/ --json -"
+    )]
+    Backtest {
+        #[command(flatten)]
+        range: RangeArgs,
+        /// Only metrics published on these subjects (repeatable; NATS wildcards), e.g.
+        /// 'prism.metrics.exchange.binance.>' or 'service.*.disk_usage_percent'.
+        #[arg(long)]
+        subject: Vec<String>,
+        /// Only alerts whose labels match (repeatable; Alertmanager syntax; `alertname` and
+        /// `priority` included), e.g. 'exchange="binance"', 'priority=~"P1|P2"'.
+        #[arg(long = "match")]
+        matchers: Vec<String>,
+        /// Rule files or folders to run (repeatable; default: the config's rules.paths).
+        #[arg(long)]
+        rules: Vec<PathBuf>,
+        /// Diff mode: a candidate config (pipeline, detectors, routing) to compare with the
+        /// baseline (--config and --rules).
+        #[arg(long)]
+        candidate_config: Option<PathBuf>,
+        /// Diff mode: candidate rule files or folders (repeatable) to compare with the baseline.
+        #[arg(long)]
+        candidate_rules: Vec<PathBuf>,
+        /// Read the history from a CSV or JSON-lines file of points (the `publish --file`
+        /// formats) instead of NATS; --from/--to/--since then select by event time.
+        #[arg(long, conflicts_with_all = ["from_seq", "to_seq"])]
+        input: Option<PathBuf>,
+        /// Unit of the numeric timestamps of --input.
+        #[arg(long, value_enum, default_value_t = publish::TimestampUnit::Ms)]
+        timestamp_unit: publish::TimestampUnit,
+        /// Points per message for --input (as `publish --batch`).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Write the report as one self-contained HTML file.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// Write the report as JSON ('-': standard output).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the baseline's alert events as JSON lines (as the processor publishes them).
+        #[arg(long)]
+        events: Option<PathBuf>,
+        /// Alerted series plotted in the HTML report, at most.
+        #[arg(long, default_value_t = 30)]
+        plots: usize,
+        /// No progress on standard error.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Notifier tools: send a test notification, re-send dead letters.
     Notify {
@@ -674,35 +756,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Demo { speed } => demo::run(cfg, rules, speed).await.map(|_| ()),
-        Command::Replay {
-            since,
-            from,
-            to,
-            from_seq,
-            to_seq,
-            output,
-        } => {
+        Command::Replay { range, output } => {
             let js = jetstream::new(bus::connect(&cfg.nats).await?);
-            let time = |field: &str, v: &str| {
-                publish::parse_timestamp(v, publish::TimestampUnit::Ms)
-                    .map_err(|e| anyhow::anyhow!("--{field}: {e}"))
-            };
-            let from_ms = match (&since, &from) {
-                (Some(d), _) => Some(
-                    clock::now_ms()
-                        - humantime::parse_duration(d)
-                            .map_err(|e| anyhow::anyhow!("--since {d:?}: {e} (e.g. 24h, 7d)"))?
-                            .as_millis() as i64,
-                ),
-                (None, Some(f)) => Some(time("from", f)?),
-                (None, None) => None,
-            };
-            let to_ms = to.as_deref().map(|t| time("to", t)).transpose()?;
-            let (from_seq, to_seq) = if from_ms.is_some() || to_ms.is_some() {
-                let (f, t) = replay::seq_range_of_times(&js, &cfg, from_ms, to_ms).await?;
-                (f, t.or(to_seq))
+            let times = range.times()?;
+            let (from_seq, to_seq) = if times.from.is_some() || times.to.is_some() {
+                let (f, t) = replay::seq_range_of_times(&js, &cfg, times.from, times.to).await?;
+                (f, t.or(range.to_seq))
             } else {
-                (from_seq, to_seq)
+                (range.from_seq, range.to_seq)
             };
             let mut lines = String::new();
             let n = replay::replay_range(&js, &cfg, &rules, from_seq, to_seq, |events, _| {
@@ -710,7 +771,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     lines.push_str(&serde_json::to_string(&e).unwrap_or_default());
                     lines.push('\n');
                 }
-                async {}
             })
             .await?;
             match output {
@@ -723,6 +783,81 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "replayed {} messages, {} points ({} rejected or late): {} alert events",
                 n.messages, n.points, n.rejected_points, n.events
             );
+            Ok(())
+        }
+        Command::Backtest {
+            range,
+            subject,
+            matchers,
+            rules,
+            candidate_config,
+            candidate_rules,
+            input,
+            timestamp_unit,
+            batch,
+            html,
+            json,
+            events,
+            plots,
+            quiet,
+        } => {
+            let mut variants = vec![backtest::Variant::load(
+                "baseline",
+                cli.config.as_deref(),
+                &rules,
+            )?];
+            if candidate_config.is_some() || !candidate_rules.is_empty() {
+                let config = candidate_config.as_deref().or(cli.config.as_deref());
+                let rules = if candidate_rules.is_empty() {
+                    &rules
+                } else {
+                    &candidate_rules
+                };
+                variants.push(backtest::Variant::load("candidate", config, rules)?);
+            }
+            let times = range.times()?;
+            let history = match &input {
+                Some(path) => {
+                    backtest::History::file(path, timestamp_unit, batch, times, &subject)?
+                }
+                None => {
+                    let js = jetstream::new(bus::connect(&cfg.nats).await?);
+                    backtest::History::stream(
+                        js,
+                        &cfg,
+                        times,
+                        (range.from_seq, range.to_seq),
+                        &subject,
+                    )
+                    .await?
+                }
+            };
+            let options = backtest::Options {
+                subject_filters: subject,
+                label_filters: matchers,
+                plots: if html.is_some() { plots } else { 0 },
+                quiet,
+            };
+            let out = backtest::run(&history, &variants, &options).await?;
+            if let Some(p) = &events {
+                std::fs::write(p, out.events_jsonl(0))
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            if let Some(p) = &html {
+                std::fs::write(p, backtest::html::render(&out.report)?)
+                    .with_context(|| format!("writing {}", p.display()))?;
+                if !quiet {
+                    eprintln!("report: {}", p.display());
+                }
+            }
+            match json.as_deref() {
+                Some(p) if p == Path::new("-") => {
+                    println!("{}", serde_json::to_string_pretty(&out.report)?)
+                }
+                Some(p) => std::fs::write(p, serde_json::to_vec_pretty(&out.report)?)
+                    .with_context(|| format!("writing {}", p.display()))?,
+                None => print!("{}", out.report.text()),
+            }
             Ok(())
         }
         Command::Detect {

@@ -196,6 +196,20 @@ pub fn published_subject(stored: &str) -> String {
     }
 }
 
+/// Whether `subject` matches the NATS subject filter `filter` (`*` one token, `>` the rest).
+pub fn filter_matches(filter: &str, subject: &str) -> bool {
+    let mut tokens = subject.split('.');
+    for f in filter.split('.') {
+        match (f, tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (f, Some(t)) if f == t => {}
+            _ => return false,
+        }
+    }
+    tokens.next().is_none()
+}
+
 /// `<d>.<s>` of `<d>.<s>.<m>`.
 fn source_tokens(rest: &str) -> Option<&str> {
     let b = rest.as_bytes();
@@ -260,6 +274,22 @@ pub fn is_token(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_match_like_nats() {
+        let s = "prism.metrics.exchange.binance.rate";
+        for (f, yes) in [
+            ("prism.metrics.>", true),
+            ("prism.metrics.exchange.*.rate", true),
+            ("prism.metrics.exchange.binance.rate", true),
+            ("prism.metrics.exchange.okx.>", false),
+            ("prism.metrics.exchange.*", false),
+            ("prism.metrics.exchange.binance.rate.x", false),
+            ("prism.metrics.exchange.binance.rate.>", false),
+        ] {
+            assert_eq!(filter_matches(f, s), yes, "{f}");
+        }
+    }
 
     #[test]
     fn subjects_are_built_from_tokens() {

@@ -138,7 +138,6 @@ async fn replaying_the_stream_twice_gives_identical_sequences() {
         let mut seq = Vec::new();
         let n = replay::replay_range(&js, &cfg, &test_rules(), 1, None, |events, _| {
             seq.extend(events);
-            async {}
         })
         .await
         .unwrap();
@@ -155,14 +154,13 @@ async fn replaying_the_stream_twice_gives_identical_sequences() {
     let mut single = Vec::new();
     replay::replay_range(&js, &cfg, &test_rules(), 1, None, |events, _| {
         single.extend(events);
-        async {}
     })
     .await
     .unwrap();
     assert_eq!(sorted(single), sorted(live));
 
     // An empty range is an error that says so.
-    let err = replay::replay_range(&js, &cfg, &test_rules(), 10, Some(2), |_, _| async {})
+    let err = replay::replay_range(&js, &cfg, &test_rules(), 10, Some(2), |_, _| {})
         .await
         .unwrap_err()
         .to_string();

@@ -95,12 +95,19 @@ pub struct HistoryEntry {
 /// Most history entries kept per alert.
 pub const MAX_HISTORY: usize = 64;
 
+/// An event's labels plus `alertname` and `priority`: what routes, silences and inhibitions
+/// match.
+pub fn routing_labels(e: &AlertEvent) -> BTreeMap<String, String> {
+    let mut labels = e.labels.clone();
+    labels.insert("alertname".into(), e.rule.clone());
+    labels.insert("priority".into(), e.priority.to_string());
+    labels
+}
+
 impl ManagedAlert {
     /// A new record from a processor event received at `now`.
     pub fn from_event(e: &AlertEvent, now: i64) -> Self {
-        let mut labels = e.labels.clone();
-        labels.insert("alertname".into(), e.rule.clone());
-        labels.insert("priority".into(), e.priority.to_string());
+        let labels = routing_labels(e);
         ManagedAlert {
             id: e.id.clone(),
             fingerprint: e.fingerprint.clone(),

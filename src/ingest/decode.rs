@@ -215,6 +215,9 @@ fn parse(payload: &[u8], encoding: Encoding) -> Result<Vec<WirePoint<'_>>, Rejec
             }
         }
         Encoding::MsgPack => {
+            if let Some(points) = super::msgpack::points(payload) {
+                return Ok(points);
+            }
             let is_array = matches!(payload[0], 0x90..=0x9f | 0xdc | 0xdd);
             if is_array {
                 // An array is a batch of points, unless it is one point encoded positionally

@@ -2,6 +2,7 @@
 
 mod config;
 mod decode;
+mod msgpack;
 
 use bytes::Bytes;
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 pub use config::{MetricOperators, PipelineConfig};
 pub use shard::{
     fingerprint, Claim, Emitted, Item, PipelineCtx, PointReject, SeriesSnapshot, Shard, ShardOut,
-    ShardStats,
+    ShardStats, TracePoint,
 };
 pub use time::{SourceId, TimeConfig, Timelines, TimelinesSnapshot};
 
@@ -76,6 +76,8 @@ pub struct BatchOutput {
     pub stats: BatchStats,
     /// Points evaluated per rule, by rule index (`RuleSet::rules`).
     pub rule_evaluations: Vec<u64>,
+    /// Every point of the watched series ([`Pipeline::watch`]), in (series, time) order.
+    pub traces: Vec<TracePoint>,
 }
 
 /// Pipeline state that is not per series, as written to a checkpoint.
@@ -238,6 +240,7 @@ impl Pipeline {
             claims,
             stats,
             rule_evaluations: out.rule_evaluations,
+            traces: out.traces,
         }
     }
 
@@ -306,7 +309,9 @@ impl Pipeline {
         let mut events = Vec::new();
         let mut rejects = Vec::new();
         let mut claims = Vec::new();
+        let mut traces = Vec::new();
         for o in per_shard {
+            traces.extend(o.traces);
             events.extend(o.events);
             rejects.extend(o.rejects);
             claims.extend(o.claims);
@@ -325,7 +330,9 @@ impl Pipeline {
             stats.add(&shard.take_stats());
             shard.take_evaluations(&mut rule_evaluations);
         }
+        traces.sort_by(|a, b| (&a.series, a.ts).cmp(&(&b.series, b.ts)));
         RunOut {
+            traces,
             events,
             rejects,
             claims,
@@ -343,6 +350,13 @@ impl Pipeline {
             SeriesKey::shard_of(key, n)
         };
         self.shards[shard].describe(key)
+    }
+
+    /// Traces every point of these series (canonical keys) into [`BatchOutput::traces`].
+    pub fn watch(&mut self, series: Arc<std::collections::HashSet<Arc<str>>>) {
+        for shard in &mut self.shards {
+            shard.watch(series.clone());
+        }
     }
 
     /// Stream time: the newest store time of the messages seen.
@@ -431,6 +445,7 @@ impl Pipeline {
 }
 
 struct RunOut {
+    traces: Vec<TracePoint>,
     events: Vec<Emitted>,
     rejects: Vec<PointReject>,
     claims: Vec<Claim>,

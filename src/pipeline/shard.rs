@@ -91,7 +91,23 @@ pub enum Item {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Emitted {
     pub msg: u32,
+    /// The series (canonical key) the event is about.
+    pub series: Arc<str>,
     pub event: AlertEvent,
+}
+
+/// One point of a watched series as the operators scored it (backtest plots: the value with
+/// the detectors' band, and the forecast at the points that raised an alert event).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracePoint {
+    pub series: Arc<str>,
+    pub ts: i64,
+    pub value: f64,
+    pub score: f64,
+    pub expected: Option<f64>,
+    pub band: Option<(f64, f64)>,
+    /// The trend forecast (`describe`'s `forecast`) when this point caused alert events.
+    pub forecast: Option<serde_json::Value>,
 }
 
 /// A point the shard refused, traced to its message.
@@ -119,6 +135,7 @@ pub struct ShardOut {
     pub events: Vec<Emitted>,
     pub rejects: Vec<PointReject>,
     pub claims: Vec<Claim>,
+    pub traces: Vec<TracePoint>,
 }
 
 const NO_TIMER: i64 = i64::MAX;
@@ -317,6 +334,8 @@ pub struct Shard {
     stats: ShardStats,
     /// Points evaluated per rule (by rule index) since the last [`Shard::take_evaluations`].
     evaluations: Vec<u64>,
+    /// Series whose every point is traced into [`ShardOut::traces`] (backtests).
+    watched: Option<Arc<HashSet<Arc<str>>>>,
 }
 
 impl Shard {
@@ -329,7 +348,13 @@ impl Shard {
             quarantined: HashSet::default(),
             stats: ShardStats::default(),
             evaluations: vec![0; rules],
+            watched: None,
         }
+    }
+
+    /// Traces every point of these series from now on.
+    pub fn watch(&mut self, series: Arc<HashSet<Arc<str>>>) {
+        self.watched = Some(series);
     }
 
     /// Adds the points evaluated per rule since the last call into `into` (by rule index),
@@ -434,9 +459,18 @@ impl Shard {
     pub fn process(&mut self, items: impl IntoIterator<Item = Item>, out: &mut ShardOut) {
         for item in items {
             match item {
-                Item::Point { point, source, msg } => {
-                    self.on_point(point, source, msg, out);
-                }
+                Item::Point { point, source, msg } => match &self.watched {
+                    Some(w) if w.contains(point.key.as_str()) => {
+                        let key: Arc<str> = point.key.as_str().into();
+                        let before = out.events.len();
+                        if self.on_point(point, source, msg, out).is_some() {
+                            self.trace(key, out.events.len() > before, out);
+                        }
+                    }
+                    _ => {
+                        self.on_point(point, source, msg, out);
+                    }
+                },
                 Item::Watermark { source, at, msg } => self.on_watermark(source, at, msg, out),
                 Item::Sweep {
                     watermarks,
@@ -459,6 +493,31 @@ impl Shard {
         }
     }
 
+    /// Records a watched series' latest point (and its forecast when it caused events).
+    fn trace(&self, key: Arc<str>, caused_events: bool, out: &mut ShardOut) {
+        let Some(st) = self.series.get(&key) else {
+            return;
+        };
+        let last = &st.last;
+        let e = last.explanation.as_deref();
+        let forecast = if caused_events {
+            self.describe(&key)
+                .and_then(|mut d| d.get_mut("forecast").map(serde_json::Value::take))
+                .filter(|f| !f.is_null())
+        } else {
+            None
+        };
+        out.traces.push(TracePoint {
+            series: key,
+            ts: last.ts,
+            value: last.value,
+            score: last.score,
+            expected: e.and_then(|e| e.expected),
+            band: e.and_then(|e| e.band),
+            forecast,
+        });
+    }
+
     /// Runs one point through its series' operators and rules; returns the point as the
     /// operators scored it, or `None` when it was dropped or refused. A panic in operator or
     /// rule code quarantines the series (its state is dropped, its later points refused) and
@@ -477,6 +536,7 @@ impl Shard {
             stats,
             quarantined,
             evaluations,
+            watched: _,
         } = self;
         stats.points += 1;
         if !quarantined.is_empty() && quarantined.contains(kp.key.as_str()) {
@@ -564,6 +624,7 @@ impl Shard {
                 while let Some(t) = slot.state.advance_to(rule, w, st.last.ts, staleness) {
                     out.events.push(Emitted {
                         msg,
+                        series: st.key.clone(),
                         event: make_event(rule, &st.key, t, st.last.scored(), eta),
                     });
                 }
@@ -771,12 +832,14 @@ fn point_through_series(
         while let Some(t) = slot.state.advance_to(rule, p.ts, st.last.ts, staleness) {
             out.push(Emitted {
                 msg,
+                series: st.key.clone(),
                 event: make_event(rule, &st.key, t, st.last.scored(), eta),
             });
         }
         if let Some(t) = slot.state.on_point(rule, p.ts, holds(rule, &p, eta)) {
             out.push(Emitted {
                 msg,
+                series: st.key.clone(),
                 event: make_event(rule, &st.key, t, Scored::of(&p), eta),
             });
         }

@@ -21,7 +21,13 @@ pub struct Pulled {
 
 fn incoming(msg: &jetstream::Message) -> Option<Incoming> {
     let info = msg.info().ok()?;
-    Some(Incoming {
+    Some(incoming_with(msg, &info))
+}
+
+/// The stored message, from a message and its already parsed info (parsing the reply subject
+/// is a good part of a message's cost: do it once).
+pub fn incoming_with(msg: &jetstream::Message, info: &jetstream::message::Info<'_>) -> Incoming {
+    Incoming {
         subject: msg.subject.clone(),
         payload: msg.payload.clone(),
         content_type: msg
@@ -31,7 +37,7 @@ fn incoming(msg: &jetstream::Message) -> Option<Incoming> {
             .map(|v| v.to_string()),
         stream_seq: info.stream_sequence,
         published_ms: (info.published.unix_timestamp_nanos() / 1_000_000) as i64,
-    })
+    }
 }
 
 /// The durable consumer of a partition: `<group>-<partition>`.
@@ -166,11 +172,6 @@ impl BatchCut {
             false
         }
     }
-}
-
-/// Reads a stored message into the form the pipeline takes (replay).
-pub fn from_message(msg: &jetstream::Message) -> Option<Incoming> {
-    incoming(msg)
 }
 
 #[cfg(test)]

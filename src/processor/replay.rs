@@ -2,17 +2,18 @@
 //! the live processor would process it (same decoding, timelines, ticks and batching), with
 //! nothing published. For `prismwatch replay` and backtests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use super::consume::{self, BatchCut};
 use crate::config::Config;
 use crate::ingest::Incoming;
 use crate::model::AlertEvent;
-use crate::pipeline::{MessageReject, Pipeline};
+use crate::pipeline::{BatchOutput, MessageReject, Pipeline};
 use crate::rules::RuleSet;
 use crate::subjects;
 
@@ -74,29 +75,46 @@ pub async fn seq_range_of_times(
     Ok((from_seq, to_seq))
 }
 
-/// One partition's pipeline and its batch being filled.
-struct Lane {
-    pipeline: Pipeline,
-    batch: Vec<Incoming>,
-    cut: BatchCut,
+/// The stored-subject filters (`prism.part.*...`) for subject filters given in the published
+/// form (`prism.metrics.exchange.binance.>`, or relative: `exchange.binance.>`), plus the
+/// partitions' ticks (they move stream time, as they did live) unless a filter covers them.
+/// Empty: no filter.
+pub fn stored_filters(filters: &[String]) -> anyhow::Result<Vec<String>> {
+    if filters.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    let mut ticks_covered = false;
+    for f in filters {
+        let rest = f
+            .strip_prefix(&format!("{}.", subjects::METRICS_PREFIX))
+            .unwrap_or(f);
+        let tokens: Vec<&str> = rest.split('.').collect();
+        anyhow::ensure!(
+            !rest.is_empty() && tokens.iter().all(|t| !t.is_empty()),
+            "subject filter {f:?}: expected prism.metrics.<domain>.<source>.<metric> with * and > wildcards"
+        );
+        ticks_covered |= tokens[0] == ">";
+        out.push(format!("{}.*.{rest}", subjects::PARTITION_PREFIX));
+    }
+    if !ticks_covered {
+        out.push(format!("{}.*.tick", subjects::PARTITION_PREFIX));
+    }
+    Ok(out)
 }
 
-/// Feeds stream messages `from..=to` (to the stream's last when `to` is `None`) through a
-/// fresh pipeline per partition, in batches of `ingest.max_batch` messages (or fewer that reach
-/// `ingest.max_batch_bytes`), so every replay gives the same sequence. `sink` receives each
-/// batch's events and rejected messages.
-pub async fn replay_range<F, Fut>(
+/// Reads stream messages `from..=to` (to the stream's last when `to` is `None`) in order, only
+/// those on `filters` (stored subjects; empty: all), and hands them to `sink` in chunks with
+/// the count of messages still to come. Returns the messages read.
+pub async fn read_range(
     js: &jetstream::Context,
     cfg: &Config,
-    rules: &RuleSet,
     from: u64,
     to: Option<u64>,
-    mut sink: F,
-) -> anyhow::Result<Replayed>
-where
-    F: FnMut(Vec<AlertEvent>, Vec<(Incoming, MessageReject)>) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
+    filters: &[String],
+    mut sink: impl FnMut(Vec<Incoming>, u64) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    const CHUNK: usize = 512;
     let mut stream = js.get_stream(&cfg.streams.metrics.name).await?;
     let last = stream.info().await?.state.last_sequence;
     let end = to.unwrap_or(last).min(last);
@@ -110,14 +128,23 @@ where
                 start_sequence: from,
             },
             replay_policy: consumer::ReplayPolicy::Instant,
+            filter_subjects: filters.to_vec(),
             ..Default::default()
         })
         .await?;
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(0);
+    }
     let mut messages = consumer.messages().await?;
-    let mut lanes: BTreeMap<Option<u32>, Lane> = BTreeMap::new();
-    let mut out = Replayed::default();
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut read = 0;
     loop {
-        let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
+        // A message at hand is taken without arming a timer (one per message costs a clock
+        // read and a timer-wheel entry); the stall timeout only when waiting.
+        let next = match messages.next().now_or_never() {
+            Some(m) => Ok(m),
+            None => tokio::time::timeout(Duration::from_secs(10), messages.next()).await,
+        };
         let msg = match next {
             Ok(Some(Ok(m))) => m,
             Ok(Some(Err(e))) => anyhow::bail!("replay consumer error: {e}"),
@@ -125,57 +152,195 @@ where
                 anyhow::bail!("replay stalled: no message for 10 s before reaching sequence {end}")
             }
         };
-        let Some(inc) = consume::from_message(&msg) else {
+        let Ok(info) = msg.info() else {
             continue;
         };
-        let pending = msg.info().map(|i| i.pending).unwrap_or(0);
+        let pending = info.pending;
+        let inc = consume::incoming_with(&msg, &info);
         let done = inc.stream_seq >= end || pending == 0;
         if inc.stream_seq <= end {
-            let part = subjects::parse_stored(&inc.subject).and_then(|s| s.partition);
-            let lane = lanes.entry(part).or_insert_with(|| Lane {
-                pipeline: Pipeline::new(&cfg.pipeline, &cfg.ingest, rules.clone()),
-                batch: Vec::with_capacity(cfg.ingest.max_batch),
-                cut: BatchCut::new(cfg.ingest.max_batch_bytes),
-            });
-            let full = lane.cut.add(inc.payload.len());
-            lane.batch.push(inc);
-            if full || lane.batch.len() >= cfg.ingest.max_batch {
-                lane.cut = BatchCut::new(cfg.ingest.max_batch_bytes);
-                flush(lane, &mut out, &mut sink).await;
+            read += 1;
+            chunk.push(inc);
+            if chunk.len() >= CHUNK {
+                sink(
+                    std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)),
+                    pending,
+                )?;
             }
         }
         if done {
             break;
         }
     }
-    for lane in lanes.values_mut() {
-        flush(lane, &mut out, &mut sink).await;
+    if !chunk.is_empty() {
+        sink(chunk, 0)?;
+    }
+    Ok(read)
+}
+
+/// One partition's pipeline and its batch being filled.
+struct Lane {
+    pipeline: Pipeline,
+    batch: Vec<Incoming>,
+    cut: BatchCut,
+}
+
+/// A batch a lane ran, and what its pipeline made of it.
+pub struct Flushed {
+    pub batch: Vec<Incoming>,
+    pub out: BatchOutput,
+}
+
+impl Flushed {
+    /// Rejected messages with their reasons.
+    pub fn rejects(&self) -> Vec<(Incoming, MessageReject)> {
+        self.out
+            .rejects
+            .iter()
+            .map(|r| (self.batch[r.msg as usize].clone(), r.clone()))
+            .collect()
+    }
+}
+
+/// Fresh pipelines, one per partition, fed stored messages in order and run in batches of
+/// `ingest.max_batch` messages (or fewer that reach `ingest.max_batch_bytes`), as the live
+/// processor cuts them: every replay of a range gives the same sequence.
+pub struct Lanes {
+    pipeline: crate::pipeline::PipelineConfig,
+    ingest: crate::ingest::IngestConfig,
+    rules: RuleSet,
+    watched: Option<Arc<HashSet<Arc<str>>>>,
+    lanes: BTreeMap<Option<u32>, Lane>,
+}
+
+impl Lanes {
+    pub fn new(cfg: &Config, rules: &RuleSet) -> Self {
+        Self {
+            pipeline: cfg.pipeline.clone(),
+            ingest: cfg.ingest.clone(),
+            rules: rules.clone(),
+            watched: None,
+            lanes: BTreeMap::new(),
+        }
+    }
+
+    /// Traces every point of these series (see [`Pipeline::watch`]).
+    pub fn watch(&mut self, series: Arc<HashSet<Arc<str>>>) {
+        for lane in self.lanes.values_mut() {
+            lane.pipeline.watch(series.clone());
+        }
+        self.watched = Some(series);
+    }
+
+    /// Adds one message; returns its partition's batch when the message completed it.
+    pub fn push(&mut self, inc: Incoming) -> Option<Flushed> {
+        let part = subjects::parse_stored(&inc.subject).and_then(|s| s.partition);
+        let lane = self.lanes.entry(part).or_insert_with(|| {
+            let mut pipeline = Pipeline::new(&self.pipeline, &self.ingest, self.rules.clone());
+            if let Some(w) = &self.watched {
+                pipeline.watch(w.clone());
+            }
+            Lane {
+                pipeline,
+                batch: Vec::with_capacity(self.ingest.max_batch),
+                cut: BatchCut::new(self.ingest.max_batch_bytes),
+            }
+        });
+        let full = lane.cut.add(inc.payload.len());
+        lane.batch.push(inc);
+        if full || lane.batch.len() >= self.ingest.max_batch {
+            lane.cut = BatchCut::new(self.ingest.max_batch_bytes);
+            return Some(lane.run());
+        }
+        None
+    }
+
+    /// Runs the batches still being filled.
+    pub fn finish(&mut self) -> Vec<Flushed> {
+        self.lanes
+            .values_mut()
+            .filter(|l| !l.batch.is_empty())
+            .map(Lane::run)
+            .collect()
+    }
+
+    /// What a partition's pipeline knows of a series now (see [`Pipeline::describe_series`]).
+    pub fn describe_series(&self, key: &str) -> Option<serde_json::Value> {
+        self.lanes
+            .values()
+            .find_map(|l| l.pipeline.describe_series(key))
+    }
+}
+
+impl Lane {
+    fn run(&mut self) -> Flushed {
+        let batch = std::mem::take(&mut self.batch);
+        let out = self.pipeline.process(&batch);
+        Flushed { batch, out }
+    }
+}
+
+/// Feeds stream messages `from..=to` (to the stream's last when `to` is `None`) through
+/// [`Lanes`]. `sink` receives each batch's events and rejected messages.
+pub async fn replay_range(
+    js: &jetstream::Context,
+    cfg: &Config,
+    rules: &RuleSet,
+    from: u64,
+    to: Option<u64>,
+    mut sink: impl FnMut(Vec<AlertEvent>, Vec<(Incoming, MessageReject)>),
+) -> anyhow::Result<Replayed> {
+    let mut lanes = Lanes::new(cfg, rules);
+    let mut out = Replayed::default();
+    let mut take = |f: Flushed| {
+        out.messages += f.out.stats.messages;
+        out.points += f.out.stats.points;
+        out.events += f.out.events.len() as u64;
+        let rejects = f.rejects();
+        out.rejected_points += rejects.iter().map(|(_, r)| r.points as u64).sum::<u64>();
+        sink(f.out.events.into_iter().map(|e| e.event).collect(), rejects);
+    };
+    read_range(js, cfg, from, to, &[], |chunk: Vec<Incoming>, _| {
+        tokio::task::block_in_place(|| {
+            for inc in chunk {
+                if let Some(f) = lanes.push(inc) {
+                    take(f);
+                }
+            }
+        });
+        Ok(())
+    })
+    .await?;
+    for f in lanes.finish() {
+        take(f);
     }
     Ok(out)
 }
 
-async fn flush<F, Fut>(lane: &mut Lane, out: &mut Replayed, sink: &mut F)
-where
-    F: FnMut(Vec<AlertEvent>, Vec<(Incoming, MessageReject)>) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    if lane.batch.is_empty() {
-        return;
+#[cfg(test)]
+mod tests {
+    use super::stored_filters;
+
+    #[test]
+    fn subject_filters_become_stored_subjects_with_the_ticks() {
+        assert!(stored_filters(&[]).unwrap().is_empty());
+        assert_eq!(
+            stored_filters(&["prism.metrics.exchange.binance.>".into()]).unwrap(),
+            ["prism.part.*.exchange.binance.>", "prism.part.*.tick"]
+        );
+        assert_eq!(
+            stored_filters(&["service.*.disk_usage_percent".into()]).unwrap(),
+            [
+                "prism.part.*.service.*.disk_usage_percent",
+                "prism.part.*.tick"
+            ]
+        );
+        // `>` covers the ticks already (overlapping filters are refused by the server).
+        assert_eq!(
+            stored_filters(&["prism.metrics.>".into()]).unwrap(),
+            ["prism.part.*.>"]
+        );
+        let err = stored_filters(&["exchange..rate".into()]).unwrap_err();
+        assert!(err.to_string().contains("exchange..rate"), "{err}");
     }
-    let batch = std::mem::take(&mut lane.batch);
-    let result = tokio::task::block_in_place(|| lane.pipeline.process(&batch));
-    out.messages += result.stats.messages;
-    out.points += result.stats.points;
-    out.events += result.events.len() as u64;
-    let rejects: Vec<(Incoming, MessageReject)> = result
-        .rejects
-        .into_iter()
-        .map(|r| (batch[r.msg as usize].clone(), r))
-        .collect();
-    out.rejected_points += rejects.iter().map(|(_, r)| r.points as u64).sum::<u64>();
-    sink(
-        result.events.into_iter().map(|e| e.event).collect(),
-        rejects,
-    )
-    .await;
 }

@@ -43,8 +43,45 @@ pub fn encode(points: &[MetricPoint], encoding: Encoding) -> anyhow::Result<Vec<
     })
 }
 
-/// Publishes points in messages of `batch` points (pipelined, each awaited for its stream ack).
-/// A batch goes to the subject of its first point with the metric token `batch` when mixed.
+/// A message as `publish` sends it: subject, content type and payload.
+pub struct OutMessage {
+    pub subject: String,
+    pub content_type: &'static str,
+    pub payload: Vec<u8>,
+}
+
+/// Points cut into messages of `batch` points. A batch goes to the subject of its first point,
+/// with the metric token `batch` when it mixes metrics.
+pub fn messages(
+    points: &[MetricPoint],
+    batch: usize,
+    encoding: Encoding,
+    subject: Option<&str>,
+) -> anyhow::Result<Vec<OutMessage>> {
+    points
+        .chunks(batch.max(1))
+        .map(|chunk| {
+            let subject = match subject {
+                Some(s) => s.to_string(),
+                None if chunk.iter().all(|p| p.name == chunk[0].name) => subject_for(&chunk[0]),
+                None => {
+                    let s = subject_for(&chunk[0]);
+                    format!("{}.batch", s.rsplit_once('.').map(|x| x.0).unwrap_or(&s))
+                }
+            };
+            Ok(OutMessage {
+                subject,
+                content_type: match encoding {
+                    Encoding::Json => "application/json",
+                    Encoding::MsgPack => "application/msgpack",
+                },
+                payload: encode(chunk, encoding)?,
+            })
+        })
+        .collect()
+}
+
+/// Publishes points in messages of `batch` points (see [`messages`]); returns the messages sent.
 pub async fn publish_points(
     js: &jetstream::Context,
     points: &[MetricPoint],
@@ -52,30 +89,24 @@ pub async fn publish_points(
     encoding: Encoding,
     subject: Option<&str>,
 ) -> anyhow::Result<usize> {
+    let messages = messages(points, batch, encoding, subject)?;
+    send(js, messages.iter()).await?;
+    Ok(messages.len())
+}
+
+/// Publishes messages, pipelined (up to 1,000 acks outstanding), each awaited for its stream ack.
+pub async fn send<'a>(
+    js: &jetstream::Context,
+    messages: impl IntoIterator<Item = &'a OutMessage>,
+) -> anyhow::Result<()> {
     let mut acks = Vec::new();
-    let mut messages = 0;
-    for chunk in points.chunks(batch.max(1)) {
-        let subj = match subject {
-            Some(s) => s.to_string(),
-            None if chunk.iter().all(|p| p.name == chunk[0].name) => subject_for(&chunk[0]),
-            None => {
-                let s = subject_for(&chunk[0]);
-                format!("{}.batch", s.rsplit_once('.').map(|x| x.0).unwrap_or(&s))
-            }
-        };
+    for m in messages {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            subjects::HEADER_CONTENT_TYPE,
-            match encoding {
-                Encoding::Json => "application/json",
-                Encoding::MsgPack => "application/msgpack",
-            },
-        );
+        headers.insert(subjects::HEADER_CONTENT_TYPE, m.content_type);
         acks.push(
-            js.publish_with_headers(subj, headers, encode(chunk, encoding)?.into())
+            js.publish_with_headers(m.subject.clone(), headers, m.payload.clone().into())
                 .await?,
         );
-        messages += 1;
         if acks.len() >= 1000 {
             for a in acks.drain(..) {
                 a.await?;
@@ -85,7 +116,7 @@ pub async fn publish_points(
     for a in acks {
         a.await?;
     }
-    Ok(messages)
+    Ok(())
 }
 
 /// The unit of numeric timestamps given to `publish`.
