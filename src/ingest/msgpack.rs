@@ -5,8 +5,9 @@
 //!
 //! Anything else (positional points, integer values, unknown or repeated keys, trailing bytes,
 //! anything malformed) gives `None`, and the caller decodes with serde as before: this path only
-//! ever accepts what the serde path would decode to the same points, and is about twice as fast
-//! on the common case (the serde derive goes through `deserialize_any` per field).
+//! ever accepts what the serde path would decode to the same points. It skips the serde derive's
+//! per-field `deserialize_any` dispatch: `cargo bench --bench backtest`'s evaluation alone went
+//! from 2.8 to 3.5 M points/s with it.
 
 use std::borrow::Cow;
 
