@@ -473,7 +473,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             | Command::Alerts { .. }
             | Command::Reload { .. }
     );
-    let (loaded, rules) = load(&cli.config, !api_client)?;
+    // Backtests load their rule sets themselves (`--rules`, `--candidate-rules`).
+    let with_rules = !api_client && !matches!(cli.command, Command::Backtest { .. });
+    let (loaded, rules) = load(&cli.config, with_rules)?;
     let mut cfg = loaded.config.clone();
     if !matches!(cli.command, Command::Run { .. })
         && !cli.verbose

@@ -263,13 +263,6 @@ impl Lanes {
             .map(Lane::run)
             .collect()
     }
-
-    /// What a partition's pipeline knows of a series now (see [`Pipeline::describe_series`]).
-    pub fn describe_series(&self, key: &str) -> Option<serde_json::Value> {
-        self.lanes
-            .values()
-            .find_map(|l| l.pipeline.describe_series(key))
-    }
 }
 
 impl Lane {
