@@ -184,6 +184,14 @@ pub fn parse_stored(subject: &str) -> Option<StoredSubject<'_>> {
     })
 }
 
+/// The partition of a stored subject `prism.part.<p>.…` (`None` for others): the part of
+/// [`parse_stored`] that routes a message to its partition's pipeline.
+pub fn partition_of(subject: &str) -> Option<u32> {
+    let rest = subject.strip_prefix("prism.part.")?;
+    let dot = memchr::memchr(b'.', rest.as_bytes())?;
+    rest[..dot].parse().ok()
+}
+
 /// The subject a stored message was published on: `prism.metrics.<d>.<s>.<m>` for
 /// `prism.part.<p>.<d>.<s>.<m>` (anything else unchanged).
 pub fn published_subject(stored: &str) -> String {
@@ -274,6 +282,23 @@ pub fn is_token(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_partition_of_a_stored_subject() {
+        for s in [
+            "prism.part.3.exchange.binance.rate",
+            "prism.part.3.tick",
+            "prism.metrics.exchange.binance.rate",
+            "prism.part.x.tick",
+        ] {
+            assert_eq!(
+                partition_of(s),
+                parse_stored(s).and_then(|p| p.partition),
+                "{s}"
+            );
+        }
+        assert_eq!(partition_of("prism.part.3.tick"), Some(3));
+    }
 
     #[test]
     fn filters_match_like_nats() {

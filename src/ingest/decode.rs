@@ -319,7 +319,7 @@ fn validate(p: &mut WirePoint<'_>, published_ms: i64, limits: &IngestConfig) -> 
                 format!("label {:?} too long", truncate(k)),
             ));
         }
-        if !is_label_name(k) || v.chars().any(char::is_control) {
+        if !is_label_name(k) || has_control(v) {
             return Err(reject(
                 RejectReason::InvalidLabel,
                 format!("invalid label {:?}={:?}", truncate(k), truncate(v)),
@@ -336,6 +336,16 @@ fn validate(p: &mut WirePoint<'_>, published_ms: i64, limits: &IngestConfig) -> 
     Ok(())
 }
 
+/// Whether `s` holds a control character (C0, DEL or C1). Label values are mostly ASCII: those
+/// are checked byte by byte.
+fn has_control(s: &str) -> bool {
+    if s.is_ascii() {
+        s.bytes().any(|b| b < 0x20 || b == 0x7f)
+    } else {
+        s.chars().any(char::is_control)
+    }
+}
+
 fn truncate(s: &str) -> &str {
     match s.char_indices().nth(64) {
         Some((i, _)) => &s[..i],
@@ -349,6 +359,12 @@ mod tests {
     use crate::model::MetricPoint;
 
     const NOW: i64 = 1_764_000_000_000;
+
+    #[test]
+    fn control_characters_are_found_in_ascii_and_beyond() {
+        assert!(has_control("a\x07b") && has_control("a\x7f") && has_control("a\u{85}b"));
+        assert!(!has_control("binance") && !has_control("東京 ü") && !has_control(""));
+    }
 
     fn limits() -> IngestConfig {
         IngestConfig::default()

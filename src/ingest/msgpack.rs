@@ -45,12 +45,13 @@ fn point<'a>(rd: &mut &'a [u8]) -> Option<WirePoint<'a>> {
     let fields = read_map_len(rd).ok()?;
     let (mut name, mut labels, mut value, mut timestamp) = (None, None, None, None);
     for _ in 0..fields {
-        let key = string(rd)?;
-        let slot_taken = match key {
-            "name" => name.replace(Cow::Borrowed(string(rd)?)).is_some(),
-            "labels" => labels.replace(label_pairs(rd)?).is_some(),
-            "value" => value.replace(number(rd)?).is_some(),
-            "timestamp" => timestamp.replace(read_int::<i64, _>(rd).ok()?).is_some(),
+        // Field names are matched as bytes: only these four ASCII names are taken, so no UTF-8
+        // check is needed for them.
+        let slot_taken = match field_name(rd)? {
+            b"name" => name.replace(Cow::Borrowed(string(rd)?)).is_some(),
+            b"labels" => labels.replace(label_pairs(rd)?).is_some(),
+            b"value" => value.replace(number(rd)?).is_some(),
+            b"timestamp" => timestamp.replace(read_int::<i64, _>(rd).ok()?).is_some(),
             _ => return None,
         };
         if slot_taken {
@@ -63,6 +64,13 @@ fn point<'a>(rd: &mut &'a [u8]) -> Option<WirePoint<'a>> {
         value: value?,
         timestamp: timestamp?,
     })
+}
+
+fn field_name<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = rmp::decode::read_str_len(rd).ok()? as usize;
+    let (name, rest) = (rd.get(..len)?, rd.get(len..)?);
+    *rd = rest;
+    Some(name)
 }
 
 fn string<'a>(rd: &mut &'a [u8]) -> Option<&'a str> {

@@ -234,7 +234,7 @@ impl Lanes {
 
     /// Adds one message; returns its partition's batch when the message completed it.
     pub fn push(&mut self, inc: Incoming) -> Option<Flushed> {
-        let part = subjects::parse_stored(&inc.subject).and_then(|s| s.partition);
+        let part = subjects::partition_of(&inc.subject);
         let lane = self.lanes.entry(part).or_insert_with(|| {
             let mut pipeline = Pipeline::new(&self.pipeline, &self.ingest, self.rules.clone());
             if let Some(w) = &self.watched {
