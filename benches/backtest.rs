@@ -138,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
             .map(|(i, m)| prismwatch::ingest::Incoming {
                 subject: m.subject.into(),
                 payload: m.payload.into(),
-                content_type: Some(m.content_type.to_string()),
+                content_type: Some(m.content_type.into()),
                 stream_seq: i as u64 + 1,
                 published_ms: stored_at,
             })
@@ -149,11 +149,16 @@ async fn main() -> anyhow::Result<()> {
         if cli.backbone_only && name != "backbone" {
             continue;
         }
-        let t = Instant::now();
-        backtest::evaluate(&in_memory, v, &[], true).await?;
+        let mut rates = Vec::new();
+        for _ in 0..cli.repeats.max(1) {
+            let t = Instant::now();
+            backtest::evaluate(&in_memory, v, &[], true).await?;
+            rates.push(points as f64 / t.elapsed().as_secs_f64());
+        }
         println!(
-            "evaluation alone (messages from memory, no server), {name}: {:.0} points/s",
-            points as f64 / t.elapsed().as_secs_f64()
+            "evaluation alone (messages from memory, no server), {name}: {:.0} points/s (median of {})",
+            median(rates),
+            cli.repeats.max(1)
         );
     }
 

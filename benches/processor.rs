@@ -109,6 +109,9 @@ struct BenchArgs {
     /// Only the single-point runs of the backbone (throughput, live maximum, latency).
     #[arg(long)]
     single_only: bool,
+    /// Only the drain throughput (1- and 100-point messages, backbone and every detector).
+    #[arg(long)]
+    throughput_only: bool,
     /// Series counts for the checkpoint measurement (each in a fresh process).
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     checkpoint_series: Vec<usize>,
@@ -335,31 +338,6 @@ async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     );
     let backbone = with_operators(&cfg, false);
     let all = with_operators(&cfg, true);
-
-    // Memory in child processes, each with a fresh heap, so RSS growth is the pipeline's own.
-    println!();
-    println!("## State per series");
-    let m = memory_in_child("backbone", &args)?;
-    println!(
-        "- backbone operators (dedup, z-score) + default rules, {} series: {:.0} bytes RSS growth/series, {:.0} bytes counted/series; decode+pipeline {:.0} ns/point (one thread, 100-point msgpack messages)",
-        args.memory_series, m.rss_per_series, m.state_per_series, m.ns_per_point
-    );
-    let m = memory_in_child("all", &args)?;
-    println!(
-        "- every detector on, {} series x {} points: {:.0} bytes RSS growth/series, {:.0} bytes counted/series (max {}); decode+pipeline {:.0} ns/point",
-        args.detector_series, args.detector_points, m.rss_per_series, m.state_per_series, m.max_state, m.ns_per_point
-    );
-    println!();
-    println!(
-        "## Detector cost (ns/point, one core, {} points of a noisy daily cycle at 1-minute steps)",
-        args.detector_points * 10
-    );
-    for (name, ns) in detector_costs(args.detector_points * 10) {
-        println!("- {name}: {ns:.0} ns/point");
-    }
-
-    print_checkpoint_costs(&args)?;
-
     if let Some(rate) = args.latency_rate {
         for consumer in [LatencyConsumer::Processor, LatencyConsumer::RawEcho] {
             let run = latency(
@@ -375,6 +353,9 @@ async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
             print_latency(consumer, rate, args.latency_batch, &run);
         }
         return Ok(());
+    }
+    if !args.throughput_only {
+        print_state_and_checkpoints(&args)?;
     }
     let sets: &[(&str, &Config)] = if args.single_only {
         &[("backbone operators: dedup, z-score", &backbone)]
@@ -436,7 +417,7 @@ async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
                 r.alerts
             );
         }
-        if !std::ptr::eq(c, &backbone) {
+        if args.throughput_only || !std::ptr::eq(c, &backbone) {
             continue;
         }
         // Live: producers publish while the processor consumes, so the server stores and
@@ -493,9 +474,38 @@ async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if !args.single_only {
+    if !args.single_only && !args.throughput_only {
         print_processes(&cfg, &rules, &args).await?;
     }
+    Ok(())
+}
+
+/// State per series, detector costs and checkpoints (the parts of a full run without a
+/// throughput or latency measurement).
+fn print_state_and_checkpoints(args: &BenchArgs) -> anyhow::Result<()> {
+    // Memory in child processes, each with a fresh heap, so RSS growth is the pipeline's own.
+    println!();
+    println!("## State per series");
+    let m = memory_in_child("backbone", args)?;
+    println!(
+        "- backbone operators (dedup, z-score) + default rules, {} series: {:.0} bytes RSS growth/series, {:.0} bytes counted/series; decode+pipeline {:.0} ns/point (one thread, 100-point msgpack messages)",
+        args.memory_series, m.rss_per_series, m.state_per_series, m.ns_per_point
+    );
+    let m = memory_in_child("all", args)?;
+    println!(
+        "- every detector on, {} series x {} points: {:.0} bytes RSS growth/series, {:.0} bytes counted/series (max {}); decode+pipeline {:.0} ns/point",
+        args.detector_series, args.detector_points, m.rss_per_series, m.state_per_series, m.max_state, m.ns_per_point
+    );
+    println!();
+    println!(
+        "## Detector cost (ns/point, one core, {} points of a noisy daily cycle at 1-minute steps)",
+        args.detector_points * 10
+    );
+    for (name, ns) in detector_costs(args.detector_points * 10) {
+        println!("- {name}: {ns:.0} ns/point");
+    }
+
+    print_checkpoint_costs(args)?;
     Ok(())
 }
 

@@ -114,7 +114,7 @@ impl History {
             .map(|(i, m)| Incoming {
                 subject: m.subject.into(),
                 payload: Bytes::from(m.payload),
-                content_type: Some(m.content_type.to_string()),
+                content_type: Some(m.content_type.into()),
                 stream_seq: i as u64 + 1,
                 published_ms: stored_at,
             })

@@ -1,8 +1,17 @@
 //! Decoding and validating metric messages: bytes in, keyed points (or a reject reason) out.
 //! Pure and synchronous; never panics on hostile input.
 
+use std::borrow::Cow;
+use std::ops::Range;
+
 use crate::model::{SeriesKey, WirePoint};
 
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
+
+use super::known::{self, KnownSeries};
+use super::raw::{Label, RawPoint, RawSeries, Scratch};
 use super::IngestConfig;
 
 /// Why a message or point was rejected. The string form is the counter label and dead-letter
@@ -91,20 +100,35 @@ fn reject(reason: RejectReason, detail: impl Into<String>) -> Reject {
     }
 }
 
-/// A valid point with its canonical series key.
+/// A valid point: where its canonical series key is in [`Decoded::keys`], the key's hash under
+/// the pipeline's series hasher, its time and value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyedPoint {
-    pub key: String,
+    pub key: Range<usize>,
+    pub hash: u64,
     pub ts: i64,
     pub value: f64,
 }
 
-/// What a message decoded to: its valid points, and why each other point was rejected.
+/// What a message decoded to: its valid points, and why each other point was rejected. The
+/// keys of the points share one buffer, which grows across messages until the caller clears it
+/// (the pipeline does once per batch): decoding a point allocates nothing once the buffers have
+/// grown.
 #[derive(Debug, Default)]
 pub struct Decoded {
+    /// Canonical series keys, one after the other.
+    pub keys: String,
+    /// The last message's valid points.
     pub points: Vec<KeyedPoint>,
-    /// One entry per rejected point, in message order.
+    /// One entry per rejected point of the last message, in message order.
     pub rejects: Vec<Reject>,
+}
+
+impl Decoded {
+    /// The canonical series key of one of the points.
+    pub fn key(&self, p: &KeyedPoint) -> &str {
+        &self.keys[p.key.clone()]
+    }
 }
 
 /// Payload encoding.
@@ -141,83 +165,195 @@ impl Encoding {
     }
 }
 
-/// Decodes and validates one message. `published_ms` is the server's receive time of the message:
-/// the future-timestamp check uses it (not the wall clock) so replay decides exactly as live did.
-pub fn decode_message(
-    payload: &[u8],
-    content_type: Option<&str>,
-    published_ms: i64,
-    limits: &IngestConfig,
-) -> Result<Decoded, Reject> {
-    if payload.len() > limits.max_message_bytes {
-        return Err(reject(
-            RejectReason::Oversized,
-            format!(
-                "{} bytes > max_message_bytes {}",
-                payload.len(),
-                limits.max_message_bytes
-            ),
-        ));
-    }
-    if payload.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(reject(RejectReason::Empty, "empty payload"));
-    }
-    let wire = parse(payload, Encoding::detect(content_type, payload))?;
-    if wire.is_empty() {
-        return Err(reject(RejectReason::Empty, "empty batch"));
-    }
-    if wire.len() > limits.max_points_per_message {
-        return Err(reject(
-            RejectReason::TooManyPoints,
-            format!(
-                "{} points > max_points_per_message {}",
-                wire.len(),
-                limits.max_points_per_message
-            ),
-        ));
-    }
-    let mut out = Decoded {
-        points: Vec::with_capacity(wire.len()),
-        ..Default::default()
-    };
-    for mut p in wire {
-        match validate(&mut p, published_ms, limits) {
-            Ok(()) => {
-                let mut key = String::with_capacity(p.name.len() + 24 * p.labels.0.len());
-                SeriesKey::write_canonical(
-                    &mut key,
-                    &p.name,
-                    p.labels.0.iter().map(|(k, v)| (&**k, &**v)),
-                );
-                out.points.push(KeyedPoint {
-                    key,
-                    ts: p.timestamp,
-                    value: p.value,
-                });
-            }
-            Err(r) => out.rejects.push(r),
-        }
-    }
-    Ok(out)
+/// Decodes and validates the messages of one pipeline. It remembers the series it has seen by
+/// their encoded name and labels ([`KnownSeries`]): a point of a known MessagePack series is
+/// neither read as text nor validated nor keyed again.
+#[derive(Debug)]
+pub struct Decoder {
+    limits: IngestConfig,
+    /// The pipeline's series hasher: each point leaves with its key's hash.
+    series_hasher: RandomState,
+    known: KnownSeries,
 }
 
-fn parse(payload: &[u8], encoding: Encoding) -> Result<Vec<WirePoint<'_>>, Reject> {
+impl Decoder {
+    pub fn new(limits: &IngestConfig, series_hasher: RandomState) -> Self {
+        Self::with_known_capacity(limits, series_hasher, known::DEFAULT_CAPACITY)
+    }
+
+    pub fn with_known_capacity(
+        limits: &IngestConfig,
+        series_hasher: RandomState,
+        capacity: usize,
+    ) -> Self {
+        Self {
+            limits: limits.clone(),
+            series_hasher,
+            known: KnownSeries::new(capacity),
+        }
+    }
+
+    pub fn limits(&self) -> &IngestConfig {
+        &self.limits
+    }
+
+    /// Decodes and validates one message into `out`: its points and rejects replace the last
+    /// message's, its keys are appended to `out.keys`. `scratch` is working space borrowed
+    /// from the payload. `published_ms` is the server's receive time of the message: the
+    /// future-timestamp check uses it (not the wall clock) so replay decides exactly as live
+    /// did.
+    pub fn decode<'a>(
+        &mut self,
+        payload: &'a [u8],
+        content_type: Option<&str>,
+        published_ms: i64,
+        scratch: &mut Scratch<'a>,
+        out: &mut Decoded,
+    ) -> Result<(), Reject> {
+        out.points.clear();
+        out.rejects.clear();
+        let limits = &self.limits;
+        if payload.len() > limits.max_message_bytes {
+            return Err(reject(
+                RejectReason::Oversized,
+                format!(
+                    "{} bytes > max_message_bytes {}",
+                    payload.len(),
+                    limits.max_message_bytes
+                ),
+            ));
+        }
+        if payload.iter().all(|b| b.is_ascii_whitespace()) {
+            return Err(reject(RejectReason::Empty, "empty payload"));
+        }
+        let encoding = Encoding::detect(content_type, payload);
+        if !(encoding == Encoding::MsgPack && super::msgpack::points(payload, scratch)) {
+            parse_with_serde(payload, encoding, scratch)?;
+        }
+        if scratch.points.is_empty() {
+            return Err(reject(RejectReason::Empty, "empty batch"));
+        }
+        if scratch.points.len() > limits.max_points_per_message {
+            return Err(reject(
+                RejectReason::TooManyPoints,
+                format!(
+                    "{} points > max_points_per_message {}",
+                    scratch.points.len(),
+                    limits.max_points_per_message
+                ),
+            ));
+        }
+        let keys_start = out.keys.len();
+        if self.key_points(scratch, published_ms, out).is_none() {
+            // A name or label the fast path framed is not UTF-8: serde decides, as it would
+            // have without the fast path.
+            out.points.clear();
+            out.rejects.clear();
+            out.keys.truncate(keys_start);
+            parse_with_serde(payload, encoding, scratch)?;
+            self.key_points(scratch, published_ms, out)
+                .expect("points read by serde are text");
+        }
+        Ok(())
+    }
+
+    /// Validates and keys the parsed points into `out`; `None` when a framed name or label is
+    /// not UTF-8.
+    fn key_points<'a>(
+        &mut self,
+        scratch: &mut Scratch<'a>,
+        published_ms: i64,
+        out: &mut Decoded,
+    ) -> Option<()> {
+        let Scratch { points, labels } = scratch;
+        let limits = &self.limits;
+        out.points.reserve(points.len());
+        for p in points.iter() {
+            let (name, span, encoded) = match &p.series {
+                RawSeries::Encoded {
+                    name,
+                    labels: encoded,
+                } => {
+                    if let Some((key, hash)) = self.known.find(name, encoded) {
+                        let series_name = key.split('\u{1f}').next().unwrap_or(key);
+                        match check_sample(series_name, p.value, p.timestamp, published_ms, limits)
+                        {
+                            Ok(()) => out.push(key, hash, p),
+                            Err(r) => out.rejects.push(r),
+                        }
+                        continue;
+                    }
+                    let start = labels.len();
+                    let text = super::msgpack::read_series(name, encoded, labels)?;
+                    (
+                        Cow::Borrowed(text),
+                        start..labels.len(),
+                        Some((*name, *encoded)),
+                    )
+                }
+                RawSeries::Read { name, labels: l } => (name.clone(), l.clone(), None),
+            };
+            let labels = &mut labels[span];
+            match validate(&name, labels, p.value, p.timestamp, published_ms, limits) {
+                Ok(()) => {
+                    let start = out.keys.len();
+                    SeriesKey::append_canonical(
+                        &mut out.keys,
+                        &name,
+                        labels.iter().map(|(k, v)| (&**k, &**v)),
+                    );
+                    let key = &out.keys[start..];
+                    let hash = self.series_hasher.hash_one(key);
+                    if let Some((name, encoded)) = encoded {
+                        self.known.insert(name, encoded, key, hash);
+                    }
+                    out.points.push(KeyedPoint {
+                        key: start..out.keys.len(),
+                        hash,
+                        ts: p.timestamp,
+                        value: p.value,
+                    });
+                }
+                Err(r) => out.rejects.push(r),
+            }
+        }
+        Some(())
+    }
+}
+
+impl Decoded {
+    fn push(&mut self, key: &str, hash: u64, p: &RawPoint<'_>) {
+        let start = self.keys.len();
+        self.keys.push_str(key);
+        self.points.push(KeyedPoint {
+            key: start..self.keys.len(),
+            hash,
+            ts: p.timestamp,
+            value: p.value,
+        });
+    }
+}
+
+/// Parses a payload with serde into `out` (cleared first).
+fn parse_with_serde<'a>(
+    payload: &'a [u8],
+    encoding: Encoding,
+    out: &mut Scratch<'a>,
+) -> Result<(), Reject> {
+    out.clear();
     let decode_err = |e: String| reject(RejectReason::DecodeError, e);
-    match encoding {
+    let wire: Vec<WirePoint<'a>> = match encoding {
         Encoding::Json => {
             let first = payload.iter().find(|b| !b.is_ascii_whitespace());
             if first == Some(&b'[') {
-                serde_json::from_slice(payload).map_err(|e| decode_err(format!("json: {e}")))
+                serde_json::from_slice(payload).map_err(|e| decode_err(format!("json: {e}")))?
             } else {
                 serde_json::from_slice(payload)
                     .map(|p| vec![p])
-                    .map_err(|e| decode_err(format!("json: {e}")))
+                    .map_err(|e| decode_err(format!("json: {e}")))?
             }
         }
         Encoding::MsgPack => {
-            if let Some(points) = super::msgpack::points(payload) {
-                return Ok(points);
-            }
             let is_array = matches!(payload[0], 0x90..=0x9f | 0xdc | 0xdd);
             if is_array {
                 // An array is a batch of points, unless it is one point encoded positionally
@@ -228,14 +364,18 @@ fn parse(payload: &[u8], encoding: Encoding) -> Result<Vec<WirePoint<'_>>, Rejec
                             .map(|p| vec![p])
                             .map_err(|_| e)
                     })
-                    .map_err(|e| decode_err(format!("msgpack: {e}")))
+                    .map_err(|e| decode_err(format!("msgpack: {e}")))?
             } else {
                 rmp_serde::from_slice(payload)
                     .map(|p| vec![p])
-                    .map_err(|e| decode_err(format!("msgpack: {e}")))
+                    .map_err(|e| decode_err(format!("msgpack: {e}")))?
             }
         }
+    };
+    for p in wire {
+        out.push_wire(p);
     }
+    Ok(())
 }
 
 fn is_metric_name(s: &str) -> bool {
@@ -257,55 +397,67 @@ pub fn check_point(
     now_ms: i64,
     limits: &IngestConfig,
 ) -> Result<(), Reject> {
-    let mut w = WirePoint {
-        name: std::borrow::Cow::Borrowed(&p.name),
-        labels: crate::model::LabelPairs(
-            p.labels
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        std::borrow::Cow::Borrowed(k.as_str()),
-                        std::borrow::Cow::Borrowed(v.as_str()),
-                    )
-                })
-                .collect(),
-        ),
-        value: p.value,
-        timestamp: p.timestamp,
-    };
-    validate(&mut w, now_ms, limits)
+    let mut labels: Vec<Label<'_>> = p
+        .labels
+        .iter()
+        .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+        .collect();
+    validate(&p.name, &mut labels, p.value, p.timestamp, now_ms, limits)
 }
 
-fn validate(p: &mut WirePoint<'_>, published_ms: i64, limits: &IngestConfig) -> Result<(), Reject> {
-    if p.name.len() > limits.max_name_bytes || !is_metric_name(&p.name) {
+/// Checks one point, and sorts its labels by name (the canonical key's order).
+fn validate(
+    name: &str,
+    labels: &mut [Label<'_>],
+    value: f64,
+    timestamp: i64,
+    published_ms: i64,
+    limits: &IngestConfig,
+) -> Result<(), Reject> {
+    if name.len() > limits.max_name_bytes || !is_metric_name(name) {
         return Err(reject(
             RejectReason::InvalidName,
-            format!("invalid metric name {:?}", truncate(&p.name)),
+            format!("invalid metric name {:?}", truncate(name)),
         ));
     }
-    if !p.value.is_finite() {
+    check_sample(name, value, timestamp, published_ms, limits)?;
+    check_labels(labels, limits)
+}
+
+/// Checks a point's value and timestamp (what a point of a known series still needs).
+fn check_sample(
+    name: &str,
+    value: f64,
+    timestamp: i64,
+    published_ms: i64,
+    limits: &IngestConfig,
+) -> Result<(), Reject> {
+    if !value.is_finite() {
         return Err(reject(
             RejectReason::NonFiniteValue,
-            format!("{} = {}", p.name, p.value),
+            format!("{name} = {value}"),
         ));
     }
-    if p.timestamp <= 0 {
+    if timestamp <= 0 {
         return Err(reject(
             RejectReason::InvalidTimestamp,
-            format!("timestamp {} is not ms since the epoch", p.timestamp),
+            format!("timestamp {timestamp} is not ms since the epoch"),
         ));
     }
-    if p.timestamp > published_ms.saturating_add(limits.max_future_ms) {
+    if timestamp > published_ms.saturating_add(limits.max_future_ms) {
         return Err(reject(
             RejectReason::FutureTimestamp,
             format!(
-                "timestamp {} is {} ms after publish time",
-                p.timestamp,
-                p.timestamp - published_ms
+                "timestamp {timestamp} is {} ms after publish time",
+                timestamp - published_ms
             ),
         ));
     }
-    let labels = &mut p.labels.0;
+    Ok(())
+}
+
+/// Checks a point's labels and sorts them by name.
+fn check_labels(labels: &mut [Label<'_>], limits: &IngestConfig) -> Result<(), Reject> {
     if labels.len() > limits.max_labels {
         return Err(reject(
             RejectReason::TooManyLabels,
@@ -381,8 +533,26 @@ mod tests {
         }
     }
 
+    /// One message decoded on its own.
+    fn decode(payload: &[u8], content_type: Option<&str>) -> Result<Decoded, Reject> {
+        let mut out = Decoded::default();
+        Decoder::new(&limits(), HASHER.clone())
+            .decode(
+                payload,
+                content_type,
+                NOW,
+                &mut Scratch::default(),
+                &mut out,
+            )
+            .map(|()| out)
+    }
+
+    /// One hasher for all tests (so keys' hashes compare).
+    static HASHER: std::sync::LazyLock<RandomState> =
+        std::sync::LazyLock::new(RandomState::default);
+
     fn reason(payload: &[u8]) -> RejectReason {
-        match decode_message(payload, None, NOW, &limits()) {
+        match decode(payload, None) {
             Err(r) => r.reason,
             Ok(d) => d.rejects.first().expect("expected a rejection").reason,
         }
@@ -391,12 +561,12 @@ mod tests {
     #[test]
     fn json_point_and_batch() {
         let one = serde_json::to_vec(&point("cpu", 1.5, NOW)).unwrap();
-        let d = decode_message(&one, None, NOW, &limits()).unwrap();
+        let d = decode(&one, None).unwrap();
         assert_eq!(d.points.len(), 1);
         assert_eq!(d.points[0].value, 1.5);
         let batch =
             serde_json::to_vec(&vec![point("cpu", 1.0, NOW), point("mem", 2.0, NOW)]).unwrap();
-        let d = decode_message(&batch, Some("application/json"), NOW, &limits()).unwrap();
+        let d = decode(&batch, Some("application/json")).unwrap();
         assert_eq!(d.points.len(), 2);
         assert!(d.rejects.is_empty());
     }
@@ -407,28 +577,76 @@ mod tests {
         let positional = rmp_serde::to_vec(&point("cpu", 3.0, NOW)).unwrap();
         let batch =
             rmp_serde::to_vec_named(&vec![point("a", 1.0, NOW), point("b", 2.0, NOW)]).unwrap();
-        let a = decode_message(&named, Some("application/msgpack"), NOW, &limits()).unwrap();
-        let b = decode_message(&positional, None, NOW, &limits()).unwrap();
-        assert_eq!(a.points, b.points);
+        let a = decode(&named, Some("application/msgpack")).unwrap();
+        let b = decode(&positional, None).unwrap();
+        assert_eq!((a.points, a.keys), (b.points, b.keys));
+        assert_eq!(decode(&batch, None).unwrap().points.len(), 2);
+    }
+
+    #[test]
+    fn keys_of_messages_share_one_buffer_and_points_are_the_last_messages() {
+        let (mut scratch, mut out) = (Scratch::default(), Decoded::default());
+        let mut decoder = Decoder::new(&limits(), HASHER.clone());
+        let first =
+            rmp_serde::to_vec_named(&vec![point("a", 1.0, NOW), point("b", 2.0, NOW)]).unwrap();
+        let second = serde_json::to_vec(&point("c", 3.0, NOW)).unwrap();
+        decoder
+            .decode(&first, None, NOW, &mut scratch, &mut out)
+            .unwrap();
+        let keys: Vec<String> = out.points.iter().map(|p| out.key(p).to_string()).collect();
         assert_eq!(
-            decode_message(&batch, None, NOW, &limits())
-                .unwrap()
-                .points
-                .len(),
-            2
+            keys,
+            [
+                "a\u{1f}exchange\u{1e}binance",
+                "b\u{1f}exchange\u{1e}binance"
+            ]
+        );
+        decoder
+            .decode(&second, None, NOW, &mut scratch, &mut out)
+            .unwrap();
+        assert_eq!(out.points.len(), 1);
+        assert_eq!(out.key(&out.points[0]), "c\u{1f}exchange\u{1e}binance");
+        assert!(out.keys.starts_with(&keys.concat()));
+        // A refused message leaves no points behind.
+        assert!(decoder
+            .decode(b"[]", None, NOW, &mut scratch, &mut out)
+            .is_err());
+        assert!(out.points.is_empty() && out.rejects.is_empty());
+    }
+
+    #[test]
+    fn a_known_series_is_found_by_its_bytes_and_a_bad_string_still_goes_to_serde() {
+        let mut decoder = Decoder::new(&limits(), HASHER.clone());
+        let p = rmp_serde::to_vec_named(&point("cpu", 1.0, NOW)).unwrap();
+        let first = outcome(&mut decoder, &p, NOW).unwrap();
+        assert_eq!(decoder.known.len(), 1);
+        assert_eq!(outcome(&mut decoder, &p, NOW).unwrap(), first);
+        let nan = rmp_serde::to_vec_named(&point("cpu", f64::NAN, NOW)).unwrap();
+        let (points, rejects) = outcome(&mut decoder, &nan, NOW).unwrap();
+        assert!(points.is_empty());
+        assert_eq!(rejects[0].reason, RejectReason::NonFiniteValue);
+        assert_eq!(rejects[0].detail, "cpu = NaN");
+        // A label value that is not UTF-8: the message is refused whole, as serde refuses it.
+        let mut bad =
+            rmp_serde::to_vec_named(&vec![point("cpu", 1.0, NOW), point("mem", 1.0, NOW)]).unwrap();
+        let at = bad.len() - bad.windows(7).rev().position(|w| w == b"binance").unwrap() - 7;
+        bad[at] = 0xff;
+        let refused = outcome(&mut decoder, &bad, NOW).unwrap_err();
+        assert_eq!(refused.reason, RejectReason::DecodeError);
+        assert_eq!(
+            outcome(&mut Decoder::new(&limits(), HASHER.clone()), &bad, NOW).unwrap_err(),
+            refused
         );
     }
 
     #[test]
     fn key_sorts_labels() {
-        let d = decode_message(
+        let d = decode(
             br#"{"name":"x","labels":{"b":"2","a":"1"},"value":1,"timestamp":5}"#,
             None,
-            NOW,
-            &limits(),
         )
         .unwrap();
-        let key = SeriesKey(d.points[0].key.as_str().into());
+        let key = SeriesKey(d.key(&d.points[0]).into());
         assert_eq!(key.display(), "x{a=\"1\",b=\"2\"}");
     }
 
@@ -495,7 +713,7 @@ mod tests {
             point("ok2", 2.0, NOW),
         ])
         .unwrap();
-        let d = decode_message(&batch, None, NOW, &limits()).unwrap();
+        let d = decode(&batch, None).unwrap();
         assert_eq!(d.points.len(), 2);
         assert_eq!(d.rejects.len(), 1);
         assert_eq!(d.rejects[0].reason, RejectReason::NonFiniteValue);
@@ -510,7 +728,7 @@ mod tests {
             point("late", 1.0, 0),
         ])
         .unwrap();
-        let d = decode_message(&batch, None, NOW, &limits()).unwrap();
+        let d = decode(&batch, None).unwrap();
         let reasons: Vec<_> = d.rejects.iter().map(|r| r.reason).collect();
         assert_eq!(
             reasons,
@@ -522,11 +740,83 @@ mod tests {
         );
     }
 
+    /// A message's points and rejects as comparable values.
+    type Outcome = Result<(Vec<(String, u64, i64, u64)>, Vec<Reject>), Reject>;
+
+    fn outcome(decoder: &mut Decoder, payload: &[u8], published_ms: i64) -> Outcome {
+        let mut out = Decoded::default();
+        decoder.decode(
+            payload,
+            None,
+            published_ms,
+            &mut Scratch::default(),
+            &mut out,
+        )?;
+        let points = out
+            .points
+            .iter()
+            .map(|p| (out.key(p).to_string(), p.hash, p.ts, p.value.to_bits()))
+            .collect();
+        Ok((points, out.rejects))
+    }
+
+    /// Points of a few series, some of them bad in one way or another.
+    fn message() -> impl proptest::strategy::Strategy<Value = (Vec<u8>, i64)> {
+        use proptest::prelude::*;
+        let point = (
+            prop::sample::select(vec!["cpu", "mem", "9bad", "up"]),
+            prop::collection::btree_map(
+                prop::sample::select(vec!["host", "exchange", "bad label", "z"]),
+                prop::sample::select(vec!["a", "b", "c\u{7}", "東京"]),
+                0..3,
+            ),
+            prop::sample::select(vec![1.5, -2.0, f64::NAN, f64::INFINITY]),
+            prop::sample::select(vec![NOW - 5, NOW, NOW + 3_600_000, 0]),
+        )
+            .prop_map(|(name, labels, value, timestamp)| MetricPoint {
+                name: name.into(),
+                labels: labels
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                value,
+                timestamp,
+            });
+        (
+            prop::collection::vec(point, 1..4),
+            any::<bool>(),
+            prop::sample::select(vec![NOW, NOW - 3_600_000]),
+        )
+            .prop_map(|(points, null_labels, published)| {
+                let mut bytes = rmp_serde::to_vec_named(&points).unwrap();
+                if null_labels && points[0].labels.is_empty() {
+                    // `labels: nil` instead of an empty map: the same series, other bytes.
+                    let empty = [0xa6, b'l', b'a', b'b', b'e', b'l', b's', 0x80];
+                    if let Some(i) = bytes.windows(8).position(|w| w == empty) {
+                        bytes[i + 7] = 0xc0;
+                    }
+                }
+                (bytes, published)
+            })
+    }
+
     proptest::proptest! {
         #[test]
+        fn known_series_decode_as_a_fresh_decoder_does(
+            messages in proptest::collection::vec(message(), 1..12),
+            capacity in 1usize..4,
+        ) {
+            let mut remembering = Decoder::with_known_capacity(&limits(), HASHER.clone(), capacity);
+            for (bytes, published) in &messages {
+                let fresh = outcome(&mut Decoder::new(&limits(), HASHER.clone()), bytes, *published);
+                proptest::prop_assert_eq!(outcome(&mut remembering, bytes, *published), fresh);
+            }
+        }
+
+        #[test]
         fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
-            let _ = decode_message(&bytes, None, NOW, &limits());
-            let _ = decode_message(&bytes, Some("application/json"), NOW, &limits());
+            let _ = decode(&bytes, None);
+            let _ = decode(&bytes, Some("application/json"));
         }
     }
 }

@@ -16,14 +16,13 @@ const KV_SEP: char = '\u{1e}';
 pub struct SeriesKey(pub Arc<str>);
 
 impl SeriesKey {
-    /// Writes the canonical key of `name` + `labels` into `buf` (cleared first). `labels` must be
-    /// sorted by name and free of duplicates.
-    pub fn write_canonical<'l>(
+    /// Appends the canonical key of `name` + `labels` to `buf`. `labels` must be sorted by name
+    /// and free of duplicates.
+    pub fn append_canonical<'l>(
         buf: &mut String,
         name: &str,
         labels: impl IntoIterator<Item = (&'l str, &'l str)>,
     ) {
-        buf.clear();
         buf.push_str(name);
         for (k, v) in labels {
             buf.push(PAIR_SEP);
@@ -35,7 +34,7 @@ impl SeriesKey {
 
     pub fn from_parts(name: &str, labels: &BTreeMap<String, String>) -> Self {
         let mut buf = String::new();
-        Self::write_canonical(
+        Self::append_canonical(
             &mut buf,
             name,
             labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),

@@ -9,6 +9,7 @@ pub mod checkpoint;
 mod config;
 pub mod dedup;
 pub mod operator;
+mod series_table;
 mod shard;
 pub mod time;
 
@@ -17,13 +18,12 @@ use std::sync::Arc;
 
 pub use config::{MetricOperators, PipelineConfig};
 pub use shard::{
-    fingerprint, Claim, Emitted, Item, PipelineCtx, PointReject, SeriesSnapshot, Shard, ShardOut,
-    ShardStats, TracePoint,
+    fingerprint, Claim, Emitted, Item, PipelineCtx, PointReject, SeriesPoint, SeriesSnapshot,
+    Shard, ShardOut, ShardStats, TracePoint,
 };
 pub use time::{SourceId, TimeConfig, Timelines, TimelinesSnapshot};
 
-use crate::ingest::{decode_message, Incoming, IngestConfig, Reject, RejectReason};
-use crate::model::SeriesKey;
+use crate::ingest::{Decoded, Decoder, Incoming, IngestConfig, Reject, RejectReason, Scratch};
 use crate::rules::RuleSet;
 use crate::subjects;
 use time::TimeSignal;
@@ -90,8 +90,13 @@ pub struct PipelineHeader {
 }
 
 pub struct Pipeline {
+    ctx: Arc<PipelineCtx>,
     shards: Vec<Shard>,
     queues: Vec<Vec<Item>>,
+    /// The decoded points of the message at hand, and the keys of the batch's points (the
+    /// queued items point into it): reused, so a point allocates nothing.
+    decoded: Decoded,
+    decoder: Decoder,
     time: Timelines,
     limits: IngestConfig,
     sweep_every_ms: i64,
@@ -111,8 +116,12 @@ impl Pipeline {
         let n = config.shards.max(1);
         let idle_evict_ms = config.idle_series_evict_secs as i64 * 1000;
         Self {
+            decoder: Decoder::new(ingest, ctx.series_hasher.clone()),
             shards: (0..n).map(|_| Shard::new(ctx.clone())).collect(),
+            ctx,
             queues: vec![Vec::new(); n],
+            decoded: Decoded::default(),
+
             time: Timelines::new(TimeConfig {
                 lateness_ms: ingest.allowed_lateness_ms,
                 idle_ms: ingest.source_idle_ms,
@@ -132,6 +141,8 @@ impl Pipeline {
     pub fn process(&mut self, batch: &[Incoming]) -> BatchOutput {
         let mut rejects = Rejects::default();
         let mut stats = BatchStats::default();
+        let mut scratch = Scratch::default();
+        self.decoded.keys.clear();
         for (i, m) in batch.iter().enumerate() {
             let msg = i as u32;
             stats.messages += 1;
@@ -163,11 +174,12 @@ impl Pipeline {
             // Decoding is pure and must not panic; if it ever does, the message is refused,
             // not the process.
             let decoded = catch_unwind(AssertUnwindSafe(|| {
-                decode_message(
+                self.decoder.decode(
                     &m.payload,
                     m.content_type.as_deref(),
                     m.published_ms,
-                    &self.limits,
+                    &mut scratch,
+                    &mut self.decoded,
                 )
             }))
             .unwrap_or_else(|_| {
@@ -176,19 +188,16 @@ impl Pipeline {
                     detail: "decoding panicked".into(),
                 })
             });
-            let decoded = match decoded {
-                Ok(d) => d,
-                Err(reject) => {
-                    rejects.add(msg, reject.reason, reject.detail);
-                    continue;
-                }
-            };
-            for r in decoded.rejects {
+            if let Err(reject) = decoded {
+                rejects.add(msg, reject.reason, reject.detail);
+                continue;
+            }
+            for r in self.decoded.rejects.drain(..) {
                 rejects.add(msg, r.reason, r.detail);
             }
             let source = self.time.source(source_name);
             let n = self.shards.len();
-            for p in decoded.points {
+            for p in self.decoded.points.drain(..) {
                 stats.points += 1;
                 if let Err(behind) = self.time.admit(source, p.ts) {
                     stats.late += 1;
@@ -204,13 +213,11 @@ impl Pipeline {
                     );
                     continue;
                 }
-                let shard = if n == 1 {
-                    0
-                } else {
-                    SeriesKey::shard_of(&p.key, n)
-                };
-                self.queues[shard].push(Item::Point {
-                    point: p,
+                self.queues[shard_of(p.hash, n)].push(Item::Point {
+                    key: p.key,
+                    hash: p.hash,
+                    ts: p.ts,
+                    value: p.value,
                     source,
                     msg,
                 });
@@ -279,6 +286,7 @@ impl Pipeline {
     /// Runs every queued item through the shards.
     fn run_shards(&mut self) -> RunOut {
         let total: usize = self.queues.iter().map(Vec::len).sum();
+        let keys = self.decoded.keys.as_str();
         let mut per_shard: Vec<ShardOut> =
             (0..self.shards.len()).map(|_| Default::default()).collect();
         if self.shards.len() == 1 || total < PARALLEL_MIN_ITEMS {
@@ -288,7 +296,7 @@ impl Pipeline {
                 .zip(&mut self.queues)
                 .zip(&mut per_shard)
             {
-                shard.process(q.drain(..), out);
+                shard.process(q.drain(..), keys, out);
             }
         } else {
             std::thread::scope(|s| {
@@ -299,10 +307,10 @@ impl Pipeline {
                     .zip(&mut per_shard);
                 let first = jobs.next();
                 for ((shard, q), out) in jobs {
-                    s.spawn(move || shard.process(q.drain(..), out));
+                    s.spawn(move || shard.process(q.drain(..), keys, out));
                 }
                 if let Some(((shard, q), out)) = first {
-                    shard.process(q.drain(..), out);
+                    shard.process(q.drain(..), keys, out);
                 }
             });
         }
@@ -343,13 +351,12 @@ impl Pipeline {
 
     /// What the pipeline knows of one series (canonical key), if it holds it.
     pub fn describe_series(&self, key: &str) -> Option<serde_json::Value> {
-        let n = self.shards.len();
-        let shard = if n == 1 {
-            0
-        } else {
-            SeriesKey::shard_of(key, n)
-        };
-        self.shards[shard].describe(key)
+        self.shards[self.shard_for(key)].describe(key)
+    }
+
+    /// The shard that holds (or would hold) a series.
+    fn shard_for(&self, key: &str) -> usize {
+        shard_of(self.ctx.series_hash(key), self.shards.len())
     }
 
     /// Traces every point of these series (canonical keys) into [`BatchOutput::traces`].
@@ -423,11 +430,11 @@ impl Pipeline {
 
     /// Starts from a checkpoint's header (drops all state first).
     pub fn restore_header(&mut self, h: PipelineHeader) {
-        let ctx = self.shards[0].ctx_arc();
         let n = self.shards.len();
-        self.shards = (0..n).map(|_| Shard::new(ctx.clone())).collect();
+        self.shards = (0..n).map(|_| Shard::new(self.ctx.clone())).collect();
         for key in &h.quarantined {
-            self.shards[SeriesKey::shard_of(key, n)].restore_quarantined(key);
+            let i = self.shard_for(key);
+            self.shards[i].restore_quarantined(key);
         }
         self.time.restore(h.timelines);
         self.next_sweep_at = h.next_sweep_at;
@@ -436,12 +443,17 @@ impl Pipeline {
     /// Adds series from a checkpoint chunk (after [`Pipeline::restore_header`]); the shard count
     /// may differ from the one that wrote it.
     pub fn restore_series(&mut self, chunk: Vec<SeriesSnapshot>) {
-        let n = self.shards.len();
         for s in chunk {
-            let i = SeriesKey::shard_of(&s.key, n);
+            let i = self.shard_for(&s.key);
             self.shards[i].restore_series(s);
         }
     }
+}
+
+/// The shard of a series, from its key's hash: bits the shard's table does not use to place
+/// the series (it uses the lowest and the top seven), so each shard's table stays evenly filled.
+fn shard_of(hash: u64, shards: usize) -> usize {
+    ((hash >> 32) % shards as u64) as usize
 }
 
 struct RunOut {

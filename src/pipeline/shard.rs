@@ -2,6 +2,8 @@
 //! the event-time timers of those rules. Synchronous; driven only by points and watermarks.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use foldhash::fast::RandomState;
@@ -11,10 +13,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::operator::{DropReason, Flow, OperatorSpec, OperatorState, PointCtx};
+use super::series_table::{Keyed, SeriesTable};
 use super::time::SourceId;
 use crate::detect::trend::CrossingDirection;
 use crate::detect::AnomalyExplanation;
-use crate::ingest::{KeyedPoint, RejectReason};
+use crate::ingest::RejectReason;
 use crate::model::{AlertEvent, AlertStatus, EndReason, SeriesKey};
 use crate::rules::{
     Matcher, Op, Rule, RuleSet, RuleState, TemplateCtx, Transition, TransitionKind,
@@ -34,6 +37,9 @@ pub struct PipelineCtx {
     /// Most series remembered as quarantined (their code panicked); beyond it, a series that
     /// panics is reset but not remembered.
     pub max_quarantined: usize,
+    /// Hashes series keys: the pipeline picks a point's shard by it, the shard finds the
+    /// series by it (one hash per point). Randomly seeded per pipeline.
+    pub series_hasher: RandomState,
 }
 
 impl PipelineCtx {
@@ -54,7 +60,13 @@ impl PipelineCtx {
             staleness_ms: config.staleness_secs as i64 * 1000,
             idle_ms: config.idle_series_evict_secs as i64 * 1000,
             max_quarantined: config.max_quarantined_series,
+            series_hasher: RandomState::default(),
         }
+    }
+
+    /// The hash of a canonical series key (see `series_hasher`).
+    pub fn series_hash(&self, key: &str) -> u64 {
+        self.series_hasher.hash_one(key)
     }
 
     /// Index of the operator list that serves a metric.
@@ -70,8 +82,13 @@ impl PipelineCtx {
 /// caused the item (alert events and rejects are traced back to it).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
+    /// A point; its series key is `keys[key]` of the key buffer given with the items, and
+    /// `hash` is [`PipelineCtx::series_hash`] of it.
     Point {
-        point: KeyedPoint,
+        key: Range<usize>,
+        hash: u64,
+        ts: i64,
+        value: f64,
         source: SourceId,
         msg: u32,
     },
@@ -163,6 +180,21 @@ struct SeriesState {
     rules: Box<[RuleSlot]>,
 }
 
+impl Keyed for SeriesState {
+    fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// A point on its way into a shard: its series (canonical key and its
+/// [`PipelineCtx::series_hash`]), time and value.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesPoint<'k> {
+    pub key: &'k str,
+    pub hash: u64,
+    pub ts: i64,
+    pub value: f64,
+}
 /// The latest accepted point as the operators scored it: what an alert event caused by a timer
 /// (no point at hand) reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -325,9 +357,7 @@ impl Timers {
 
 pub struct Shard {
     ctx: Arc<PipelineCtx>,
-    /// Randomly seeded hashing resists hash flooding from hostile label values; nothing
-    /// iterates this map where order would show (snapshots sort, eviction only removes).
-    series: HashMap<Arc<str>, SeriesState, RandomState>,
+    series: SeriesTable<SeriesState>,
     timers: Timers,
     /// Series whose operator or rule code panicked: their points are refused from then on.
     quarantined: HashSet<Arc<str>, RandomState>,
@@ -342,8 +372,8 @@ impl Shard {
     pub fn new(ctx: Arc<PipelineCtx>) -> Self {
         let rules = ctx.rules.rules.len();
         Self {
+            series: SeriesTable::new(ctx.series_hasher.clone()),
             ctx,
-            series: HashMap::default(),
             timers: Timers::default(),
             quarantined: HashSet::default(),
             stats: ShardStats::default(),
@@ -364,10 +394,6 @@ impl Shard {
         for (sum, n) in into.iter_mut().zip(self.evaluations.iter_mut()) {
             *sum += std::mem::take(n);
         }
-    }
-
-    pub fn ctx_arc(&self) -> Arc<PipelineCtx> {
-        self.ctx.clone()
     }
 
     pub fn series_count(&self) -> usize {
@@ -455,22 +481,43 @@ impl Shard {
         }))
     }
 
-    /// Processes items in order, appending alert events and rejects to `out`.
-    pub fn process(&mut self, items: impl IntoIterator<Item = Item>, out: &mut ShardOut) {
+    /// Processes items in order (their points' keys are in `keys`), appending alert events and
+    /// rejects to `out`.
+    pub fn process(
+        &mut self,
+        items: impl IntoIterator<Item = Item>,
+        keys: &str,
+        out: &mut ShardOut,
+    ) {
         for item in items {
             match item {
-                Item::Point { point, source, msg } => match &self.watched {
-                    Some(w) if w.contains(point.key.as_str()) => {
-                        let key: Arc<str> = point.key.as_str().into();
-                        let before = out.events.len();
-                        if self.on_point(point, source, msg, out).is_some() {
-                            self.trace(key, out.events.len() > before, out);
+                Item::Point {
+                    key,
+                    hash,
+                    ts,
+                    value,
+                    source,
+                    msg,
+                } => {
+                    let p = SeriesPoint {
+                        key: &keys[key],
+                        hash,
+                        ts,
+                        value,
+                    };
+                    match &self.watched {
+                        Some(w) if w.contains(p.key) => {
+                            let key: Arc<str> = p.key.into();
+                            let before = out.events.len();
+                            if self.on_point(p, source, msg, out).is_some() {
+                                self.trace(key, out.events.len() > before, out);
+                            }
+                        }
+                        _ => {
+                            self.on_point(p, source, msg, out);
                         }
                     }
-                    _ => {
-                        self.on_point(point, source, msg, out);
-                    }
-                },
+                }
                 Item::Watermark { source, at, msg } => self.on_watermark(source, at, msg, out),
                 Item::Sweep {
                     watermarks,
@@ -479,7 +526,7 @@ impl Shard {
                     self.evict_idle(&watermarks);
                     out.claims.extend(
                         self.series
-                            .values()
+                            .iter()
                             .filter(|st| SeriesKey::shard_of(&st.key, slots.max(1)) == slot)
                             .map(|st| Claim {
                                 key: st.key.clone(),
@@ -524,7 +571,7 @@ impl Shard {
     /// is reported as a reject of this point: the rest of the shard goes on.
     pub fn on_point(
         &mut self,
-        kp: KeyedPoint,
+        kp: SeriesPoint<'_>,
         source: SourceId,
         msg: u32,
         out: &mut ShardOut,
@@ -539,19 +586,19 @@ impl Shard {
             watched: _,
         } = self;
         stats.points += 1;
-        if !quarantined.is_empty() && quarantined.contains(kp.key.as_str()) {
+        if !quarantined.is_empty() && quarantined.contains(kp.key) {
             out.rejects.push(PointReject {
                 msg,
                 reason: RejectReason::Quarantined,
                 detail: format!(
                     "series {} is quarantined (its processing panicked earlier)",
-                    SeriesKey(kp.key.as_str().into()).display()
+                    SeriesKey(kp.key.into()).display()
                 ),
             });
             return None;
         }
         // One lookup per point on the hot path.
-        let st = match series.get_mut(kp.key.as_str()) {
+        let st = match series.get_mut_hashed(kp.key, kp.hash) {
             Some(st) if st.source != source => {
                 out.rejects.push(PointReject {
                     msg,
@@ -574,8 +621,7 @@ impl Shard {
                     msg,
                     new: true,
                 });
-                let st = new_series(ctx, key.clone(), source);
-                series.entry(key).or_insert(st)
+                series.insert_new(kp.hash, new_series(ctx, key, source))
             }
         };
         let before = out.events.len();
@@ -678,7 +724,7 @@ impl Shard {
     fn evict_idle(&mut self, watermarks: &HashMap<SourceId, i64>) {
         let idle = self.ctx.idle_ms;
         let before = self.series.len();
-        self.series.retain(|_, st| {
+        self.series.retain(|st| {
             let w = watermarks.get(&st.source).copied().unwrap_or(i64::MIN);
             st.last.ts.saturating_add(idle) >= w || st.rules.iter().any(|s| s.state.is_active())
         });
@@ -691,10 +737,9 @@ impl Shard {
 
     /// The shard's series in key order (deterministic checkpoints), one copy at a time.
     pub fn for_each_series(&self, f: &mut impl FnMut(SeriesSnapshot)) {
-        let mut keys: Vec<&Arc<str>> = self.series.keys().collect();
-        keys.sort_unstable();
-        for k in keys {
-            let st = &self.series[k];
+        let mut all: Vec<&SeriesState> = self.series.iter().collect();
+        all.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        for st in all {
             f(SeriesSnapshot {
                 key: st.key.to_string(),
                 source: st.source,
@@ -744,7 +789,7 @@ impl Shard {
                 self.ctx.staleness_ms,
             );
         }
-        self.series.insert(key, st);
+        self.series.insert(st);
     }
 
     /// True when some timer is waiting (its source's clock must move for it to fire).
@@ -757,24 +802,24 @@ impl Shard {
     /// control byte), the timers, and each series' own allocations.
     pub fn approx_state_bytes(&self) -> usize {
         let buckets = self.series.capacity() * 8 / 7;
-        let table = buckets * (std::mem::size_of::<(Arc<str>, SeriesState)>() + 1);
+        let table = buckets * (std::mem::size_of::<SeriesState>() + 1);
         let timers = self.timers.len() * (std::mem::size_of::<Timer>() + 16)
             + self.timers.by_source.len() * 64;
-        table + timers + self.series.values().map(series_heap_bytes).sum::<usize>()
+        table + timers + self.series.iter().map(series_heap_bytes).sum::<usize>()
     }
 
     /// The largest series: its map entry and its own allocations.
     pub fn max_state_bytes(&self) -> usize {
         self.series
-            .values()
-            .map(|st| std::mem::size_of::<(Arc<str>, SeriesState)>() + series_heap_bytes(st))
+            .iter()
+            .map(|st| std::mem::size_of::<SeriesState>() + series_heap_bytes(st))
             .max()
             .unwrap_or(0)
     }
 }
 
-/// Bytes a series allocates beyond its map entry: the key (shared by the map, the state and
-/// the timers), operator and rule slices, operator heap state, the boxed explanation.
+/// Bytes a series allocates beyond its table entry: the key (shared by the state and the
+/// timers), operator and rule slices, operator heap state, the boxed explanation.
 fn series_heap_bytes(st: &SeriesState) -> usize {
     let op_heap: usize = st
         .ops

@@ -1,6 +1,7 @@
 //! Consuming one partition: its durable consumer, (re)created at the checkpoint on every
 //! takeover, and a task that keeps pulling batches while the partition's loop publishes and acks.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,9 +35,18 @@ pub fn incoming_with(msg: &jetstream::Message, info: &jetstream::message::Info<'
             .headers
             .as_ref()
             .and_then(|h| h.get(subjects::HEADER_CONTENT_TYPE))
-            .map(|v| v.to_string()),
+            .map(|v| content_type(v.as_str())),
         stream_seq: info.stream_sequence,
         published_ms: (info.published.unix_timestamp_nanos() / 1_000_000) as i64,
+    }
+}
+
+/// A `Content-Type` value, borrowed when it is one of the usual ones.
+fn content_type(v: &str) -> Cow<'static, str> {
+    match v {
+        "application/msgpack" => Cow::Borrowed("application/msgpack"),
+        "application/json" => Cow::Borrowed("application/json"),
+        other => Cow::Owned(other.to_string()),
     }
 }
 

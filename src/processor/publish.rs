@@ -188,7 +188,7 @@ impl Publisher {
             m.stream_seq.to_string().as_str(),
         );
         if let Some(ct) = &m.content_type {
-            headers.insert(subjects::HEADER_CONTENT_TYPE, ct.as_str());
+            headers.insert(subjects::HEADER_CONTENT_TYPE, &**ct);
         }
         let mut reference_headers = headers.clone();
         reference_headers.insert(

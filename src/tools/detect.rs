@@ -9,10 +9,9 @@ use anyhow::{bail, Context};
 
 use crate::config::Config;
 use crate::detect::DetectorKind;
-use crate::ingest::KeyedPoint;
 use crate::model::AlertStatus;
 use crate::pipeline::operator::OperatorSpec;
-use crate::pipeline::{PipelineCtx, Shard, ShardOut};
+use crate::pipeline::{PipelineCtx, SeriesPoint, Shard, ShardOut};
 use crate::rules::{Field, Matcher, Rule, RuleSet};
 
 /// The rule behind the `alert` column: the first configured rule on the `anomaly` field,
@@ -82,6 +81,7 @@ pub fn score_file(
         rules: vec![rule.clone()],
     };
     let ctx = Arc::new(PipelineCtx::new(&cfg.pipeline, rules));
+    let hash = ctx.series_hash(metric);
     let mut shard = Shard::new(ctx);
     let mut rdr =
         csv::Reader::from_path(input).with_context(|| format!("reading {}", input.display()))?;
@@ -107,8 +107,9 @@ pub fn score_file(
             .with_context(|| format!("{}: row {}: value {v_s:?}", input.display(), i + 2))?;
         out.events.clear();
         let p = shard.on_point(
-            KeyedPoint {
-                key: metric.into(),
+            SeriesPoint {
+                key: metric,
+                hash,
                 ts,
                 value,
             },
