@@ -45,6 +45,10 @@ struct Cli {
     /// Only the backbone measurement (for profiling).
     #[arg(long)]
     backbone_only: bool,
+    /// Shards per partition pipeline (`pipeline.shards`; above 1, decoding and the shards run
+    /// on the pool).
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
     #[arg(long, hide = true)]
     bench: bool,
 }
@@ -64,9 +68,10 @@ fn builtin_rules() -> RuleSet {
 
 /// The shipped config and rules (every detector on every series), or the backbone operators
 /// with the rules they can evaluate.
-fn variant(url: &str, backbone: bool) -> Variant {
+fn variant(url: &str, backbone: bool, shards: usize) -> Variant {
     let mut config = Config::default();
     config.nats.url = url.to_string();
+    config.pipeline.shards = shards;
     let mut rules = builtin_rules();
     if backbone {
         config.pipeline.operators.truncate(2);
@@ -127,8 +132,8 @@ async fn main() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
     let history = History::stream(js.clone(), &cfg, TimeRange::default(), (1, None), &[]).await?;
-    let backbone = [variant(&url, true)];
-    let shipped = [variant(&url, false)];
+    let backbone = [variant(&url, true, cli.shards)];
+    let shipped = [variant(&url, false, cli.shards)];
     // The same messages from memory, as `--input` gives them: the evaluation alone.
     let stored_at = prismwatch::tools::clock::now_ms();
     let in_memory = History::File {

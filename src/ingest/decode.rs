@@ -110,17 +110,16 @@ pub struct KeyedPoint {
     pub value: f64,
 }
 
-/// What a message decoded to: its valid points, and why each other point was rejected. The
-/// keys of the points share one buffer, which grows across messages until the caller clears it
+/// What messages decoded to: their valid points, and why each other point was rejected, in
+/// message order. The keys of the points share one buffer. It grows until the caller clears it
 /// (the pipeline does once per batch): decoding a point allocates nothing once the buffers have
 /// grown.
 #[derive(Debug, Default)]
 pub struct Decoded {
     /// Canonical series keys, one after the other.
     pub keys: String,
-    /// The last message's valid points.
     pub points: Vec<KeyedPoint>,
-    /// One entry per rejected point of the last message, in message order.
+    /// One entry per rejected point.
     pub rejects: Vec<Reject>,
 }
 
@@ -193,13 +192,9 @@ impl Decoder {
         }
     }
 
-    pub fn limits(&self) -> &IngestConfig {
-        &self.limits
-    }
-
-    /// Decodes and validates one message into `out`: its points and rejects replace the last
-    /// message's, its keys are appended to `out.keys`. `scratch` is working space borrowed
-    /// from the payload. `published_ms` is the server's receive time of the message: the
+    /// Decodes and validates one message, appending its points, their keys and its rejected
+    /// points to `out` (nothing when the message is refused whole). `scratch` is working space
+    /// borrowed from the payload. `published_ms` is the server's receive time of the message: the
     /// future-timestamp check uses it (not the wall clock) so replay decides exactly as live
     /// did.
     pub fn decode<'a>(
@@ -210,8 +205,6 @@ impl Decoder {
         scratch: &mut Scratch<'a>,
         out: &mut Decoded,
     ) -> Result<(), Reject> {
-        out.points.clear();
-        out.rejects.clear();
         let limits = &self.limits;
         if payload.len() > limits.max_message_bytes {
             return Err(reject(
@@ -243,13 +236,13 @@ impl Decoder {
                 ),
             ));
         }
-        let keys_start = out.keys.len();
+        let before = (out.keys.len(), out.points.len(), out.rejects.len());
         if self.key_points(scratch, published_ms, out).is_none() {
             // A name or label the fast path framed is not UTF-8: serde decides, as it would
             // have without the fast path.
-            out.points.clear();
-            out.rejects.clear();
-            out.keys.truncate(keys_start);
+            out.keys.truncate(before.0);
+            out.points.truncate(before.1);
+            out.rejects.truncate(before.2);
             parse_with_serde(payload, encoding, scratch)?;
             self.key_points(scratch, published_ms, out)
                 .expect("points read by serde are text");
@@ -584,7 +577,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_of_messages_share_one_buffer_and_points_are_the_last_messages() {
+    fn messages_append_their_points_and_keys() {
         let (mut scratch, mut out) = (Scratch::default(), Decoded::default());
         let mut decoder = Decoder::new(&limits(), HASHER.clone());
         let first =
@@ -604,14 +597,15 @@ mod tests {
         decoder
             .decode(&second, None, NOW, &mut scratch, &mut out)
             .unwrap();
-        assert_eq!(out.points.len(), 1);
-        assert_eq!(out.key(&out.points[0]), "c\u{1f}exchange\u{1e}binance");
+        assert_eq!(out.points.len(), 3);
+        assert_eq!(out.key(&out.points[2]), "c\u{1f}exchange\u{1e}binance");
         assert!(out.keys.starts_with(&keys.concat()));
-        // A refused message leaves no points behind.
+        // A refused message adds nothing.
+        let lens = (out.keys.len(), out.points.len(), out.rejects.len());
         assert!(decoder
             .decode(b"[]", None, NOW, &mut scratch, &mut out)
             .is_err());
-        assert!(out.points.is_empty() && out.rejects.is_empty());
+        assert_eq!(lens, (out.keys.len(), out.points.len(), out.rejects.len()));
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::hash::{BuildHasher, Hasher};
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
-/// Series remembered per decoder (per partition pipeline): a few MB at most.
+/// Series remembered per decoder (per partition pipeline): about 10 MB at most with keys of
+/// 60 bytes.
 pub const DEFAULT_CAPACITY: usize = 1 << 16;
 
 #[derive(Debug)]

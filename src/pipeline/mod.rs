@@ -5,6 +5,7 @@
 //! same alert events and rejects, whatever the batching and the shard count (the async side in
 //! `processor/` feeds it from NATS).
 
+mod batch_decode;
 pub mod checkpoint;
 mod config;
 pub mod dedup;
@@ -13,7 +14,6 @@ mod series_table;
 mod shard;
 pub mod time;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 pub use config::{MetricOperators, PipelineConfig};
@@ -23,12 +23,14 @@ pub use shard::{
 };
 pub use time::{SourceId, TimeConfig, Timelines, TimelinesSnapshot};
 
-use crate::ingest::{Decoded, Decoder, Incoming, IngestConfig, Reject, RejectReason, Scratch};
+use crate::ingest::{Decoded, Incoming, IngestConfig, RejectReason};
 use crate::rules::RuleSet;
 use crate::subjects;
+use batch_decode::{BatchDecoder, MessageOutcome};
 use time::TimeSignal;
 
-/// Below this many items a batch runs on the calling thread: spawning costs more than it saves.
+/// Below this many items a batch runs on the calling thread: handing shards to the pool costs
+/// more than it saves.
 const PARALLEL_MIN_ITEMS: usize = 2048;
 
 /// Rejected points of one message for one reason: what a dead letter is made of.
@@ -93,12 +95,10 @@ pub struct Pipeline {
     ctx: Arc<PipelineCtx>,
     shards: Vec<Shard>,
     queues: Vec<Vec<Item>>,
-    /// The decoded points of the message at hand, and the keys of the batch's points (the
-    /// queued items point into it): reused, so a point allocates nothing.
-    decoded: Decoded,
-    decoder: Decoder,
+    /// Decodes each batch first (the queued items refer to its key buffer); its buffers are
+    /// reused, so a point allocates nothing.
+    decoder: BatchDecoder,
     time: Timelines,
-    limits: IngestConfig,
     sweep_every_ms: i64,
     next_sweep_at: i64,
     /// Sweeps so far: which slot of series renews its registry claims.
@@ -116,12 +116,10 @@ impl Pipeline {
         let n = config.shards.max(1);
         let idle_evict_ms = config.idle_series_evict_secs as i64 * 1000;
         Self {
-            decoder: Decoder::new(ingest, ctx.series_hasher.clone()),
+            decoder: BatchDecoder::new(ingest, &ctx.series_hasher, n),
             shards: (0..n).map(|_| Shard::new(ctx.clone())).collect(),
             ctx,
             queues: vec![Vec::new(); n],
-            decoded: Decoded::default(),
-
             time: Timelines::new(TimeConfig {
                 lateness_ms: ingest.allowed_lateness_ms,
                 idle_ms: ingest.source_idle_ms,
@@ -129,7 +127,6 @@ impl Pipeline {
                 // Long after its series are evicted (and their alerts ended as stale).
                 forget_after_ms: 2 * idle_evict_ms + config.staleness_secs as i64 * 1000,
             }),
-            limits: ingest.clone(),
             sweep_every_ms: (idle_evict_ms / 4).max(1000),
             next_sweep_at: i64::MIN,
             sweeps: 0,
@@ -141,90 +138,24 @@ impl Pipeline {
     pub fn process(&mut self, batch: &[Incoming]) -> BatchOutput {
         let mut rejects = Rejects::default();
         let mut stats = BatchStats::default();
-        let mut scratch = Scratch::default();
-        self.decoded.keys.clear();
-        for (i, m) in batch.iter().enumerate() {
-            let msg = i as u32;
-            stats.messages += 1;
-            self.time.on_message(m.published_ms, &mut self.signals);
-            self.flush_signals(msg);
-            let t = self.time.stream_time();
-            if t >= self.next_sweep_at {
-                self.next_sweep_at = t.saturating_add(self.sweep_every_ms);
-                let slots = (CLAIM_RENEWAL_MS / self.sweep_every_ms).max(1) as usize;
-                let renew = (self.sweeps % slots, slots);
-                self.sweeps += 1;
-                let watermarks = Arc::new(self.time.delivered_watermarks());
-                for q in &mut self.queues {
-                    q.push(Item::Sweep {
-                        watermarks: watermarks.clone(),
-                        renew,
-                    });
-                }
+        self.decoder.decode(batch);
+        // Taken out while the messages are put in order, so the rest of `self` stays free.
+        let mut chunks = std::mem::take(&mut self.decoder.chunks);
+        let mut messages = batch.iter().enumerate();
+        for chunk in &mut chunks {
+            for outcome in chunk.outcomes.drain(..) {
+                let (i, m) = messages.next().expect("an outcome per message");
+                self.order_message(
+                    i as u32,
+                    m,
+                    outcome,
+                    (&mut chunk.decoded, chunk.key_offset),
+                    &mut rejects,
+                    &mut stats,
+                );
             }
-            let source_name = match subjects::parse_stored(&m.subject) {
-                Some(s) if s.tick => {
-                    stats.ticks += 1;
-                    continue;
-                }
-                Some(s) => s.source,
-                // Not a subject of the contract (the stream only stores those): one source.
-                None => m.subject.as_str(),
-            };
-            // Decoding is pure and must not panic; if it ever does, the message is refused,
-            // not the process.
-            let decoded = catch_unwind(AssertUnwindSafe(|| {
-                self.decoder.decode(
-                    &m.payload,
-                    m.content_type.as_deref(),
-                    m.published_ms,
-                    &mut scratch,
-                    &mut self.decoded,
-                )
-            }))
-            .unwrap_or_else(|_| {
-                Err(Reject {
-                    reason: RejectReason::Panic,
-                    detail: "decoding panicked".into(),
-                })
-            });
-            if let Err(reject) = decoded {
-                rejects.add(msg, reject.reason, reject.detail);
-                continue;
-            }
-            for r in self.decoded.rejects.drain(..) {
-                rejects.add(msg, r.reason, r.detail);
-            }
-            let source = self.time.source(source_name);
-            let n = self.shards.len();
-            for p in self.decoded.points.drain(..) {
-                stats.points += 1;
-                if let Err(behind) = self.time.admit(source, p.ts) {
-                    stats.late += 1;
-                    rejects.add(
-                        msg,
-                        RejectReason::Late,
-                        format!(
-                            "point at {} ms is {behind} ms behind source {}'s watermark (allowed lateness {} ms)",
-                            p.ts,
-                            self.time.name(source),
-                            self.limits.allowed_lateness_ms
-                        ),
-                    );
-                    continue;
-                }
-                self.queues[shard_of(p.hash, n)].push(Item::Point {
-                    key: p.key,
-                    hash: p.hash,
-                    ts: p.ts,
-                    value: p.value,
-                    source,
-                    msg,
-                });
-            }
-            self.time.after_points(source, &mut self.signals);
-            self.flush_signals(msg);
         }
+        self.decoder.chunks = chunks;
         let out = self.run_shards();
         stats.shards = out.stats;
         for r in out.rejects {
@@ -249,6 +180,85 @@ impl Pipeline {
             rule_evaluations: out.rule_evaluations,
             traces: out.traces,
         }
+    }
+
+    /// Puts one decoded message in stream order: its source's clock, sweeps and watermarks, and
+    /// its points queued for their shards. `decoded` is its chunk's output, whose keys start at
+    /// the given offset of the batch's key buffer.
+    fn order_message(
+        &mut self,
+        msg: u32,
+        m: &Incoming,
+        outcome: MessageOutcome,
+        (decoded, key_offset): (&mut Decoded, usize),
+        rejects: &mut Rejects,
+        stats: &mut BatchStats,
+    ) {
+        stats.messages += 1;
+        self.time.on_message(m.published_ms, &mut self.signals);
+        self.flush_signals(msg);
+        let t = self.time.stream_time();
+        if t >= self.next_sweep_at {
+            self.next_sweep_at = t.saturating_add(self.sweep_every_ms);
+            let slots = (CLAIM_RENEWAL_MS / self.sweep_every_ms).max(1) as usize;
+            let renew = (self.sweeps % slots, slots);
+            self.sweeps += 1;
+            let watermarks = Arc::new(self.time.delivered_watermarks());
+            for q in &mut self.queues {
+                q.push(Item::Sweep {
+                    watermarks: watermarks.clone(),
+                    renew,
+                });
+            }
+        }
+        let (points, point_rejects) = match outcome {
+            MessageOutcome::Tick => {
+                stats.ticks += 1;
+                return;
+            }
+            MessageOutcome::Refused(r) => {
+                rejects.add(msg, r.reason, r.detail);
+                return;
+            }
+            MessageOutcome::Points { points, rejects } => (points, rejects),
+        };
+        for r in &mut decoded.rejects[point_rejects] {
+            rejects.add(msg, r.reason, std::mem::take(&mut r.detail));
+        }
+        let source_name = match subjects::parse_stored(&m.subject) {
+            Some(s) => s.source,
+            // Not a subject of the contract (the stream only stores those): one source.
+            None => m.subject.as_str(),
+        };
+        let source = self.time.source(source_name);
+        let n = self.shards.len();
+        for p in &decoded.points[points] {
+            stats.points += 1;
+            if let Err(behind) = self.time.admit(source, p.ts) {
+                stats.late += 1;
+                rejects.add(
+                    msg,
+                    RejectReason::Late,
+                    format!(
+                        "point at {} ms is {behind} ms behind source {}'s watermark (allowed lateness {} ms)",
+                        p.ts,
+                        self.time.name(source),
+                        self.decoder.limits().allowed_lateness_ms
+                    ),
+                );
+                continue;
+            }
+            self.queues[shard_of(p.hash, n)].push(Item::Point {
+                key: p.key.start + key_offset..p.key.end + key_offset,
+                hash: p.hash,
+                ts: p.ts,
+                value: p.value,
+                source,
+                msg,
+            });
+        }
+        self.time.after_points(source, &mut self.signals);
+        self.flush_signals(msg);
     }
 
     /// Shards name sources by id (`{source:<id>}`); people read names.
@@ -286,7 +296,7 @@ impl Pipeline {
     /// Runs every queued item through the shards.
     fn run_shards(&mut self) -> RunOut {
         let total: usize = self.queues.iter().map(Vec::len).sum();
-        let keys = self.decoded.keys.as_str();
+        let keys = self.decoder.keys();
         let mut per_shard: Vec<ShardOut> =
             (0..self.shards.len()).map(|_| Default::default()).collect();
         if self.shards.len() == 1 || total < PARALLEL_MIN_ITEMS {
@@ -299,7 +309,8 @@ impl Pipeline {
                 shard.process(q.drain(..), keys, out);
             }
         } else {
-            std::thread::scope(|s| {
+            // On the persistent rayon pool (no thread started per batch).
+            rayon::in_place_scope(|s| {
                 let mut jobs = self
                     .shards
                     .iter_mut()
@@ -307,7 +318,7 @@ impl Pipeline {
                     .zip(&mut per_shard);
                 let first = jobs.next();
                 for ((shard, q), out) in jobs {
-                    s.spawn(move || shard.process(q.drain(..), keys, out));
+                    s.spawn(move |_| shard.process(q.drain(..), keys, out));
                 }
                 if let Some(((shard, q), out)) = first {
                     shard.process(q.drain(..), keys, out);

@@ -199,6 +199,77 @@ fn same_events_whatever_the_batching_and_sharding() {
     assert_eq!(run_all(2, &msgs, 360), reference);
 }
 
+/// Many series from several sources, with bad points, refused messages, late points, ticks
+/// and spikes: enough per batch for the decoding and the shards to run on the pool.
+fn busy_messages() -> Vec<Incoming> {
+    let mut out = Vec::new();
+    for i in 0..1500i64 {
+        let ts = T0 + i * SEC;
+        if i % 50 == 0 {
+            out.push(tick(ts + 20));
+        }
+        let source = ["exchange.binance", "exchange.okx", "exchange.deribit"][(i % 3) as usize];
+        let points: Vec<MetricPoint> = (0..40)
+            .map(|k| {
+                let venue = (i * 40 + k) % 400;
+                let mut p = point(&format!("venue{venue}"), ts, 1.0);
+                p.labels.insert("source".into(), source.into());
+                if (i + k) % 97 == 0 || (venue < 5 && (400..800).contains(&i)) {
+                    p.value = 40.0; // a spike, or a long excursion that fires
+                }
+                match (i * 40 + k) % 211 {
+                    0 => p.value = f64::NAN,
+                    1 => p.name = "9bad".into(),
+                    2 => p.timestamp = ts - 10 * MIN, // late
+                    _ => {}
+                }
+                p
+            })
+            .collect();
+        out.push(msg(source, ts + 10, &points));
+        if i % 131 == 0 {
+            out.push(Incoming {
+                payload: bytes::Bytes::from_static(b"\xc1 not a point"),
+                ..msg(source, ts + 10, &[])
+            });
+        }
+    }
+    out
+}
+
+/// Everything a batch gives that does not depend on how the work was split.
+fn full_output(shards: usize, msgs: &[Incoming], batch: usize) -> Vec<String> {
+    let mut p = Pipeline::new(&config(shards), &ingest(), rules(RULES));
+    let mut out = Vec::new();
+    for chunk in msgs.chunks(batch) {
+        let o = p.process(chunk);
+        out.extend(o.events.iter().map(|e| format!("{} {:?}", e.msg, e.event)));
+        out.extend(o.rejects.iter().map(|r| format!("{r:?}")));
+        let mut claims: Vec<String> = o.claims.iter().map(|c| format!("{c:?}")).collect();
+        claims.sort();
+        out.extend(claims);
+        let s = o.stats;
+        out.push(format!(
+            "{} {} {} {} {:?} {:?}",
+            s.messages, s.ticks, s.points, s.late, s.shards, o.rule_evaluations
+        ));
+    }
+    out
+}
+
+#[test]
+fn same_output_whatever_the_shards_and_the_pool() {
+    let msgs = busy_messages();
+    let reference = full_output(1, &msgs, 500);
+    let text = reference.join("\n");
+    assert!(text.contains("Firing") && text.contains("NonFiniteValue"));
+    assert!(text.contains("DecodeError") && text.contains("Late"));
+    // 500 messages of 40 points: payloads far over the pool's threshold, 20,000 items.
+    assert_eq!(full_output(2, &msgs, 500), reference);
+    assert_eq!(full_output(3, &msgs, 500), reference);
+    assert_eq!(full_output(4, &msgs, 500), reference);
+}
+
 /// Writes a checkpoint of `p` and restores it into a fresh pipeline with `shards` shards.
 fn through_checkpoint(p: &Pipeline, shards: usize) -> Pipeline {
     through_checkpoint_with(p, shards, rules(RULES))
