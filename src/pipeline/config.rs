@@ -19,8 +19,9 @@ use crate::detect::zscore::ZScoreConfig;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
-    /// Worker shards (threads) of each partition's pipeline; series are assigned by a hash of
-    /// their key. 1 by default: the partitions already spread the work over the cores.
+    /// Series shards of each partition's pipeline; series are assigned by a hash of their key.
+    /// Above 1, a batch is decoded in chunks and the shards run at once, on the process-wide
+    /// rayon pool. 1 by default: the partitions already spread the work over the cores.
     pub shards: usize,
     /// Operators run on every point of every series, in this order.
     pub operators: Vec<OperatorSpec>,

@@ -195,6 +195,7 @@ pub struct SeriesPoint<'k> {
     pub ts: i64,
     pub value: f64,
 }
+
 /// The latest accepted point as the operators scored it: what an alert event caused by a timer
 /// (no point at hand) reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
