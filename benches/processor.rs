@@ -80,9 +80,12 @@ struct BenchArgs {
     #[arg(long, default_value_t = 10_000)]
     series: usize,
     /// Seconds of paced load for the latency measurement, after a first second without
-    /// triggers; one trigger per millisecond (11 s: 11,000 triggers).
+    /// triggers (11 s at a trigger per millisecond: 11,000 triggers).
     #[arg(long, default_value_t = 11)]
     latency_secs: u64,
+    /// Milliseconds between two triggers of the latency measurement (each fires an alert).
+    #[arg(long, default_value_t = 1)]
+    trigger_every_ms: u64,
     /// Series created for the memory measurement.
     #[arg(long, default_value_t = 200_000)]
     memory_series: usize,
@@ -341,16 +344,7 @@ async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     let all = with_operators(&cfg, true);
     if let Some(rate) = args.latency_rate {
         for consumer in [LatencyConsumer::Processor, LatencyConsumer::RawEcho] {
-            let run = latency(
-                &backbone,
-                &rules,
-                consumer,
-                rate,
-                args.latency_secs,
-                args.series,
-                args.latency_batch,
-            )
-            .await?;
+            let run = latency(&backbone, &rules, consumer, rate, args.latency_batch, &args).await?;
             print_latency(consumer, rate, args.latency_batch, &run);
         }
         return Ok(());
@@ -461,16 +455,7 @@ async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
         for (batch, rate, what) in runs {
             println!("{what}:");
             for consumer in [LatencyConsumer::Processor, LatencyConsumer::RawEcho] {
-                let run = latency(
-                    c,
-                    &rules,
-                    consumer,
-                    rate,
-                    args.latency_secs,
-                    args.series,
-                    batch,
-                )
-                .await?;
+                let run = latency(c, &rules, consumer, rate, batch, &args).await?;
                 print_latency(consumer, rate, batch, &run);
             }
         }
@@ -1122,10 +1107,10 @@ async fn latency(
     rules: &RuleSet,
     which: LatencyConsumer,
     rate: f64,
-    secs: u64,
-    series: usize,
     batch: usize,
+    args: &BenchArgs,
 ) -> anyhow::Result<LatencyRun> {
+    let (secs, series) = (args.latency_secs, args.series);
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // The earlier phases leave gigabytes of dirty pages (streams, checkpoints); their writeback
@@ -1183,7 +1168,7 @@ async fn latency(
     // compete with the processor for the two cores.
     let base = clock::now_ms() - 600_000;
     let total = (rate * (secs + 1) as f64) as usize;
-    let trigger_every = ((rate / 1000.0) as usize).max(1); // one trigger every millisecond
+    let trigger_every = ((rate * args.trigger_every_ms as f64 / 1000.0) as usize).max(1);
     let mut prepared = Vec::with_capacity(total);
     let mut triggers = 0usize;
     for m in 0..total {
