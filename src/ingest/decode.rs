@@ -1,18 +1,17 @@
 //! Decoding and validating metric messages: bytes in, keyed points (or a reject reason) out.
-//! Pure and synchronous; never panics on hostile input.
+//! Synchronous and deterministic (what it remembers of known series never changes a result);
+//! never panics on hostile input.
 
 use std::borrow::Cow;
-use std::ops::Range;
-
-use crate::model::{SeriesKey, WirePoint};
-
 use std::hash::BuildHasher;
+use std::ops::Range;
 
 use foldhash::fast::RandomState;
 
 use super::known::{self, KnownSeries};
 use super::raw::{Label, RawPoint, RawSeries, Scratch};
 use super::IngestConfig;
+use crate::model::{SeriesKey, WirePoint};
 
 /// Why a message or point was rejected. The string form is the counter label and dead-letter
 /// subject token.
@@ -177,18 +176,19 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new(limits: &IngestConfig, series_hasher: RandomState) -> Self {
-        Self::with_known_capacity(limits, series_hasher, known::DEFAULT_CAPACITY)
+        Self::with_known_budget(limits, series_hasher, known::DEFAULT_BUDGET_BYTES)
     }
 
-    pub fn with_known_capacity(
+    /// A decoder that spends at most `budget_bytes` on remembered series.
+    pub fn with_known_budget(
         limits: &IngestConfig,
         series_hasher: RandomState,
-        capacity: usize,
+        budget_bytes: usize,
     ) -> Self {
         Self {
             limits: limits.clone(),
             series_hasher,
-            known: KnownSeries::new(capacity),
+            known: KnownSeries::new(budget_bytes),
         }
     }
 
@@ -798,9 +798,9 @@ mod tests {
         #[test]
         fn known_series_decode_as_a_fresh_decoder_does(
             messages in proptest::collection::vec(message(), 1..12),
-            capacity in 1usize..4,
+            budget in 0usize..1200,
         ) {
-            let mut remembering = Decoder::with_known_capacity(&limits(), HASHER.clone(), capacity);
+            let mut remembering = Decoder::with_known_budget(&limits(), HASHER.clone(), budget);
             for (bytes, published) in &messages {
                 let fresh = outcome(&mut Decoder::new(&limits(), HASHER.clone()), bytes, *published);
                 proptest::prop_assert_eq!(outcome(&mut remembering, bytes, *published), fresh);

@@ -4,17 +4,18 @@
 //! value and timestamp are read. Only series that passed validation are remembered, so a hit
 //! gives what the full path would.
 //!
-//! Bounded: past `capacity` series the memory is forgotten and fills again, so a flood of new
-//! series costs a re-parse, never unbounded memory.
+//! Bounded in bytes, not in series (keys can be long: up to 32 labels of 200 + 256 bytes by
+//! default): once the entries would take more than the budget, the memory is forgotten and fills
+//! again, so a flood of new series costs a re-parse, never unbounded memory.
 
 use std::hash::{BuildHasher, Hasher};
 
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
-/// Series remembered per decoder (per partition pipeline): about 10 MB at most with keys of
-/// 60 bytes.
-pub const DEFAULT_CAPACITY: usize = 1 << 16;
+/// Bytes a decoder (one per partition pipeline, or per chunk) may spend on remembered series:
+/// about 90,000 series with keys of 60 bytes.
+pub const DEFAULT_BUDGET_BYTES: usize = 16 << 20;
 
 #[derive(Debug)]
 struct Known {
@@ -32,15 +33,25 @@ struct Known {
 pub struct KnownSeries {
     table: HashTable<Known>,
     hasher: RandomState,
-    capacity: usize,
+    budget_bytes: usize,
+    /// What the entries take: their bytes, their struct and a table slot each.
+    bytes: usize,
+}
+
+impl Known {
+    /// Bytes an entry takes, its table slot included.
+    fn cost(encoded: usize, key: usize) -> usize {
+        encoded + key + std::mem::size_of::<Known>() + 1
+    }
 }
 
 impl KnownSeries {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(budget_bytes: usize) -> Self {
         Self {
             table: HashTable::new(),
             hasher: RandomState::default(),
-            capacity: capacity.max(1),
+            budget_bytes,
+            bytes: 0,
         }
     }
 
@@ -65,9 +76,16 @@ impl KnownSeries {
 
     /// Remembers a validated series (not found by [`KnownSeries::find`] just before).
     pub fn insert(&mut self, name: &[u8], labels: &[u8], key: &str, key_hash: u64) {
-        if self.table.len() >= self.capacity {
-            self.table.clear();
+        let cost = Known::cost(name.len() + labels.len(), key.len());
+        if cost > self.budget_bytes / 4 {
+            return; // a giant series is not worth a quarter of the memory
         }
+        if self.bytes + cost > self.budget_bytes {
+            // The table's own allocation goes too: a flood must not leave a huge empty table.
+            self.table = HashTable::new();
+            self.bytes = 0;
+        }
+        self.bytes += cost;
         let encoded_hash = self.hash(name, labels);
         let known = Known {
             encoded: [name, labels].concat().into_boxed_slice(),
@@ -91,8 +109,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_what_it_was_given_and_forgets_everything_past_its_capacity() {
-        let mut k = KnownSeries::new(3);
+    fn finds_what_it_was_given_and_forgets_everything_past_its_budget() {
+        let mut k = KnownSeries::new(1000);
         k.insert(b"\xa3cpu", b"\x80", "cpu", 1);
         k.insert(b"\xa3cpu", b"\x81\xa1a\xa11", "cpu\x1fa\x1e1", 2);
         assert_eq!(k.find(b"\xa3cpu", b"\x80"), Some(("cpu", 1)));
@@ -103,11 +121,31 @@ mod tests {
         // The same bytes split differently are another series.
         assert_eq!(k.find(b"\xa3cpu\x80", b""), None);
         assert_eq!(k.find(b"\xa3mem", b"\x80"), None);
-        k.insert(b"\xa3mem", b"\x80", "mem", 3);
-        assert_eq!(k.len(), 3);
-        k.insert(b"\xa2up", b"\xc0", "up", 4);
+        // More series than the budget holds: all are forgotten at once, then it fills again.
+        let mut spent = Known::cost(5, 3) + Known::cost(10, 7);
+        let mut n = 0u8;
+        while spent + Known::cost(9, 3) <= 1000 {
+            k.insert(
+                b"\xa3mem",
+                &[0x81, 0xa1, b'n', 0xa1, n],
+                "mem",
+                u64::from(n),
+            );
+            spent += Known::cost(9, 3);
+            n += 1;
+        }
+        assert_eq!(k.len(), 2 + n as usize);
+        assert_eq!(k.find(b"\xa3cpu", b"\x80"), Some(("cpu", 1)));
+        k.insert(b"\xa3mem", &[0x81, 0xa1, b'n', 0xa1, n], "mem", 99);
         assert_eq!(k.len(), 1);
         assert_eq!(k.find(b"\xa3cpu", b"\x80"), None);
-        assert_eq!(k.find(b"\xa2up", b"\xc0"), Some(("up", 4)));
+        assert_eq!(
+            k.find(b"\xa3mem", &[0x81, 0xa1, b'n', 0xa1, n]),
+            Some(("mem", 99))
+        );
+        // A series that would take over a quarter of the budget is not remembered.
+        k.insert(b"\xa3cpu", &[b'x'; 200], "cpu", 5);
+        assert_eq!(k.find(b"\xa3cpu", &[b'x'; 200]), None);
+        assert_eq!(k.len(), 1);
     }
 }

@@ -62,6 +62,12 @@ impl NatsServer {
     }
 
     fn launch(&mut self) -> Result<(), String> {
+        // The server writes `<executable>_<pid>.ports` here once it listens: proof that the
+        // listener on the port is this child's. (A port picked free can be picked again by a
+        // test running beside this one; that server's child would fail to bind, and a bare
+        // connect would find the other's listener.)
+        let ports_dir = self.store.path().join("ports");
+        std::fs::create_dir_all(&ports_dir).map_err(|e| e.to_string())?;
         let mut child = Command::new(&self.bin)
             .args([
                 "-js",
@@ -72,12 +78,20 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(self.store.path())
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("{}: {e}", self.bin.display()))?;
+        let ports_file = format!("_{}.ports", child.id());
+        let listening = || {
+            std::fs::read_dir(&ports_dir).is_ok_and(|mut d| {
+                d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(&ports_file)))
+            }) && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        };
         let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !listening() {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!("nats-server exited with {status}"));
             }
