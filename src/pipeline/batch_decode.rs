@@ -23,8 +23,10 @@ pub enum MessageOutcome {
     Tick,
     /// Refused whole.
     Refused(Reject),
-    /// Its valid points and its rejected points, in its chunk's [`Decoded`].
+    /// Its source (`<domain>.<source>`, as bytes of its subject), and its valid points and
+    /// rejected points, in its chunk's [`Decoded`].
     Points {
+        source: Range<usize>,
         points: Range<usize>,
         rejects: Range<usize>,
     },
@@ -121,10 +123,19 @@ fn decode_chunk(chunk: &mut Chunk, messages: &[Incoming]) {
         ..
     } = chunk;
     for m in messages {
-        if subjects::parse_stored(&m.subject).is_some_and(|s| s.tick) {
-            outcomes.push(MessageOutcome::Tick);
-            continue;
-        }
+        // The subject is read once, here: the order stage takes the source from the outcome.
+        let source = match subjects::parse_stored(&m.subject) {
+            Some(s) if s.tick => {
+                outcomes.push(MessageOutcome::Tick);
+                continue;
+            }
+            Some(s) => {
+                let start = s.source.as_ptr().addr() - m.subject.as_ptr().addr();
+                start..start + s.source.len()
+            }
+            // Not a subject of the contract (the stream only stores those): one source.
+            None => 0..m.subject.len(),
+        };
         let (points, rejects) = (decoded.points.len(), decoded.rejects.len());
         // Decoding is pure and must not panic; if it ever does, the message is refused, not
         // the process.
@@ -145,6 +156,7 @@ fn decode_chunk(chunk: &mut Chunk, messages: &[Incoming]) {
         });
         outcomes.push(match result {
             Ok(()) => MessageOutcome::Points {
+                source,
                 points: points..decoded.points.len(),
                 rejects: rejects..decoded.rejects.len(),
             },

@@ -25,7 +25,6 @@ pub use time::{SourceId, TimeConfig, Timelines, TimelinesSnapshot};
 
 use crate::ingest::{Decoded, Incoming, IngestConfig, RejectReason};
 use crate::rules::RuleSet;
-use crate::subjects;
 use batch_decode::{BatchDecoder, MessageOutcome};
 use time::TimeSignal;
 
@@ -211,7 +210,7 @@ impl Pipeline {
                 });
             }
         }
-        let (points, point_rejects) = match outcome {
+        let (source, points, point_rejects) = match outcome {
             MessageOutcome::Tick => {
                 stats.ticks += 1;
                 return;
@@ -220,17 +219,16 @@ impl Pipeline {
                 rejects.add(msg, r.reason, r.detail);
                 return;
             }
-            MessageOutcome::Points { points, rejects } => (points, rejects),
+            MessageOutcome::Points {
+                source,
+                points,
+                rejects,
+            } => (source, points, rejects),
         };
         for r in &mut decoded.rejects[point_rejects] {
             rejects.add(msg, r.reason, std::mem::take(&mut r.detail));
         }
-        let source_name = match subjects::parse_stored(&m.subject) {
-            Some(s) => s.source,
-            // Not a subject of the contract (the stream only stores those): one source.
-            None => m.subject.as_str(),
-        };
-        let source = self.time.source(source_name);
+        let source = self.time.source(&m.subject[source]);
         let n = self.shards.len();
         for p in &decoded.points[points] {
             stats.points += 1;
