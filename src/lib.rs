@@ -16,6 +16,7 @@
 //! | [`pipeline`] | per-source timelines, shards, keyed per-series state, operators, checkpoint format (sync) |
 //! | [`detect`] | pure detector maths (z-score, seasonal, trend, variance, forest, fusion) |
 //! | [`rules`] | rule files, matchers, conditions, templates, lifecycle state machine |
+//! | [`slo`] | SLOs on event time: per-minute good/total events, burn rates, error budget, scores (sync) |
 //! | [`processor`] | the async side: partition leases, consume, publish, ack, checkpoint, replay |
 //! | [`alerting`] | the alert manager: alert state, acks, silences, inhibition, routing and grouping, storms, flapping |
 //! | [`notify`] | notifier workers: channels (email, Slack, DingTalk, webhook, PagerDuty, Telegram), templates, rate limits, retries, dead letters |
@@ -36,6 +37,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod processor;
 pub mod rules;
+pub mod slo;
 pub mod subjects;
 pub mod telemetry;
 pub mod tools;

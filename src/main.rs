@@ -511,7 +511,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 rules.rules.len(),
                 sources.into_iter().collect::<Vec<_>>().join(", ")
             );
-            for r in &rules.rules {
+            for r in rules.rules.iter().filter(|r| r.slo.is_none()) {
                 let mut line = format!("  {:<26} {}  {}", r.name, r.priority, r.condition);
                 if r.for_ms > 0 {
                     line.push_str(&format!(" for {}", fmt_duration_ms(r.for_ms)));
@@ -520,6 +520,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     line.push_str(&format!(", or predicted within {}", fmt_duration_ms(h)));
                 }
                 println!("{line}");
+            }
+            for s in &rules.slos {
+                let objectives = s
+                    .objectives
+                    .iter()
+                    .map(|o| format!("{} {} %", o.name, o.target * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let by = if s.group_by.is_empty() {
+                    String::new()
+                } else {
+                    format!(" per {}", s.group_by.join(", "))
+                };
+                println!(
+                    "  slo {:<22} {objectives}{by}; {} burn-rate rules ({})",
+                    s.name,
+                    rules
+                        .rules
+                        .iter()
+                        .filter(|r| r.slo.as_deref() == Some(&s.name))
+                        .count(),
+                    s.alerts
+                        .iter()
+                        .map(|a| format!("{} {}", a.name, a.priority))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
             let routing =
                 prismwatch::app::reload::Sources::new(cfg.clone(), loaded.file.clone(), true)

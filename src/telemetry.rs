@@ -252,6 +252,37 @@ pub const NOTIFY_ATTEMPTS: &str = "prismwatch_notify_attempts_total";
 pub const NOTIFY_DELIVERIES: &str = "prismwatch_notify_deliveries_total";
 pub const NOTIFY_DEAD_LETTERS: &str = "prismwatch_notify_dead_letters_total";
 pub const NOTIFY_MERGED: &str = "prismwatch_notify_merged_total";
+pub const SLO_BURN_RATE: &str = "prismwatch_slo_burn_rate";
+pub const SLO_BUDGET_REMAINING: &str = "prismwatch_slo_error_budget_remaining_ratio";
+pub const SLO_SCORE: &str = "prismwatch_slo_score";
+pub const SLO_EXPERIENCE_SCORE: &str = "prismwatch_slo_experience_score";
+
+/// The latest SLO statuses as gauges. Labels are bounded by the SLO files (and at most
+/// `slo::MAX_GROUPS_PER_SLO` groups each).
+pub fn record_slos(slos: &[crate::slo::SloStatus]) {
+    for s in slos {
+        let group = s
+            .group
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        metrics::gauge!(SLO_SCORE, "slo" => s.slo.clone(), "group" => group.clone()).set(s.score);
+        for o in &s.objectives {
+            let labels = [
+                ("slo", s.slo.clone()),
+                ("objective", o.objective.clone()),
+                ("group", group.clone()),
+            ];
+            metrics::gauge!(SLO_BUDGET_REMAINING, &labels).set(o.error_budget_remaining);
+            for (window, burn) in &o.burn_rates {
+                let mut l = labels.to_vec();
+                l.push(("window", window.clone()));
+                metrics::gauge!(SLO_BURN_RATE, &l).set(*burn);
+            }
+        }
+    }
+}
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -414,5 +445,18 @@ fn describe() {
     describe_counter!(
         NOTIFY_MERGED,
         "Notifications merged into another message while a channel's rate limit held, by channel"
+    );
+    describe_gauge!(
+        SLO_BURN_RATE,
+        "SLO burn rate over a window (share of bad events / share allowed), by slo, objective, group and window"
+    );
+    describe_gauge!(
+        SLO_BUDGET_REMAINING,
+        "Share of an SLO objective's error budget left over its period (1 untouched, below 0 overspent)"
+    );
+    describe_gauge!(SLO_SCORE, "SLO group score, 0-100 (the worst objective's)");
+    describe_gauge!(
+        SLO_EXPERIENCE_SCORE,
+        "Weighted mean of the SLO scores of the partitions this process owns, 0-100"
     );
 }

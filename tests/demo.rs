@@ -82,6 +82,7 @@ fn demo_shows_alerts_firing_and_resolving() {
         "disk_full",
         "cpu_high",
         "message_rate_anomaly",
+        "slo_api_gateway_availability_page",
     ] {
         assert!(
             out.lines()
@@ -103,6 +104,16 @@ fn demo_shows_alerts_firing_and_resolving() {
         pos("disk_full_predicted").unwrap() < pos("disk_full ").unwrap(),
         "{out}"
     );
+    // The SLO burn pages once, P1, and the short binance outage (6 minutes of a 99 % market-data
+    // objective: burn 10 over the hour) pages no SLO.
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.contains("FIRING") && l.contains("P1 slo_"))
+            .count(),
+        1,
+        "{out}"
+    );
+    assert!(!out.contains("slo_market_data"), "{out}");
     // The 4-minute market-data delay never pages.
     assert!(
         out.lines()

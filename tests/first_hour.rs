@@ -39,9 +39,17 @@ fn runs_from_any_folder_and_says_which_config_it_uses() {
         "{out}"
     );
     assert!(
-        out.contains("rules: 11 from <built-in>/rules/marketprism.yaml"),
+        out.contains(
+            "rules: 38 from <built-in>/rules/marketprism.yaml, <built-in>/rules/slos.yaml"
+        ),
         "{out}"
     );
+    // SLOs in one line each, not their 27 generated rules.
+    assert!(
+        out.contains("  slo market_data            availability 99 %, errors 99.5 %, latency 99 % per exchange; 9 burn-rate rules (page P1, page_slow P2, ticket P3)\n"),
+        "{out}"
+    );
+    assert!(!out.contains("slo_api_gateway_latency_page "), "{out}");
     assert!(out.contains("routing: <built-in>/routing.yaml"), "{out}");
     // Durations as people write them, and the predictive rule with its horizon.
     assert!(

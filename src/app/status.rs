@@ -45,6 +45,9 @@ pub struct ProcessorStatus {
     pub partitions_total: u32,
     /// The partitions this process owns.
     pub partitions: BTreeMap<u32, PartitionStatus>,
+    /// The weighted mean of the scores of the SLO groups of the partitions this process owns
+    /// (see the README's SLO section); `None` without an SLO group.
+    pub experience_score: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -69,6 +72,8 @@ pub struct PartitionStatus {
     pub series: usize,
     pub sources: usize,
     pub quarantined: usize,
+    /// The latest status of the SLO groups counted in this partition.
+    pub slos: Vec<crate::slo::SloStatus>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

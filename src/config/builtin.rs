@@ -10,10 +10,13 @@ pub const RULES_PATH: &str = "config/rules";
 pub const ROUTING_PATH: &str = "config/routing.yaml";
 
 /// The shipped rule files: (name, text).
-pub const RULE_FILES: &[(&str, &str)] = &[(
-    "marketprism.yaml",
-    include_str!("../../config/rules/marketprism.yaml"),
-)];
+pub const RULE_FILES: &[(&str, &str)] = &[
+    (
+        "marketprism.yaml",
+        include_str!("../../config/rules/marketprism.yaml"),
+    ),
+    ("slos.yaml", include_str!("../../config/rules/slos.yaml")),
+];
 
 /// The shipped routing file.
 pub const ROUTING: &str = include_str!("../../config/routing.yaml");

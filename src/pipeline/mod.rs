@@ -21,10 +21,11 @@ pub use shard::{
     fingerprint, Claim, Emitted, Item, PipelineCtx, PointReject, SeriesPoint, SeriesSnapshot,
     Shard, ShardOut, ShardStats, TracePoint,
 };
-pub use time::{SourceId, TimeConfig, Timelines, TimelinesSnapshot};
+pub use time::{SourceId, TimeConfig, Timelines, TimelinesSnapshot, DERIVED_SOURCE};
 
 use crate::ingest::{Decoded, Incoming, IngestConfig, RejectReason};
 use crate::rules::RuleSet;
+use crate::slo::{SloEngine, SloSnapshot, SloStatus};
 use batch_decode::{BatchDecoder, MessageOutcome};
 use time::TimeSignal;
 
@@ -88,6 +89,9 @@ pub struct PipelineHeader {
     pub next_sweep_at: i64,
     pub quarantined: Vec<String>,
     pub series: u64,
+    /// The SLOs' event counts (absent in checkpoints written before SLOs).
+    #[serde(default)]
+    pub slo: SloSnapshot,
 }
 
 pub struct Pipeline {
@@ -103,6 +107,15 @@ pub struct Pipeline {
     /// Sweeps so far: which slot of series renews its registry claims.
     sweeps: usize,
     signals: Vec<TimeSignal>,
+    /// The SLOs, fed every admitted point in stream order.
+    slo: SloEngine,
+    /// A watermark signal of this message reached the SLOs' next minute end.
+    slo_due: bool,
+    /// This batch's derived points (keys in `derived_keys`, which follow the batch's key
+    /// buffer from `derived_base` on).
+    derived: Vec<(std::ops::Range<usize>, i64, f64)>,
+    derived_keys: String,
+    derived_base: usize,
 }
 
 /// Every series' registry claim is renewed about this often (stream time); the registry keeps
@@ -111,6 +124,7 @@ const CLAIM_RENEWAL_MS: i64 = 86_400_000;
 
 impl Pipeline {
     pub fn new(config: &PipelineConfig, ingest: &IngestConfig, rules: RuleSet) -> Self {
+        let slo = SloEngine::new(&rules.slos);
         let ctx = Arc::new(PipelineCtx::new(config, rules));
         let n = config.shards.max(1);
         let idle_evict_ms = config.idle_series_evict_secs as i64 * 1000;
@@ -130,6 +144,11 @@ impl Pipeline {
             next_sweep_at: i64::MIN,
             sweeps: 0,
             signals: Vec::new(),
+            slo,
+            slo_due: false,
+            derived: Vec::new(),
+            derived_keys: String::new(),
+            derived_base: 0,
         }
     }
 
@@ -138,6 +157,8 @@ impl Pipeline {
         let mut rejects = Rejects::default();
         let mut stats = BatchStats::default();
         self.decoder.decode(batch);
+        self.derived_keys.clear();
+        self.derived_base = self.decoder.keys().len();
         // Taken out while the messages are put in order, so the rest of `self` stays free.
         let mut chunks = std::mem::take(&mut self.decoder.chunks);
         let mut messages = batch.iter().enumerate();
@@ -153,6 +174,9 @@ impl Pipeline {
                     &mut stats,
                 );
             }
+        }
+        if let Some(first) = chunks.first_mut() {
+            first.decoded.keys.push_str(&self.derived_keys);
         }
         self.decoder.chunks = chunks;
         let out = self.run_shards();
@@ -185,6 +209,53 @@ impl Pipeline {
     /// its points queued for their shards. `decoded` is its chunk's output, whose keys start at
     /// the given offset of the batch's key buffer.
     fn order_message(
+        &mut self,
+        msg: u32,
+        m: &Incoming,
+        outcome: MessageOutcome,
+        decoded: (&mut Decoded, usize),
+        rejects: &mut Rejects,
+        stats: &mut BatchStats,
+    ) {
+        self.order_points(msg, m, outcome, decoded, rejects, stats);
+        if self.slo_due {
+            self.slo_due = false;
+            self.derive_slo_points(msg);
+        }
+    }
+
+    /// The SLOs' points of the minutes the partition's watermark has closed, queued behind
+    /// message `msg`'s items, then their source's watermark.
+    fn derive_slo_points(&mut self, msg: u32) {
+        let watermark = self.time.combined_watermark();
+        self.derived.clear();
+        self.slo
+            .advance(watermark, &mut self.derived_keys, &mut self.derived);
+        let Some(&(_, last, _)) = self.derived.last() else {
+            return;
+        };
+        let n = self.shards.len();
+        for (key, ts, value) in self.derived.drain(..) {
+            let hash = self.ctx.series_hash(&self.derived_keys[key.clone()]);
+            self.queues[shard_of(hash, n)].push(Item::Point {
+                key: key.start + self.derived_base..key.end + self.derived_base,
+                hash,
+                ts,
+                value,
+                source: DERIVED_SOURCE,
+                msg,
+            });
+        }
+        for q in &mut self.queues {
+            q.push(Item::Watermark {
+                source: DERIVED_SOURCE,
+                at: last,
+                msg,
+            });
+        }
+    }
+
+    fn order_points(
         &mut self,
         msg: u32,
         m: &Incoming,
@@ -230,6 +301,7 @@ impl Pipeline {
         }
         let source = self.time.source(&m.subject[source]);
         let n = self.shards.len();
+        let slo_active = self.slo.is_active();
         for p in &decoded.points[points] {
             stats.points += 1;
             if let Err(behind) = self.time.admit(source, p.ts) {
@@ -245,6 +317,10 @@ impl Pipeline {
                     ),
                 );
                 continue;
+            }
+            if slo_active {
+                self.slo
+                    .observe(&decoded.keys[p.key.clone()], p.ts, p.value);
             }
             self.queues[shard_of(p.hash, n)].push(Item::Point {
                 key: p.key.start + key_offset..p.key.end + key_offset,
@@ -281,9 +357,11 @@ impl Pipeline {
 
     /// Queues the time signals gathered so far behind the items of message `msg`.
     fn flush_signals(&mut self, msg: u32) {
+        let slo_close = self.slo.next_close();
         for s in self.signals.drain(..) {
             // A forgotten source has no series left anywhere: the shards keep nothing of it.
             if let TimeSignal::Watermark { source, at } = s {
+                self.slo_due |= at >= slo_close;
                 for q in &mut self.queues {
                     q.push(Item::Watermark { source, at, msg });
                 }
@@ -403,6 +481,21 @@ impl Pipeline {
         self.shards.iter().any(Shard::has_timers)
     }
 
+    /// The latest status of every SLO group of this partition.
+    pub fn slo_status(&self) -> Vec<SloStatus> {
+        self.slo.status()
+    }
+
+    /// Minutes the SLOs have closed (it changes when their status does).
+    pub fn slo_minutes(&self) -> u64 {
+        self.slo.minutes_closed()
+    }
+
+    /// What the SLOs did not count normally.
+    pub fn slo_stats(&self) -> crate::slo::SloStats {
+        self.slo.stats
+    }
+
     pub fn approx_state_bytes(&self) -> usize {
         self.shards.iter().map(Shard::approx_state_bytes).sum()
     }
@@ -426,6 +519,7 @@ impl Pipeline {
             next_sweep_at: self.next_sweep_at,
             quarantined,
             series: self.series_count() as u64,
+            slo: self.slo.snapshot(),
         }
     }
 
@@ -447,6 +541,7 @@ impl Pipeline {
         }
         self.time.restore(h.timelines);
         self.next_sweep_at = h.next_sweep_at;
+        self.slo.restore(h.slo);
     }
 
     /// Adds series from a checkpoint chunk (after [`Pipeline::restore_header`]); the shard count

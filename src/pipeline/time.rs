@@ -26,6 +26,12 @@ use serde::{Deserialize, Serialize};
 /// Dense id of a source within one partition's pipeline (never reused).
 pub type SourceId = u32;
 
+/// The source of the series the pipeline derives itself (SLOs): not a publisher, so not in the
+/// timelines; the pipeline moves its watermark as it writes the points.
+pub const DERIVED_SOURCE: SourceId = SourceId::MAX;
+/// Its name in messages.
+pub const DERIVED_SOURCE_NAME: &str = "prismwatch.slo";
+
 /// Settings of the timelines, in ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeConfig {
@@ -244,6 +250,9 @@ impl Timelines {
 
     /// The source's name, for logs and dead letters.
     pub fn name(&self, source: SourceId) -> &str {
+        if source == DERIVED_SOURCE {
+            return DERIVED_SOURCE_NAME;
+        }
         self.clocks.get(&source).map_or("?", |c| c.name.as_str())
     }
 

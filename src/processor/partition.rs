@@ -500,6 +500,9 @@ impl DoneSink {
                 self.ctx.rule_counts.add(rule, n);
             }
         }
+        if let Some(slos) = &done.slos {
+            telemetry::record_slos(slos);
+        }
         let (p, last_seq) = (self.partition, self.last_seq);
         self.ctx.status.update(|st| {
             if let Some(ps) = st.processor.partitions.get_mut(&p) {
@@ -507,6 +510,22 @@ impl DoneSink {
                 ps.series = done.series;
                 ps.sources = done.sources;
                 ps.quarantined = done.quarantined;
+                if let Some(slos) = &done.slos {
+                    ps.slos = slos.clone();
+                }
+            }
+            if done.slos.is_some() {
+                let all: Vec<_> = st
+                    .processor
+                    .partitions
+                    .values()
+                    .flat_map(|ps| ps.slos.iter().cloned())
+                    .collect();
+                let score = (!all.is_empty()).then(|| crate::slo::experience_score(&all));
+                st.processor.experience_score = score;
+                if let Some(s) = score {
+                    metrics::gauge!(telemetry::SLO_EXPERIENCE_SCORE).set(s);
+                }
             }
         });
     }
@@ -526,6 +545,7 @@ fn set_status(ctx: &ProcessorCtx, p: u32, phase: PartitionPhase, last_seq: u64, 
                 series: 0,
                 sources: 0,
                 quarantined: 0,
+                slos: Vec::new(),
             });
         e.phase = phase;
         e.last_seq = e.last_seq.max(last_seq);

@@ -27,6 +27,8 @@ pub struct BatchDone {
     pub sources: usize,
     pub quarantined: usize,
     pub watermark: i64,
+    /// The SLO groups' status, when a minute closed since the last batch.
+    pub slos: Option<Vec<crate::slo::SloStatus>>,
 }
 
 /// A written checkpoint, from the worker's side.
@@ -69,6 +71,7 @@ impl PipelineWorker {
                 // The combined watermark visits every source: refreshed now and then, not
                 // after every batch (it is only a gauge).
                 let mut watermark = (i64::MIN, 0u32);
+                let mut slo_minutes = 0;
                 for job in rx {
                     match job {
                         Job::Process { mut batch, reply } => {
@@ -92,6 +95,10 @@ impl PipelineWorker {
                                 sources: pipeline.source_count(),
                                 quarantined: pipeline.quarantined_count(),
                                 watermark: watermark.0,
+                                slos: (pipeline.slo_minutes() != slo_minutes).then(|| {
+                                    slo_minutes = pipeline.slo_minutes();
+                                    pipeline.slo_status()
+                                }),
                             });
                         }
                         Job::Checkpoint {

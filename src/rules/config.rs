@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use super::slo::{Slo, SloDef};
 use super::{Condition, Template};
 use crate::config::yaml::{from_tree, parse_yaml, ConfigError};
 use crate::model::{Priority, SeriesKey};
@@ -36,7 +37,11 @@ impl Default for RulesConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleFile {
+    #[serde(default)]
     pub rules: Vec<RuleDef>,
+    /// Service level objectives; each adds the burn-rate rules generated from it.
+    #[serde(default)]
+    pub slos: Vec<SloDef>,
 }
 
 /// A rule as written in YAML.
@@ -126,6 +131,8 @@ pub struct Rule {
     pub annotations: Vec<(String, Template)>,
     /// File the rule came from, for messages.
     pub source: String,
+    /// The SLO that generated it, if one did.
+    pub slo: Option<String>,
     /// The rule as written (what the API shows).
     pub def: RuleDef,
 }
@@ -207,6 +214,7 @@ impl Rule {
             labels: def.labels.clone(),
             annotations,
             source: source.to_string(),
+            slo: None,
             def: def.clone(),
         })
     }
@@ -216,6 +224,8 @@ impl Rule {
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
+    /// The SLOs, in load order (their generated rules are in `rules`).
+    pub slos: Vec<Slo>,
 }
 
 impl RuleSet {
@@ -244,6 +254,35 @@ impl RuleSet {
                 ));
             }
             self.rules.push(rule);
+        }
+        for (i, def) in parsed.slos.iter().enumerate() {
+            let slo = Slo::compile(def, file)
+                .map_err(|(k, m)| ConfigError::invalid(file, format!("slos[{i}].{k}"), m))?;
+            if let Some(prev) = self.slos.iter().find(|s| s.name == slo.name) {
+                return Err(ConfigError::invalid(
+                    file,
+                    format!("slos[{i}].name"),
+                    format!("SLO {:?} is already defined in {}", slo.name, prev.source),
+                ));
+            }
+            for generated in slo.generated_rules() {
+                let mut rule = Rule::compile(&generated, file).map_err(|(k, m)| {
+                    ConfigError::invalid(file, format!("slos[{i}] (generated rule {k})"), m)
+                })?;
+                if let Some(prev) = self.rules.iter().find(|r| r.name == rule.name) {
+                    return Err(ConfigError::invalid(
+                        file,
+                        format!("slos[{i}].name"),
+                        format!(
+                            "its generated rule {:?} is already defined in {}",
+                            rule.name, prev.source
+                        ),
+                    ));
+                }
+                rule.slo = Some(slo.name.clone());
+                self.rules.push(rule);
+            }
+            self.slos.push(slo);
         }
         Ok(())
     }

@@ -30,6 +30,7 @@ pub const SCRIPT: &[&str] = &[
     "min 35-41  api-gateway memory 91%           -> memory_high P2 fires after 5m, resolves",
     "min 50-54  okx market data 8 s behind       -> pending only: 4m < for 5m, cancelled, no page",
     "min 60     deribit message-rate burst       -> message_rate_anomaly P3 (fused detectors), resolves",
+    "min 64-67  api-gateway down (service_up 0)  -> SLO burn: slo_api_gateway_availability_page P1 after 1m (and page_slow P2), resolve 5m after",
     "min 60-80  storage disk fills 60% -> 96%    -> disk_full_predicted P3 warns ahead, then disk_full P1",
     "min 85-100 collector CPU 90%                -> cpu_high P2 fires after 10m, resolves",
 ];
@@ -113,6 +114,12 @@ pub fn tick(i: i64, ts: i64) -> Vec<Vec<MetricPoint>> {
                 ts,
             ),
             point("exchange_latency_ms", l, 45.0 + 5.0 * noise(i, s + 2), ts),
+            point(
+                "exchange_error_rate_percent",
+                l,
+                0.1 + 0.05 * noise(i, s + 3),
+                ts,
+            ),
         ]);
     }
     for (k, svc) in SERVICES.iter().enumerate() {
@@ -135,7 +142,9 @@ pub fn tick(i: i64, ts: i64) -> Vec<Vec<MetricPoint>> {
         } else {
             35.0 + 5.0 * noise(i, s + 2)
         };
+        let down = *svc == "api-gateway" && (64..67).contains(&minute);
         out.push(vec![
+            point("service_up", l, if down { 0.0 } else { 1.0 }, ts),
             point("cpu_usage_percent", l, cpu, ts),
             point("memory_usage_percent", l, mem, ts),
             point("disk_usage_percent", l, disk, ts),
@@ -211,7 +220,7 @@ pub async fn run(mut cfg: Config, rules: RuleSet, speed: f64) -> anyhow::Result<
 
     let ticks = SCENARIO_MINUTES * 60_000 / STEP_MS;
     let start_ts = clock::now_ms() - ticks * STEP_MS;
-    let expected_firing = 5;
+    let expected_firing = 8;
     println!("scenario: {SCENARIO_MINUTES} minutes of market-data metrics, {speed}x faster than real time");
     for line in SCRIPT {
         println!("  {line}");

@@ -79,6 +79,7 @@ pub fn score_file(
 ) -> anyhow::Result<usize> {
     let rules = RuleSet {
         rules: vec![rule.clone()],
+        slos: Vec::new(),
     };
     let ctx = Arc::new(PipelineCtx::new(&cfg.pipeline, rules));
     let hash = ctx.series_hash(metric);
