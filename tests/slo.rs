@@ -2,7 +2,10 @@
 //! the moment the workbook's arithmetic gives, a short blip does not, a slow burn opens a
 //! ticket; the same events whatever the batching, the shards, or a restart from a checkpoint.
 
+mod common;
+
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use prismwatch::ingest::{Incoming, IngestConfig};
 use prismwatch::model::{AlertStatus, MetricPoint, Priority};
@@ -321,4 +324,124 @@ fn a_young_slo_judges_its_windows_as_if_the_unseen_minutes_were_good() {
         Some(&(AlertStatus::Firing, 11.0)),
         "{ev:?}"
     );
+}
+
+/// Live, against a real nats-server: the processor pages on the burn and publishes the page; the
+/// budget left is a series the API shows and a gauge `/metrics` exports; the status has the
+/// experience score.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_the_page_is_published_and_the_budget_is_in_the_api_and_metrics() {
+    use prismwatch::api::config::ApiKey;
+    use prismwatch::api::Role;
+    use prismwatch::config::secret::Secret;
+    let (_srv, mut cfg, js) = common::fresh().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("viewer");
+    std::fs::write(&key_file, "viewer-key-0123456789abcdef").unwrap();
+    cfg.api.keys = vec![ApiKey {
+        name: "viewer".into(),
+        role: Role::Viewer,
+        key: Secret::File(key_file),
+    }];
+    let listen = common::free_listen_addr();
+    cfg.http.listen = listen.clone();
+    let app =
+        common::RunningApp::start_with(cfg, rules(), vec![prismwatch::app::Component::Processor]);
+    // 90 minutes of history ending now, minute-aligned; down from minute 60 to 65.
+    let t0 = prismwatch::tools::clock::now_ms() / MIN * MIN - 90 * MIN;
+    let points: Vec<MetricPoint> = (0..90)
+        .flat_map(|m| {
+            let ts = t0 + m * MIN;
+            [
+                point(
+                    "service_up",
+                    ts,
+                    if (60..65).contains(&m) { 0.0 } else { 1.0 },
+                ),
+                point("api_error_rate_percent", ts, 0.1),
+            ]
+        })
+        .collect();
+    common::publish(&js, &points, 2).await;
+
+    let page = "slo_api_availability_page";
+    common::wait_for(
+        "the SLO page to resolve",
+        Duration::from_secs(30),
+        || async {
+            common::alert_events(&js)
+                .await
+                .iter()
+                .any(|e| e.rule == page && e.status == AlertStatus::Resolved)
+        },
+    )
+    .await;
+    let events: Vec<_> = common::alert_events(&js)
+        .await
+        .into_iter()
+        .filter(|e| e.rule == page)
+        .map(|e| (e.status, (e.event_time - t0) / MIN, e.priority))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            (AlertStatus::Firing, 61, Priority::P1),
+            (AlertStatus::Resolved, 70, Priority::P1)
+        ]
+    );
+
+    // 5 bad minutes of a 43.2-minute budget.
+    let expected = 1.0 - 5.0 / 43.2;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let url = format!(
+        "http://{listen}/api/v1/series?metric=slo_error_budget_remaining&labels=slo=api,objective=availability"
+    );
+    let body: serde_json::Value = http
+        .get(&url)
+        .bearer_auth("viewer-key-0123456789abcdef")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let left = body["last"]["value"].as_f64().unwrap_or(f64::NAN);
+    assert!((left - expected).abs() < 1e-9, "{body}");
+
+    let metrics = http
+        .get(format!("http://{listen}/metrics"))
+        .bearer_auth("viewer-key-0123456789abcdef")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("prismwatch_slo_error_budget_remaining_ratio{")
+                && l.contains("objective=\"availability\"")
+        })
+        .unwrap_or_else(|| panic!("no budget gauge in {metrics}"));
+    let gauge: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((gauge - expected).abs() < 1e-9, "{line}");
+    assert!(
+        metrics.contains("prismwatch_slo_burn_rate{")
+            && metrics.contains("prismwatch_slo_experience_score "),
+        "{metrics}"
+    );
+    let status: serde_json::Value = http
+        .get(format!("http://{listen}/api/v1/status"))
+        .bearer_auth("viewer-key-0123456789abcdef")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let score = status["processor"]["experience_score"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&score), "{status}");
+    app.stop().await.unwrap();
 }
