@@ -14,6 +14,7 @@
 //! | [`bus`] | NATS connection (waiting for the server, version check); stream declaration |
 //! | [`ingest`] | the stored message, decoding and validation, reject reasons |
 //! | [`pipeline`] | per-source timelines, shards, keyed per-series state, operators, checkpoint format (sync) |
+//! | [`health`] | exchange health: per-exchange and platform scores, cross-exchange outliers, published as metrics |
 //! | [`detect`] | pure detector maths (z-score, seasonal, trend, variance, forest, fusion) |
 //! | [`rules`] | rule files, matchers, conditions, templates, lifecycle state machine |
 //! | [`slo`] | SLOs on event time: per-minute good/total events, burn rates, error budget, scores (sync) |
@@ -31,6 +32,7 @@ pub mod backtest;
 pub mod bus;
 pub mod config;
 pub mod detect;
+pub mod health;
 pub mod ingest;
 pub mod model;
 pub mod notify;

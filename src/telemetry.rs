@@ -252,6 +252,8 @@ pub const NOTIFY_ATTEMPTS: &str = "prismwatch_notify_attempts_total";
 pub const NOTIFY_DELIVERIES: &str = "prismwatch_notify_deliveries_total";
 pub const NOTIFY_DEAD_LETTERS: &str = "prismwatch_notify_dead_letters_total";
 pub const NOTIFY_MERGED: &str = "prismwatch_notify_merged_total";
+pub const HEALTH_POINTS_PUBLISHED: &str = "prismwatch_health_points_published_total";
+pub const HEALTH_POINTS_LATE: &str = "prismwatch_health_points_late_total";
 pub const SLO_BURN_RATE: &str = "prismwatch_slo_burn_rate";
 pub const SLO_BUDGET_REMAINING: &str = "prismwatch_slo_error_budget_remaining_ratio";
 pub const SLO_SCORE: &str = "prismwatch_slo_score";
@@ -453,6 +455,14 @@ fn describe() {
     describe_gauge!(
         SLO_BUDGET_REMAINING,
         "Share of an SLO objective's error budget left over its period (1 untouched, below 0 overspent)"
+    );
+    describe_counter!(
+        HEALTH_POINTS_PUBLISHED,
+        "Exchange-health points published (scores, components, peer deviations)"
+    );
+    describe_counter!(
+        HEALTH_POINTS_LATE,
+        "Exchange metric points that came after their minute was scored (not counted)"
     );
     describe_gauge!(SLO_SCORE, "SLO group score, 0-100 (the worst objective's)");
     describe_gauge!(

@@ -83,6 +83,8 @@ fn demo_shows_alerts_firing_and_resolving() {
         "cpu_high",
         "message_rate_anomaly",
         "slo_api_gateway_availability_page",
+        "exchange_health_low",
+        "exchange_behind_peers",
     ] {
         assert!(
             out.lines()
@@ -114,6 +116,21 @@ fn demo_shows_alerts_firing_and_resolving() {
         "{out}"
     );
     assert!(!out.contains("slo_market_data"), "{out}");
+    // Exchange health: binance's drops while it is disconnected; okx's delay stands out from
+    // its peers'; nobody else's.
+    for (rule, exchange) in [
+        ("exchange_health_low", "binance"),
+        ("exchange_behind_peers", "okx"),
+    ] {
+        let firing: Vec<&str> = out
+            .lines()
+            .filter(|l| l.contains("FIRING") && l.contains(rule))
+            .collect();
+        assert!(
+            firing.len() == 1 && firing[0].contains(&format!("exchange={exchange},")),
+            "{rule}: {firing:?}"
+        );
+    }
     // The 4-minute market-data delay never pages.
     assert!(
         out.lines()

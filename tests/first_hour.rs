@@ -40,7 +40,7 @@ fn runs_from_any_folder_and_says_which_config_it_uses() {
     );
     assert!(
         out.contains(
-            "rules: 38 from <built-in>/rules/marketprism.yaml, <built-in>/rules/slos.yaml"
+            "rules: 42 from <built-in>/rules/health.yaml, <built-in>/rules/marketprism.yaml, <built-in>/rules/slos.yaml"
         ),
         "{out}"
     );

@@ -34,10 +34,18 @@ pub enum Component {
     /// Notifications in, deliveries to email, Slack, DingTalk, webhooks, PagerDuty and
     /// Telegram out (any number of workers share the queue).
     Notify,
+    /// Exchange metrics in, exchange and platform health scores and cross-exchange deviations
+    /// out, as metrics (run one; more publish the same points, deduplicated).
+    Health,
 }
 
 impl Component {
-    pub const ALL: [Component; 3] = [Component::Processor, Component::Manager, Component::Notify];
+    pub const ALL: [Component; 4] = [
+        Component::Processor,
+        Component::Manager,
+        Component::Notify,
+        Component::Health,
+    ];
 }
 
 /// A process's identity in its groups: host, pid and a random suffix.
@@ -218,6 +226,14 @@ pub async fn run_from(
                     alerting::run(cfg, reloader, js, status, member, stop)
                         .await
                         .map_err(|e| anyhow::anyhow!("alert manager: {e}"))
+                });
+            }
+            Component::Health => {
+                tasks.spawn(async move {
+                    let _ = (member, status);
+                    crate::health::run(cfg, js, stop)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("exchange health: {e}"))
                 });
             }
             Component::Notify => {

@@ -12,6 +12,10 @@ pub const ROUTING_PATH: &str = "config/routing.yaml";
 /// The shipped rule files: (name, text).
 pub const RULE_FILES: &[(&str, &str)] = &[
     (
+        "health.yaml",
+        include_str!("../../config/rules/health.yaml"),
+    ),
+    (
         "marketprism.yaml",
         include_str!("../../config/rules/marketprism.yaml"),
     ),

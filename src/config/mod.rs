@@ -57,6 +57,8 @@ pub struct Config {
     pub cli: cli::CliConfig,
     /// Logs.
     pub telemetry: TelemetryConfig,
+    /// The exchange-health component: what it reads and how it scores.
+    pub health: crate::health::HealthConfig,
 }
 
 /// A loaded configuration and where it came from (rule paths are relative to it).
@@ -209,6 +211,7 @@ impl Config {
         section("http", self.http.problems());
         section("api", self.api.problems());
         section("telemetry", self.telemetry.problems());
+        section("health", self.health.problems());
         out
     }
 }

@@ -26,9 +26,11 @@ pub const SCENARIO_MINUTES: i64 = 110;
 
 /// The scripted incidents, for humans (printed at start).
 pub const SCRIPT: &[&str] = &[
-    "min 20-26  binance connection down          -> exchange_disconnected P1 fires after 1m, resolves",
+    "min 20-26  binance connection down          -> exchange_disconnected P1 fires after 1m, resolves;",
+    "                                               its health score drops to 0: exchange_health_low P2 after 3m",
     "min 35-41  api-gateway memory 91%           -> memory_high P2 fires after 5m, resolves",
-    "min 50-54  okx market data 8 s behind       -> pending only: 4m < for 5m, cancelled, no page",
+    "min 50-54  okx market data 8 s behind       -> pending only: 4m < for 5m, cancelled, no page;",
+    "                                               its peers are not: exchange_behind_peers P3 (exchange health)",
     "min 60     deribit message-rate burst       -> message_rate_anomaly P3 (fused detectors), resolves",
     "min 64-67  api-gateway down (service_up 0)  -> SLO burn: slo_api_gateway_availability_page P1 after 1m (and page_slow P2), resolve 5m after",
     "min 60-80  storage disk fills 60% -> 96%    -> disk_full_predicted P3 warns ahead, then disk_full P1",
@@ -211,16 +213,18 @@ pub async fn run(mut cfg: Config, rules: RuleSet, speed: f64) -> anyhow::Result<
     bus::ensure_streams(&js, &cfg.streams).await?;
 
     let stop = CancellationToken::new();
+    // The health component publishes every minute of the scenario (it lies in the past).
+    cfg.health.backfill_minutes = SCENARIO_MINUTES as u64 + 10;
     let processor = tokio::spawn(app::run(
         cfg.clone(),
         rules,
-        vec![Component::Processor],
+        vec![Component::Processor, Component::Health],
         stop.clone(),
     ));
 
     let ticks = SCENARIO_MINUTES * 60_000 / STEP_MS;
     let start_ts = clock::now_ms() - ticks * STEP_MS;
-    let expected_firing = 8;
+    let expected_firing = 12;
     println!("scenario: {SCENARIO_MINUTES} minutes of market-data metrics, {speed}x faster than real time");
     for line in SCRIPT {
         println!("  {line}");
