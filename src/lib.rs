@@ -14,6 +14,7 @@
 //! | [`bus`] | NATS connection (waiting for the server, version check); stream declaration |
 //! | [`ingest`] | the stored message, decoding and validation, reject reasons |
 //! | [`pipeline`] | per-source timelines, shards, keyed per-series state, operators, checkpoint format (sync) |
+//! | [`capacity`] | capacity planning: per metric family, growth, 30-day projection, headroom, recommendation |
 //! | [`health`] | exchange health: per-exchange and platform scores, cross-exchange outliers, published as metrics |
 //! | [`detect`] | pure detector maths (z-score, seasonal, trend, variance, forest, fusion) |
 //! | [`rules`] | rule files, matchers, conditions, templates, lifecycle state machine |
@@ -22,6 +23,7 @@
 //! | [`alerting`] | the alert manager: alert state, acks, silences, inhibition, routing and grouping, storms, flapping |
 //! | [`notify`] | notifier workers: channels (email, Slack, DingTalk, webhook, PagerDuty, Telegram), templates, rate limits, retries, dead letters |
 //! | [`api`] | the HTTP API (`/api/v1`): authentication and roles, alerts, silences, status, reload |
+//! | [`trace`] | OpenTelemetry spans from metric to notification, W3C traceparent on NATS headers, OTLP export (feature `otlp`) |
 //! | [`telemetry`] | logs and every Prometheus metric |
 //! | [`tools`] | CLI tools: publish, tail, demo, detect (offline scoring), the demo's nats-server |
 
@@ -30,6 +32,7 @@ pub mod api;
 pub mod app;
 pub mod backtest;
 pub mod bus;
+pub mod capacity;
 pub mod config;
 pub mod detect;
 pub mod health;
@@ -43,3 +46,4 @@ pub mod slo;
 pub mod subjects;
 pub mod telemetry;
 pub mod tools;
+pub mod trace;

@@ -245,6 +245,20 @@ enum Command {
         #[arg(long, default_value_t = 200.0)]
         speed: f64,
     },
+    /// Capacity planning: each metric family's series (capacity.families), their growth over the
+    /// last days of PRISM_METRICS, projected 30 days on against their limit, with a
+    /// recommendation.
+    #[command(
+        after_help = "Examples:\n  prismwatch capacity\n  prismwatch capacity --days 14 --json | jq '.families[] | select(.status != \"ok\")'"
+    )]
+    Capacity {
+        /// Days of history the growth is measured over (default: capacity.history_days).
+        #[arg(long)]
+        days: Option<u32>,
+        /// The report as JSON (as GET /api/v1/capacity serves it).
+        #[arg(long)]
+        json: bool,
+    },
     /// Replay PRISM_METRICS through fresh pipelines and write the alert events they give (JSON lines).
     #[command(
         after_help = "Examples:\n  prismwatch replay --output events.jsonl\n  prismwatch replay --since 24h --config candidate.yaml | jq .rule\n  prismwatch replay --from 2026-11-20T00:00:00Z --to 2026-11-21T00:00:00Z\n  prismwatch replay --from-seq 1000 --to-seq 5000"
@@ -512,6 +526,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 sources.into_iter().collect::<Vec<_>>().join(", ")
             );
             for r in rules.rules.iter().filter(|r| r.slo.is_none()) {
+                // A graded rule in one line: its grades follow it.
+                if let Some(family) = r.family.as_deref().filter(|f| *f != r.name) {
+                    if r.predict_after_ms.is_none() {
+                        let grades = rules
+                            .rules
+                            .iter()
+                            .filter(|g| g.family.as_deref() == Some(family))
+                            .map(|g| {
+                                format!(
+                                    "{} {}",
+                                    g.priority,
+                                    fmt_duration_ms(g.predict_within_ms.unwrap_or(0))
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        println!(
+                            "  {family:<26} {}, or predicted within: {grades}",
+                            r.condition
+                        );
+                    }
+                    continue;
+                }
                 let mut line = format!("  {:<26} {}  {}", r.name, r.priority, r.condition);
                 if r.for_ms > 0 {
                     line.push_str(&format!(" for {}", fmt_duration_ms(r.for_ms)));
@@ -785,6 +822,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Demo { speed } => demo::run(cfg, rules, speed).await.map(|_| ()),
+        Command::Capacity { days, json } => {
+            if let Some(d) = days {
+                cfg.capacity.history_days = d;
+            }
+            let js = jetstream::new(bus::connect(&cfg.nats).await?);
+            let report =
+                prismwatch::capacity::build(&js, &cfg, prismwatch::tools::clock::now_ms()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", prismwatch::capacity::table(&report));
+            }
+            Ok(())
+        }
         Command::Replay { range, output } => {
             let js = jetstream::new(bus::connect(&cfg.nats).await?);
             let times = range.times()?;

@@ -40,6 +40,10 @@ pub const SERIES_QUERY: &str = "prism.query.series";
 pub const API_KEYS_BUCKET: &str = "PRISM_API_KEYS";
 /// KV bucket of rule evaluations per processor (key: member id; JSON rule -> points).
 pub const RULE_STATS_BUCKET: &str = "PRISM_RULE_STATS";
+/// KV bucket of the capacity report (key [`CAPACITY_KEY`]; JSON), refreshed by the capacity
+/// component.
+pub const CAPACITY_BUCKET: &str = "PRISM_CAPACITY";
+pub const CAPACITY_KEY: &str = "report";
 
 /// Commands to the alert manager: `prism.cmd.<kind>` (ack, unack, resolve, silence.create,
 /// silence.expire, alert.external, rules.reload), and their results: `prism.audit.<kind>`.

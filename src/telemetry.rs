@@ -14,6 +14,10 @@ pub struct TelemetryConfig {
     pub log_format: String,
     /// Default log filter (`RUST_LOG` overrides), e.g. `info` or `prismwatch=debug`.
     pub log_level: String,
+    /// OTLP/HTTP endpoint traces are exported to (e.g. `http://127.0.0.1:4318`); `""`: off.
+    pub otlp_endpoint: String,
+    /// Share of the messages without a publisher's sampled `traceparent` that are traced.
+    pub trace_sample_ratio: f64,
 }
 
 impl Default for TelemetryConfig {
@@ -21,6 +25,8 @@ impl Default for TelemetryConfig {
         Self {
             log_format: "human".into(),
             log_level: "info".into(),
+            otlp_endpoint: String::new(),
+            trace_sample_ratio: 0.0001,
         }
     }
 }
@@ -33,6 +39,31 @@ impl TelemetryConfig {
                 "log_format".into(),
                 format!("{:?}: expected human or json", self.log_format),
             ));
+        }
+        if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
+            out.push((
+                "trace_sample_ratio".into(),
+                "must be between 0 and 1".into(),
+            ));
+        }
+        if !self.otlp_endpoint.is_empty() {
+            if !cfg!(feature = "otlp") {
+                out.push((
+                    "otlp_endpoint".into(),
+                    "this binary is built without the `otlp` feature (cargo build --features otlp)"
+                        .into(),
+                ));
+            } else if !self.otlp_endpoint.starts_with("http://")
+                && !self.otlp_endpoint.starts_with("https://")
+            {
+                out.push((
+                    "otlp_endpoint".into(),
+                    format!(
+                        "{:?}: expected an http:// or https:// URL",
+                        self.otlp_endpoint
+                    ),
+                ));
+            }
         }
         out
     }
@@ -252,6 +283,8 @@ pub const NOTIFY_ATTEMPTS: &str = "prismwatch_notify_attempts_total";
 pub const NOTIFY_DELIVERIES: &str = "prismwatch_notify_deliveries_total";
 pub const NOTIFY_DEAD_LETTERS: &str = "prismwatch_notify_dead_letters_total";
 pub const NOTIFY_MERGED: &str = "prismwatch_notify_merged_total";
+pub const PREDICTIONS: &str = "prismwatch_prediction_outcomes_total";
+pub const PREDICTION_ERROR: &str = "prismwatch_prediction_error_seconds";
 pub const HEALTH_POINTS_PUBLISHED: &str = "prismwatch_health_points_published_total";
 pub const HEALTH_POINTS_LATE: &str = "prismwatch_health_points_late_total";
 pub const SLO_BURN_RATE: &str = "prismwatch_slo_burn_rate";
@@ -455,6 +488,15 @@ fn describe() {
     describe_gauge!(
         SLO_BUDGET_REMAINING,
         "Share of an SLO objective's error budget left over its period (1 untouched, below 0 overspent)"
+    );
+    describe_counter!(
+        PREDICTIONS,
+        "Predictions of predictive rules scored, by rule and outcome (hit, false_alarm, miss: a crossing no rule of the family predicted)"
+    );
+    describe_histogram!(
+        PREDICTION_ERROR,
+        Unit::Seconds,
+        "Actual minus predicted crossing time of the hits, by rule"
     );
     describe_counter!(
         HEALTH_POINTS_PUBLISHED,

@@ -389,6 +389,8 @@ fn alert_manager_streams_subjects_and_buckets_match_the_code() {
         subjects::NOTIFY_LOG_BUCKET,
         subjects::MANAGER_BUCKET,
         subjects::NOTIFY_RATE_BUCKET,
+        subjects::RULE_STATS_BUCKET,
+        subjects::CAPACITY_BUCKET,
     ] {
         assert_eq!(find(&c["kv_buckets"], "name", b)["history"], 1, "{b}");
     }

@@ -40,7 +40,7 @@ fn runs_from_any_folder_and_says_which_config_it_uses() {
     );
     assert!(
         out.contains(
-            "rules: 42 from <built-in>/rules/health.yaml, <built-in>/rules/marketprism.yaml, <built-in>/rules/slos.yaml"
+            "rules: 65 from <built-in>/rules/health.yaml, <built-in>/rules/marketprism.yaml, <built-in>/rules/predictions.yaml, <built-in>/rules/slos.yaml"
         ),
         "{out}"
     );
@@ -57,7 +57,7 @@ fn runs_from_any_folder_and_says_which_config_it_uses() {
         "{out}"
     );
     assert!(
-        out.contains("disk_full_predicted        P3  value > 90, or predicted within 6h00m"),
+        out.contains("disk_full_predicted        value > 90, or predicted within: P1 6h00m, P2 1d0h, P3 3d0h, P4 7d0h\n"),
         "{out}"
     );
     // A config in $XDG_CONFIG_HOME/prismwatch is found, and named.

@@ -327,6 +327,7 @@ async fn active(
         store: store.clone(),
         guard: guard.clone(),
         stop: stop.clone(),
+        traces: Default::default(),
     };
     // An initial step: anything due already (a restart after a pause) goes out now.
     if !virtual_clock {
@@ -409,7 +410,10 @@ async fn active(
                     let (last, seq) = last_of(&chunk);
                     for m in chunk.iter().flatten() {
                         match serde_json::from_slice::<AlertEvent>(&m.payload) {
-                            Ok(e) => core.on_event(&e, now),
+                            Ok(e) => {
+                                out.trace_received(&e, m.headers.as_ref());
+                                core.on_event(&e, now)
+                            }
                             Err(e) => tracing::warn!(subject = %m.subject, error = %e, "undecodable alert event skipped"),
                         }
                     }
@@ -539,9 +543,58 @@ struct Out {
     store: Store,
     guard: crate::bus::lease::LeaseGuard,
     stop: CancellationToken,
+    /// Sampled alerts' trace contexts (`traceparent` of their receive span), by alert id, for
+    /// their notifications; bounded (cleared when full: traces are best effort).
+    traces: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
+/// Sampled alerts whose trace context is remembered at most.
+const MAX_TRACED_ALERTS: usize = 10_000;
+
 impl Out {
+    /// The receive span of a sampled alert event (its message carries `traceparent`).
+    fn trace_received(&self, e: &AlertEvent, headers: Option<&HeaderMap>) {
+        use opentelemetry::KeyValue;
+        let Some(tp) = crate::trace::step_from_headers(
+            headers,
+            "prismwatch.manager.receive",
+            opentelemetry::trace::SpanKind::Consumer,
+            vec![
+                KeyValue::new("prismwatch.alert.id", e.id.clone()),
+                KeyValue::new("prismwatch.rule", e.rule.clone()),
+                KeyValue::new("prismwatch.alert.status", e.status.token()),
+            ],
+        ) else {
+            return;
+        };
+        let mut t = self.traces.lock().expect("traces lock");
+        if t.len() >= MAX_TRACED_ALERTS {
+            t.clear();
+        }
+        t.insert(e.id.clone(), tp);
+    }
+
+    /// The `traceparent` a notification carries: a span under its first sampled alert's.
+    fn trace_notification(&self, n: &Notification) -> Option<String> {
+        if !crate::trace::enabled() {
+            return None;
+        }
+        let parent = {
+            let t = self.traces.lock().expect("traces lock");
+            n.alerts.iter().find_map(|a| t.get(&a.id).cloned())?
+        };
+        crate::trace::step(
+            &crate::trace::context_of(&parent)?,
+            "prismwatch.manager.notify",
+            opentelemetry::trace::SpanKind::Producer,
+            vec![
+                opentelemetry::KeyValue::new("prismwatch.receiver", n.receiver.clone()),
+                opentelemetry::KeyValue::new("prismwatch.notification.id", n.id.clone()),
+                opentelemetry::KeyValue::new("prismwatch.alerts", n.alerts.len() as i64),
+            ],
+        )
+    }
+
     /// Publishes the notifications (each awaited for its stream ack, retried while NATS is
     /// away), then stores the records. Only while the lease holds.
     async fn commit(&self, fx: core::Effects) -> Result<(), ManagerError> {
@@ -559,6 +612,9 @@ impl Out {
                 let mut h = HeaderMap::new();
                 h.insert("Nats-Msg-Id", n.id.as_str());
                 h.insert(subjects::HEADER_CONTENT_TYPE, "application/json");
+                if let Some(tp) = self.trace_notification(n) {
+                    h.insert(crate::trace::HEADER, tp.as_str());
+                }
                 let body = serde_json::to_vec(n).expect("notifications serialise");
                 acks.push(
                     self.js

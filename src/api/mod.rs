@@ -10,6 +10,7 @@ mod alerts;
 mod audit;
 pub mod auth;
 mod cache;
+mod capacity;
 pub mod config;
 pub mod error;
 mod keys;
@@ -220,6 +221,7 @@ pub fn router(state: ApiState, cfg: &ApiConfig, http: &crate::app::http::HttpCon
         .merge(rules::router())
         .merge(audit::router())
         .merge(series::router())
+        .merge(capacity::router())
         .merge(openapi::router())
         .merge(keys::router())
         .fallback(|| async { ApiError::not_found("no such route") })

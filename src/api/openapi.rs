@@ -53,6 +53,7 @@ async fn document(
         super::audit::query,
         super::series::by_labels,
         super::series::of_alert,
+        super::capacity::report,
         super::keys::list,
         super::keys::create,
         super::keys::remove,
@@ -214,6 +215,7 @@ mod tests {
             include_str!("series.rs"),
             include_str!("alertmanager.rs"),
             include_str!("keys.rs"),
+            include_str!("capacity.rs"),
         ];
         // `.route("<path>", get(..).post(..))` in the routers.
         let mut served = Vec::new();

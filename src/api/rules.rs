@@ -64,14 +64,36 @@ async fn last_fired(s: &ApiState, rule: &Rule) -> Option<i64> {
         .map(|e| e.event_time)
 }
 
+/// How a predictive rule's predictions turned out (every processor's counts): its hits and
+/// false alarms, the misses of its family (crossings no grade predicted), the share of its
+/// predictions that came true, and the mean absolute error of the predicted time.
+fn predictions_json(rule: &Rule, totals: &BTreeMap<String, u64>) -> Value {
+    if rule.predict_within_ms.is_none() {
+        return Value::Null;
+    }
+    use crate::processor::rulestats::prediction_key;
+    let n = |r: &str, what: &str| totals.get(&prediction_key(r, what)).copied().unwrap_or(0);
+    let (hits, false_alarms) = (n(&rule.name, "hit"), n(&rule.name, "false_alarm"));
+    let misses = n(rule.family.as_deref().unwrap_or(&rule.name), "miss");
+    let error = n(&rule.name, "abs_error_ms");
+    json!({
+        "hits": hits,
+        "false_alarms": false_alarms,
+        "misses": misses,
+        "precision": (hits + false_alarms > 0).then(|| hits as f64 / (hits + false_alarms) as f64),
+        "mean_abs_error_ms": (hits > 0).then(|| error as f64 / hits as f64),
+    })
+}
+
 /// One rule as written, where it came from, and its numbers.
 fn rule_json(
     rule: &Rule,
-    evaluations: u64,
+    totals: &BTreeMap<String, u64>,
     firings: u64,
     last_fired: Option<i64>,
     now: Option<(u64, u64)>,
 ) -> Value {
+    let evaluations = totals.get(&rule.name).copied().unwrap_or(0);
     json!({
         "name": rule.name,
         "file": rule.source,
@@ -84,6 +106,7 @@ fn rule_json(
             // Null while the alert manager's state cannot be read.
             "pending": now.map(|n| n.0),
             "firing": now.map(|n| n.1),
+            "predictions": predictions_json(rule, totals),
         },
     })
 }
@@ -124,7 +147,7 @@ async fn list_rules(State(s): State<ApiState>, h: HeaderMap) -> Result<Json<Valu
         let last = if f > 0 { last_fired(&s, r).await } else { None };
         rules.push(rule_json(
             r,
-            evaluations.get(&r.name).copied().unwrap_or(0),
+            &evaluations,
             f,
             last,
             active
@@ -163,7 +186,7 @@ async fn get_rule(
         .map_err(ApiError::unavailable)?;
     Ok(Json(rule_json(
         r,
-        evaluations.get(&name).copied().unwrap_or(0),
+        &evaluations,
         f,
         last_fired(&s, r).await,
         active.map(|a| a.get(&name).copied().unwrap_or_default()),

@@ -53,6 +53,10 @@ pub struct RuleStats {
     /// Its alerts pending and firing now (null while the manager's state cannot be read).
     pending: Option<u64>,
     firing: Option<u64>,
+    /// A predictive rule's scored predictions (null for other rules): `hits`, `false_alarms`,
+    /// `misses` (of the rule as written), `precision`, `mean_abs_error_ms`.
+    #[schema(value_type = Object, nullable)]
+    predictions: Option<serde_json::Value>,
 }
 
 #[derive(Serialize, ToSchema)]

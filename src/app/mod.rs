@@ -37,14 +37,17 @@ pub enum Component {
     /// Exchange metrics in, exchange and platform health scores and cross-exchange deviations
     /// out, as metrics (run one; more publish the same points, deduplicated).
     Health,
+    /// The capacity report, refreshed every `capacity.refresh_secs` for the API.
+    Capacity,
 }
 
 impl Component {
-    pub const ALL: [Component; 4] = [
+    pub const ALL: [Component; 5] = [
         Component::Processor,
         Component::Manager,
         Component::Notify,
         Component::Health,
+        Component::Capacity,
     ];
 }
 
@@ -132,6 +135,10 @@ pub async fn run_from(
     );
     let status = StatusHandle::new(&member, &cfg.nats.url);
     let metrics = telemetry::install_metrics();
+    crate::trace::init(
+        &cfg.telemetry.otlp_endpoint,
+        cfg.telemetry.trace_sample_ratio,
+    )?;
     let http_stop = CancellationToken::new();
     let api = crate::api::ApiState::new(&cfg, status.clone(), reloader.watch())
         .map_err(anyhow::Error::msg)?;
@@ -236,6 +243,14 @@ pub async fn run_from(
                         .map_err(|e| anyhow::anyhow!("exchange health: {e}"))
                 });
             }
+            Component::Capacity => {
+                tasks.spawn(async move {
+                    let _ = (member, status);
+                    crate::capacity::run(cfg, js, stop)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("capacity: {e}"))
+                });
+            }
             Component::Notify => {
                 let defs = reloader.watch();
                 tasks.spawn(async move {
@@ -274,6 +289,8 @@ pub async fn run_from(
     if drained.is_err() {
         tracing::warn!("components did not stop within 10 s");
     }
+    // What the components traced last goes out before the process does.
+    tokio::task::spawn_blocking(crate::trace::flush).await.ok();
     reloads.abort();
     bus::close(&client).await;
     http_stop.cancel();

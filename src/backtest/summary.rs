@@ -112,12 +112,6 @@ pub struct Summary {
     pub noisiest: Vec<(String, u64)>,
 }
 
-pub fn day_of(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .map(|t| format!("{:04}-{:02}-{:02}", t.year(), t.month() as u8, t.day()))
-        .unwrap_or_else(|_| "?".into())
-}
-
 pub fn summarize(alerts: &[Alert]) -> Summary {
     let mut s = Summary::default();
     for a in alerts {
@@ -128,7 +122,7 @@ pub fn summarize(alerts: &[Alert]) -> Summary {
             rule.pending_only += 1;
             continue;
         };
-        let day = day_of(fired);
+        let day = crate::tools::clock::day_of(fired);
         s.pages += 1;
         rule.pages += 1;
         *rule.pages_per_day.entry(day.clone()).or_default() += 1;

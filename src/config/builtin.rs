@@ -19,6 +19,10 @@ pub const RULE_FILES: &[(&str, &str)] = &[
         "marketprism.yaml",
         include_str!("../../config/rules/marketprism.yaml"),
     ),
+    (
+        "predictions.yaml",
+        include_str!("../../config/rules/predictions.yaml"),
+    ),
     ("slos.yaml", include_str!("../../config/rules/slos.yaml")),
 ];
 

@@ -59,6 +59,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// The exchange-health component: what it reads and how it scores.
     pub health: crate::health::HealthConfig,
+    /// Capacity planning: the metric families projected and their limits.
+    pub capacity: crate::capacity::CapacityConfig,
 }
 
 /// A loaded configuration and where it came from (rule paths are relative to it).
@@ -212,6 +214,7 @@ impl Config {
         section("api", self.api.problems());
         section("telemetry", self.telemetry.problems());
         section("health", self.health.problems());
+        section("capacity", self.capacity.problems());
         out
     }
 }

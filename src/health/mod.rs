@@ -27,8 +27,8 @@ pub use config::HealthConfig;
 pub use engine::HealthEngine;
 
 use crate::config::Config;
-use crate::ingest::{Decoded, Decoder, Encoding, Scratch};
-use crate::model::{MetricPoint, SeriesKey};
+use crate::ingest::{Decoder, Encoding};
+use crate::model::MetricPoint;
 use crate::processor::replay;
 use crate::subjects;
 use crate::telemetry;
@@ -36,48 +36,6 @@ use crate::tools::{clock, publish};
 
 /// The stream quiet this long (wall time), event time runs on with the clock.
 const QUIET_AFTER: Duration = Duration::from_secs(60);
-
-/// The points of a stored message (valid ones; the processor dead-letters the rest).
-fn points_of(
-    decoder: &mut Decoder,
-    msg: &jetstream::Message,
-    published_ms: i64,
-) -> Vec<MetricPoint> {
-    let content_type = msg
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(subjects::HEADER_CONTENT_TYPE))
-        .map(|v| v.as_str().to_string());
-    let mut out = Decoded::default();
-    let mut scratch = Scratch::default();
-    if decoder
-        .decode(
-            &msg.payload,
-            content_type.as_deref(),
-            published_ms,
-            &mut scratch,
-            &mut out,
-        )
-        .is_err()
-    {
-        return Vec::new();
-    }
-    out.points
-        .iter()
-        .map(|p| {
-            let key = SeriesKey(out.key(p).into());
-            MetricPoint {
-                name: key.name().to_string(),
-                labels: key
-                    .labels()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                value: p.value,
-                timestamp: p.ts,
-            }
-        })
-        .collect()
-}
 
 /// Publishes health points, one message per source (exchange, or `platform`) and minute.
 async fn publish(
@@ -159,8 +117,8 @@ pub async fn run(
                 };
                 let Ok(info) = msg.info() else { continue };
                 last_message = tokio::time::Instant::now();
-                let published = info.published.unix_timestamp_nanos() as i64 / 1_000_000;
-                for p in points_of(&mut decoder, &msg, published) {
+                let incoming = crate::processor::consume::incoming_with(&msg, &info);
+                for p in crate::ingest::owned_points(&mut decoder, &incoming) {
                     engine.observe(&p);
                 }
                 engine.newest.saturating_sub(grace)

@@ -255,6 +255,14 @@ async fn handle(
         .await;
         return;
     };
+    let span = crate::trace::open_from_headers(
+        m.headers.as_ref(),
+        "prismwatch.notify.deliver",
+        vec![
+            opentelemetry::KeyValue::new("prismwatch.receiver", n.receiver.clone()),
+            opentelemetry::KeyValue::new("prismwatch.notification.id", n.id.clone()),
+        ],
+    );
     let mut waits = Vec::new();
     for (key, ch) in keyed_channels(receiver) {
         if only.as_ref().is_some_and(|o| *o != key) || !channel::wants(&ch, &n) {
@@ -290,6 +298,25 @@ async fn handle(
             _ = stop.cancelled() => return, // unacked: redelivered to a worker that runs
         }
     };
+    if let Some(span) = span {
+        let failed: Vec<&str> = results
+            .iter()
+            .filter(|r| !r.delivered)
+            .map(|r| r.key.as_str())
+            .collect();
+        span.end(
+            vec![
+                opentelemetry::KeyValue::new("prismwatch.channels", results.len() as i64),
+                opentelemetry::KeyValue::new(
+                    "prismwatch.delivered",
+                    results.iter().filter(|r| r.delivered).count() as i64,
+                ),
+            ],
+            (!failed.is_empty())
+                .then(|| format!("not delivered on {}", failed.join(", ")))
+                .as_deref(),
+        );
+    }
     if results.iter().any(|r| r.error == "delivery abandoned") {
         return;
     }

@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 pub use config::{MetricOperators, PipelineConfig};
 pub use shard::{
-    fingerprint, Claim, Emitted, Item, PipelineCtx, PointReject, SeriesPoint, SeriesSnapshot,
-    Shard, ShardOut, ShardStats, TracePoint,
+    fingerprint, Claim, Emitted, Item, PipelineCtx, PointReject, PredictionScored, SeriesPoint,
+    SeriesSnapshot, Shard, ShardOut, ShardStats, TracePoint,
 };
 pub use time::{SourceId, TimeConfig, Timelines, TimelinesSnapshot, DERIVED_SOURCE};
 
@@ -80,6 +80,8 @@ pub struct BatchOutput {
     pub rule_evaluations: Vec<u64>,
     /// Every point of the watched series ([`Pipeline::watch`]), in (series, time) order.
     pub traces: Vec<TracePoint>,
+    /// Predictions scored (hits, false alarms, misses), in a deterministic order.
+    pub predictions: Vec<PredictionScored>,
 }
 
 /// Pipeline state that is not per series, as written to a checkpoint.
@@ -202,6 +204,7 @@ impl Pipeline {
             stats,
             rule_evaluations: out.rule_evaluations,
             traces: out.traces,
+            predictions: out.predictions,
         }
     }
 
@@ -405,8 +408,10 @@ impl Pipeline {
         let mut rejects = Vec::new();
         let mut claims = Vec::new();
         let mut traces = Vec::new();
+        let mut predictions = Vec::new();
         for o in per_shard {
             traces.extend(o.traces);
+            predictions.extend(o.predictions);
             events.extend(o.events);
             rejects.extend(o.rejects);
             claims.extend(o.claims);
@@ -426,7 +431,11 @@ impl Pipeline {
             shard.take_evaluations(&mut rule_evaluations);
         }
         traces.sort_by(|a, b| (&a.series, a.ts).cmp(&(&b.series, b.ts)));
+        predictions.sort_by(|a, b| {
+            (a.msg, &a.series, &a.rule, a.at).cmp(&(b.msg, &b.series, &b.rule, b.at))
+        });
         RunOut {
+            predictions,
             traces,
             events,
             rejects,
@@ -561,6 +570,7 @@ fn shard_of(hash: u64, shards: usize) -> usize {
 }
 
 struct RunOut {
+    predictions: Vec<PredictionScored>,
     traces: Vec<TracePoint>,
     events: Vec<Emitted>,
     rejects: Vec<PointReject>,

@@ -19,6 +19,7 @@ use crate::detect::trend::CrossingDirection;
 use crate::detect::AnomalyExplanation;
 use crate::ingest::RejectReason;
 use crate::model::{AlertEvent, AlertStatus, EndReason, SeriesKey};
+use crate::rules::prediction::{Outcome, Prediction, PredictionLog};
 use crate::rules::{
     Matcher, Op, Rule, RuleSet, RuleState, TemplateCtx, Transition, TransitionKind,
 };
@@ -146,10 +147,23 @@ pub struct Claim {
     pub new: bool,
 }
 
+/// A prediction's outcome, settled by a point of message `msg`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictionScored {
+    pub msg: u32,
+    pub series: Arc<str>,
+    /// The predictive rule; for a miss, the rule as written (a graded rule's family).
+    pub rule: String,
+    pub outcome: Outcome,
+    /// When it was settled (the crossing, or the end of the horizon).
+    pub at: i64,
+}
+
 /// What a shard produced from a run of items.
 #[derive(Debug, Default)]
 pub struct ShardOut {
     pub events: Vec<Emitted>,
+    pub predictions: Vec<PredictionScored>,
     pub rejects: Vec<PointReject>,
     pub claims: Vec<Claim>,
     pub traces: Vec<TracePoint>,
@@ -163,6 +177,8 @@ struct RuleSlot {
     state: RuleState,
     /// Due time registered in the shard's timer set, or `NO_TIMER`.
     timer: i64,
+    /// Predictive rules: their predictions waiting to be scored.
+    predictions: Option<Box<PredictionLog>>,
 }
 
 /// Keyed state of one series. Every series holds one, so it stays small: fixed-size operator
@@ -270,6 +286,9 @@ pub struct SeriesSnapshot {
     pub last: LastPoint,
     pub ops: Vec<OperatorState>,
     pub rules: Vec<(String, RuleState)>,
+    /// Predictive rules' predictions waiting to be scored, by rule name.
+    #[serde(default)]
+    pub predictions: Vec<(String, PredictionLog)>,
 }
 
 /// Counters of one shard since the last [`Shard::take_stats`].
@@ -625,7 +644,7 @@ impl Shard {
                 series.insert_new(kp.hash, new_series(ctx, key, source))
             }
         };
-        let before = out.events.len();
+        let before = (out.events.len(), out.predictions.len());
         let result = catch_unwind(AssertUnwindSafe(|| {
             point_through_series(
                 ctx,
@@ -636,14 +655,15 @@ impl Shard {
                 kp.ts,
                 kp.value,
                 msg,
-                &mut out.events,
+                out,
             )
         }));
         match result {
             Ok(p) => p,
             Err(panic) => {
                 let key = st.key.clone();
-                out.events.truncate(before);
+                out.events.truncate(before.0);
+                out.predictions.truncate(before.1);
                 self.quarantine(&key, msg, &*panic, out);
                 None
             }
@@ -669,6 +689,7 @@ impl Shard {
                 let rule = &self.ctx.rules.rules[idx as usize];
                 let eta = eta(&self.ctx.chains[st.chain as usize], &st.ops, rule);
                 while let Some(t) = slot.state.advance_to(rule, w, st.last.ts, staleness) {
+                    note_prediction(slot, rule, &t, (st.last.ts, st.last.value), eta);
                     out.events.push(Emitted {
                         msg,
                         series: st.key.clone(),
@@ -751,6 +772,15 @@ impl Shard {
                     .iter()
                     .map(|s| (self.ctx.rules.rules[s.rule as usize].name.clone(), s.state))
                     .collect(),
+                predictions: st
+                    .rules
+                    .iter()
+                    .filter_map(|s| {
+                        let log = s.predictions.as_deref()?;
+                        let name = &self.ctx.rules.rules[s.rule as usize].name;
+                        (*log != PredictionLog::default()).then(|| (name.clone(), log.clone()))
+                    })
+                    .collect(),
             });
         }
     }
@@ -779,6 +809,12 @@ impl Shard {
             let rule = &self.ctx.rules.rules[slot.rule as usize];
             if let Some((_, state)) = snap.rules.iter().find(|(name, _)| *name == rule.name) {
                 slot.state = *state;
+            }
+            if let (Some(log), Some((_, saved))) = (
+                slot.predictions.as_deref_mut(),
+                snap.predictions.iter().find(|(name, _)| *name == rule.name),
+            ) {
+                *log = saved.clone();
             }
             reschedule(
                 &mut self.timers,
@@ -853,8 +889,9 @@ fn point_through_series(
     ts: i64,
     value: f64,
     msg: u32,
-    out: &mut Vec<Emitted>,
+    shard_out: &mut ShardOut,
 ) -> Option<PointCtx> {
+    let out = &mut shard_out.events;
     let mut p = PointCtx::new(ts, value);
     let specs = &ctx.chains[st.chain as usize];
     for (spec, op) in specs.iter().zip(st.ops.iter_mut()) {
@@ -867,15 +904,31 @@ fn point_through_series(
         }
     }
     let staleness = ctx.staleness_ms;
+    // The grades of a graded rule share their threshold: one forecast serves them all.
+    let mut last_eta: Option<((u64, Op), Option<(i64, i64)>)> = None;
     for slot in st.rules.iter_mut() {
         let rule = &ctx.rules.rules[slot.rule as usize];
         if let Some(n) = evaluations.get_mut(slot.rule as usize) {
             *n += 1;
         }
         // The operators have already seen this point, so one forecast serves both steps.
-        let eta = eta(specs, &st.ops, rule);
+        let eta = match rule.predict_within_ms {
+            None => None,
+            Some(_) => {
+                let k = (rule.condition.threshold.to_bits(), rule.condition.op);
+                match last_eta {
+                    Some((prev, e)) if prev == k => e,
+                    _ => {
+                        let e = eta(specs, &st.ops, rule);
+                        last_eta = Some((k, e));
+                        e
+                    }
+                }
+            }
+        };
         // Transitions the previous value was due to cause before this point arrived.
         while let Some(t) = slot.state.advance_to(rule, p.ts, st.last.ts, staleness) {
+            note_prediction(slot, rule, &t, (p.ts, st.last.value), eta);
             out.push(Emitted {
                 msg,
                 series: st.key.clone(),
@@ -883,6 +936,7 @@ fn point_through_series(
             });
         }
         if let Some(t) = slot.state.on_point(rule, p.ts, holds(rule, &p, eta)) {
+            note_prediction(slot, rule, &t, (p.ts, p.value), eta);
             out.push(Emitted {
                 msg,
                 series: st.key.clone(),
@@ -892,8 +946,92 @@ fn point_through_series(
         slot.state.observe(rule, p.value);
         reschedule(timers, &st.key, st.source, slot, rule, p.ts, staleness);
     }
+    score_predictions(ctx, st, &p, msg, &mut shard_out.predictions);
     st.last.set(&p);
     Some(p)
+}
+
+/// A predictive rule's alert that fires predicts its crossing: recorded, to be scored. One that
+/// fires because the value has already crossed detects, not predicts. It comes true if the
+/// value crosses within the rule's horizon, give or take the forecast's stated uncertainty (and
+/// at least a tenth of the horizon: a crossing minutes past the promise is not a false alarm).
+/// `(at, value)`: the point the forecast `eta` was made at (its crossing time counts from there).
+fn note_prediction(
+    slot: &mut RuleSlot,
+    rule: &Rule,
+    t: &Transition,
+    (at, value): (i64, f64),
+    eta: Option<(i64, i64)>,
+) {
+    let (Some(log), Some(within), TransitionKind::Firing, Some((mean, plus_minus))) = (
+        slot.predictions.as_deref_mut(),
+        rule.predict_within_ms,
+        t.kind,
+        eta,
+    ) else {
+        return;
+    };
+    if rule.condition.holds(value, 0.0, 0.0) {
+        return;
+    }
+    log.predicted(Prediction {
+        made_at: t.at,
+        predicted_at: at.saturating_add(mean),
+        until: t
+            .at
+            .saturating_add(within)
+            .saturating_add(plus_minus.max(within / 10)),
+    });
+}
+
+/// The predictions of the series' predictive rules that point `p` settles; a crossing that no
+/// rule of its family had predicted is a miss of the family.
+fn score_predictions(
+    ctx: &PipelineCtx,
+    st: &mut SeriesState,
+    p: &PointCtx,
+    msg: u32,
+    out: &mut Vec<PredictionScored>,
+) {
+    // (family, crossed here, predicted by one of its rules)
+    let mut families: Vec<(&str, bool, bool)> = Vec::new();
+    let mut settled = Vec::new();
+    for slot in st.rules.iter_mut() {
+        let Some(log) = slot.predictions.as_deref_mut() else {
+            continue;
+        };
+        let rule = &ctx.rules.rules[slot.rule as usize];
+        let crossed = rule.condition.holds(p.value, 0.0, 0.0);
+        let (edge, covered) = log.on_point(p.ts, crossed, &mut settled);
+        for (outcome, at) in settled.drain(..) {
+            out.push(PredictionScored {
+                msg,
+                series: st.key.clone(),
+                rule: rule.name.clone(),
+                outcome,
+                at,
+            });
+        }
+        let family = rule.family.as_deref().unwrap_or(&rule.name);
+        match families.iter_mut().find(|f| f.0 == family) {
+            Some(f) => {
+                f.1 |= edge;
+                f.2 |= covered;
+            }
+            None => families.push((family, edge, covered)),
+        }
+    }
+    for (family, edge, covered) in families {
+        if edge && !covered {
+            out.push(PredictionScored {
+                msg,
+                series: st.key.clone(),
+                rule: family.to_string(),
+                outcome: Outcome::Miss,
+                at: p.ts,
+            });
+        }
+    }
 }
 
 fn new_series(ctx: &PipelineCtx, key: Arc<str>, source: SourceId) -> SeriesState {
@@ -907,6 +1045,9 @@ fn new_series(ctx: &PipelineCtx, key: Arc<str>, source: SourceId) -> SeriesState
             rule,
             state: RuleState::default(),
             timer: NO_TIMER,
+            predictions: ctx.rules.rules[rule as usize]
+                .predict_within_ms
+                .map(|_| Box::default()),
         })
         .collect();
     SeriesState {
@@ -983,9 +1124,18 @@ fn eta(specs: &[OperatorSpec], ops: &[OperatorState], rule: &Rule) -> Option<(i6
 /// Whether a rule's condition holds for a point; a predictive rule also holds when the
 /// forecast crosses its threshold within the horizon.
 fn holds(rule: &Rule, p: &PointCtx, eta: Option<(i64, i64)>) -> bool {
-    rule.condition
-        .holds_with(p.value, p.score, p.zscore, p.anomaly_flag())
-        || matches!((rule.predict_within_ms, eta), (Some(within), Some((mean, _))) if mean <= within)
+    let now = rule
+        .condition
+        .holds_with(p.value, p.score, p.zscore, p.anomaly_flag());
+    match (rule.predict_within_ms, rule.predict_after_ms) {
+        // A later grade of a graded rule: the crossing is predicted in its band only (one that
+        // has happened belongs to the first grade).
+        (Some(within), Some(after)) => {
+            !now && matches!(eta, Some((mean, _)) if mean > after && mean <= within)
+        }
+        (Some(within), None) => now || matches!(eta, Some((mean, _)) if mean <= within),
+        _ => now,
+    }
 }
 
 fn make_event(

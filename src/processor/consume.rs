@@ -18,6 +18,8 @@ use crate::subjects;
 pub struct Pulled {
     pub batch: Vec<Incoming>,
     pub last: Option<jetstream::Message>,
+    /// The batch's sampled messages (see `crate::trace`); usually none.
+    pub traces: Vec<crate::trace::Traced>,
 }
 
 fn incoming(msg: &jetstream::Message) -> Option<Incoming> {
@@ -125,7 +127,9 @@ pub async fn pull_batches<S>(
     while let Some(chunk) = messages.next().await {
         let mut cut = BatchCut::new(max_batch_bytes);
         let mut batch = Vec::new();
+        let mut traces = Vec::new();
         let mut last = None;
+        let tracing = crate::trace::enabled();
         for m in chunk {
             let m = match m {
                 Ok(m) => m,
@@ -136,7 +140,16 @@ pub async fn pull_batches<S>(
             };
             pulled.fetch_add(1, Ordering::Relaxed);
             let full = cut.add(m.payload.len());
+            let before = batch.len();
             batch.extend(incoming(&m));
+            if tracing && batch.len() > before {
+                let inc = &batch[before];
+                traces.extend(crate::trace::ingest(
+                    m.headers.as_ref(),
+                    &inc.subject,
+                    inc.stream_seq,
+                ));
+            }
             last = Some(m);
             if full {
                 let batch = std::mem::take(&mut batch);
@@ -144,6 +157,7 @@ pub async fn pull_batches<S>(
                     .send(Pulled {
                         batch,
                         last: last.take(),
+                        traces: std::mem::take(&mut traces),
                     })
                     .await
                     .is_err()
@@ -152,7 +166,16 @@ pub async fn pull_batches<S>(
                 }
             }
         }
-        if last.is_some() && out.send(Pulled { batch, last }).await.is_err() {
+        if last.is_some()
+            && out
+                .send(Pulled {
+                    batch,
+                    last,
+                    traces,
+                })
+                .await
+                .is_err()
+        {
             return;
         }
     }

@@ -15,7 +15,7 @@
 //! | `replay.rs` | a stream range through fresh pipelines (the `replay` command) |
 
 pub mod config;
-mod consume;
+pub(crate) mod consume;
 mod error;
 mod partition;
 mod publish;

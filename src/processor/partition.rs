@@ -39,6 +39,8 @@ pub enum Exit {
 /// A batch handed to the pipeline thread.
 struct InFlight {
     started: Instant,
+    /// Its sampled messages.
+    traces: Vec<crate::trace::Traced>,
     /// The batch's last message: acking it acks the whole batch (AckPolicy::All).
     ack: Option<jetstream::Message>,
     done: oneshot::Receiver<BatchDone>,
@@ -243,13 +245,13 @@ async fn run_owned(
                 sink.finish(done, batch, guard, stop).await?;
             }
             next = pulled.recv(), if can_pull => {
-                let Some(Pulled { batch, last }) = next else {
+                let Some(Pulled { batch, last, traces }) = next else {
                     return Err(ProcessorError::Nats("the consumer's message stream ended".into()));
                 };
                 let done = worker
                     .submit(batch)
                     .ok_or_else(|| ProcessorError::Permanent("the pipeline thread stopped".into()))?;
-                in_flight.push_back(InFlight { started: Instant::now(), ack: last, done });
+                in_flight.push_back(InFlight { started: Instant::now(), traces, ack: last, done });
             }
             _ = &mut checkpoint_due, if !checkpoint_every.is_zero() && !draining && Instant::now() < next_checkpoint => {}
             Some(q) = queries.next() => answer_query(ctx, &worker, q),
@@ -422,10 +424,11 @@ impl DoneSink {
         let out = &done.output;
         if !out.events.is_empty() || !out.rejects.is_empty() {
             self.log_rejects(&done);
+            let traceparents = trace_events(&batch.traces, &done);
             self.publisher
                 .publish_batch(
                     &done.batch,
-                    &out.events,
+                    (&out.events, &traceparents),
                     &out.rejects,
                     &mut self.suppressor,
                     guard,
@@ -494,6 +497,22 @@ impl DoneSink {
                 .record((now_ms - msg.published_ms).max(0) as f64 / 1000.0);
         }
         m.batch_duration.record(started.elapsed().as_secs_f64());
+        for p in &done.output.predictions {
+            let outcome = p.outcome.as_str();
+            metrics::counter!(telemetry::PREDICTIONS, "rule" => p.rule.clone(), "outcome" => outcome)
+                .increment(1);
+            self.ctx
+                .rule_counts
+                .add(&super::rulestats::prediction_key(&p.rule, outcome), 1);
+            if let crate::rules::prediction::Outcome::Hit { error_ms } = p.outcome {
+                metrics::histogram!(telemetry::PREDICTION_ERROR, "rule" => p.rule.clone())
+                    .record(error_ms as f64 / 1000.0);
+                self.ctx.rule_counts.add(
+                    &super::rulestats::prediction_key(&p.rule, "abs_error_ms"),
+                    error_ms.unsigned_abs(),
+                );
+            }
+        }
         for (i, &n) in done.output.rule_evaluations.iter().enumerate() {
             if let (true, Some(rule)) = (n > 0, self.rule_names.get(i)) {
                 metrics::counter!(telemetry::RULE_EVALUATIONS, "rule" => rule.clone()).increment(n);
@@ -529,6 +548,37 @@ impl DoneSink {
             }
         });
     }
+}
+
+/// The spans of a batch's sampled messages: each one's evaluation, and the publish of each alert
+/// event it caused; returns the events' `traceparent` headers (all `None` without a sample).
+fn trace_events(traces: &[crate::trace::Traced], done: &BatchDone) -> Vec<Option<String>> {
+    use opentelemetry::KeyValue;
+    let events = &done.output.events;
+    let mut out = vec![None; events.len()];
+    for t in traces {
+        let Some(msg) = done.batch.iter().position(|m| m.stream_seq == t.stream_seq) else {
+            continue;
+        };
+        let caused: Vec<usize> = (0..events.len())
+            .filter(|&i| events[i].msg as usize == msg)
+            .collect();
+        let cx = crate::trace::evaluated(t, done.output.stats.points, caused.len());
+        for i in caused {
+            let e = &events[i].event;
+            out[i] = crate::trace::step(
+                &cx,
+                "prismwatch.alert.publish",
+                opentelemetry::trace::SpanKind::Producer,
+                vec![
+                    KeyValue::new("prismwatch.alert.id", e.id.clone()),
+                    KeyValue::new("prismwatch.rule", e.rule.clone()),
+                    KeyValue::new("prismwatch.alert.status", e.status.token()),
+                ],
+            );
+        }
+    }
+    out
 }
 
 fn set_status(ctx: &ProcessorCtx, p: u32, phase: PartitionPhase, last_seq: u64, lag: Option<u64>) {

@@ -82,7 +82,7 @@ impl Publisher {
     pub async fn publish_batch(
         &self,
         batch: &[Incoming],
-        events: &[Emitted],
+        (events, traceparents): (&[Emitted], &[Option<String>]),
         rejects: &[MessageReject],
         suppressor: &mut Suppressor,
         guard: &LeaseGuard,
@@ -98,7 +98,7 @@ impl Publisher {
             out.push(self.dead_letter(m, r));
             report.dead_letters += 1;
         }
-        for e in events {
+        for (i, e) in events.iter().enumerate() {
             let m = &batch[e.msg as usize];
             if suppressor
                 .already_published(&e.event.msg_id(), m, stop)
@@ -107,7 +107,7 @@ impl Publisher {
                 report.suppressed += 1;
                 continue;
             }
-            out.push(self.event(e, m));
+            out.push(self.event(e, m, traceparents.get(i).and_then(Option::as_deref)));
             report.events += 1;
         }
         self.publish_all(out, guard, stop).await?;
@@ -137,8 +137,11 @@ impl Publisher {
         Ok(())
     }
 
-    fn event(&self, e: &Emitted, cause: &Incoming) -> Outgoing {
+    fn event(&self, e: &Emitted, cause: &Incoming, traceparent: Option<&str>) -> Outgoing {
         let mut headers = HeaderMap::new();
+        if let Some(tp) = traceparent {
+            headers.insert(crate::trace::HEADER, tp);
+        }
         headers.insert("Nats-Msg-Id", e.event.msg_id().as_str());
         headers.insert(subjects::HEADER_CONTENT_TYPE, "application/json");
         headers.insert(

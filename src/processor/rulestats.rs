@@ -15,7 +15,15 @@ use crate::subjects;
 /// How often a processor stores its counts.
 const EVERY: Duration = Duration::from_secs(5);
 
-/// Points evaluated per rule name by this process since it started.
+/// The key under which a rule's predictions with this outcome are counted (beside its
+/// evaluations, under its name): `<rule>:prediction_<hit|false_alarm|miss>`, and the sum of
+/// the hits' absolute time errors in ms under `<rule>:prediction_abs_error_ms`.
+pub fn prediction_key(rule: &str, what: &str) -> String {
+    format!("{rule}:prediction_{what}")
+}
+
+/// Points evaluated per rule name by this process since it started (and predictions scored,
+/// see [`prediction_key`]).
 #[derive(Debug, Default)]
 pub struct RuleCounts(Mutex<BTreeMap<String, u64>>);
 

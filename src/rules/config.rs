@@ -68,8 +68,15 @@ pub struct RuleDef {
     /// condition and the `anomaly` operator.
     #[serde(default)]
     pub predicted_crossing_within: Option<String>,
-    /// P1 (page now) to P4.
-    pub priority: Priority,
+    /// Predictive rule graded by time to failure: one rule per grade, `<name>_p1` ... , each
+    /// holding while the predicted crossing is within its horizon and beyond the previous
+    /// grade's (e.g. `{P1: 6h, P2: 1d, P3: 3d, P4: 7d}`); the first grade also holds once the
+    /// value has crossed. Replaces `predicted_crossing_within` and `priority`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grades: Option<BTreeMap<Priority, String>>,
+    /// P1 (page now) to P4 (not with `grades`).
+    #[serde(default)]
+    pub priority: Option<Priority>,
     /// Extra labels on the alert.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -126,6 +133,12 @@ pub struct Rule {
     pub resolve_after_ms: i64,
     /// For predictive rules: horizon of the forecast crossing, in ms.
     pub predict_within_ms: Option<i64>,
+    /// For the grades of a graded rule after the first: the crossing must be predicted later
+    /// than this (the previous grade's horizon), in ms.
+    pub predict_after_ms: Option<i64>,
+    /// For predictive rules: the rule as written (a graded rule's grades share it), under which
+    /// unpredicted crossings (misses) are counted.
+    pub family: Option<String>,
     pub priority: Priority,
     pub labels: BTreeMap<String, String>,
     pub annotations: Vec<(String, Template)>,
@@ -210,7 +223,14 @@ impl Rule {
             for_ms: duration("for", &def.for_duration)?,
             resolve_after_ms: duration("resolve_after", &def.resolve_after)?,
             predict_within_ms,
-            priority: def.priority,
+            predict_after_ms: None,
+            family: predict_within_ms.map(|_| def.name.clone()),
+            priority: def.priority.ok_or_else(|| {
+                (
+                    "priority".to_string(),
+                    "needed: P1 (page now) to P4".to_string(),
+                )
+            })?,
             labels: def.labels.clone(),
             annotations,
             source: source.to_string(),
@@ -244,16 +264,23 @@ impl RuleSet {
         let tree = parse_yaml(file, text)?;
         let parsed: RuleFile = from_tree(file, tree)?;
         for (i, def) in parsed.rules.iter().enumerate() {
-            let rule = Rule::compile(def, file)
-                .map_err(|(k, m)| ConfigError::invalid(file, format!("rules[{i}].{k}"), m))?;
-            if let Some(prev) = self.rules.iter().find(|r| r.name == rule.name) {
-                return Err(ConfigError::invalid(
-                    file,
-                    format!("rules[{i}].name"),
-                    format!("rule {:?} is already defined in {}", rule.name, prev.source),
-                ));
+            let invalid =
+                |(k, m): (String, String)| ConfigError::invalid(file, format!("rules[{i}].{k}"), m);
+            for (graded, after_ms) in expand_grades(def).map_err(invalid)? {
+                let mut rule = Rule::compile(&graded, file).map_err(invalid)?;
+                if def.grades.is_some() {
+                    rule.predict_after_ms = after_ms;
+                    rule.family = Some(def.name.clone());
+                }
+                if let Some(prev) = self.rules.iter().find(|r| r.name == rule.name) {
+                    return Err(ConfigError::invalid(
+                        file,
+                        format!("rules[{i}].name"),
+                        format!("rule {:?} is already defined in {}", rule.name, prev.source),
+                    ));
+                }
+                self.rules.push(rule);
             }
-            self.rules.push(rule);
         }
         for (i, def) in parsed.slos.iter().enumerate() {
             let slo = Slo::compile(def, file)
@@ -286,6 +313,52 @@ impl RuleSet {
         }
         Ok(())
     }
+}
+
+/// A rule a grade makes, and the previous grade's horizon (ms).
+type GradedDef = (RuleDef, Option<i64>);
+
+/// A rule as written, or the rules its grades make: one per grade, with the previous grade's
+/// horizon (ms) the crossing must be predicted beyond.
+fn expand_grades(def: &RuleDef) -> Result<Vec<GradedDef>, (String, String)> {
+    let Some(grades) = &def.grades else {
+        return Ok(vec![(def.clone(), None)]);
+    };
+    if def.predicted_crossing_within.is_some() || def.priority.is_some() {
+        return Err((
+            "grades".into(),
+            "replaces predicted_crossing_within and priority: give one or the other".into(),
+        ));
+    }
+    let mut bands = Vec::new();
+    for (p, s) in grades {
+        let ms = humantime::parse_duration(s)
+            .map(|d| d.as_millis() as i64)
+            .map_err(|e| (format!("grades.{p}"), format!("{s:?}: {e}")))?;
+        bands.push((*p, s.clone(), ms));
+    }
+    if bands.is_empty() || bands.windows(2).any(|w| w[1].2 <= w[0].2) {
+        return Err((
+            "grades".into(),
+            "needs horizons that grow as the priority falls, e.g. {P1: 6h, P2: 1d, P3: 3d, P4: 7d}"
+                .into(),
+        ));
+    }
+    let mut out = Vec::new();
+    let mut after = None;
+    for (p, s, ms) in bands {
+        let mut g = def.clone();
+        g.name = format!("{}_{}", def.name, p.token());
+        g.grades = None;
+        g.priority = Some(p);
+        g.predicted_crossing_within = Some(s);
+        // What routing and inhibition need to tell the grades of one prediction apart.
+        g.labels.insert("prediction".into(), def.name.clone());
+        g.labels.insert("grade".into(), p.token().into());
+        out.push((g, after));
+        after = Some(ms);
+    }
+    Ok(out)
 }
 
 /// Loads every `*.yaml`/`*.yml` file under the given paths (folders are read in name order).
@@ -412,5 +485,56 @@ rules:
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules");
         let set = load_rules(&[dir]).unwrap();
         assert!(set.rules.len() >= 9);
+    }
+
+    #[test]
+    fn grades_make_one_rule_per_band_and_bad_grades_name_the_key() {
+        let mut set = RuleSet::default();
+        set.add_file(
+            "g.yaml",
+            "rules:\n  - name: d\n    metric: m\n    condition: value > 90\n    grades: { P1: 6h, P3: 3d }\n",
+        )
+        .unwrap();
+        let bands: Vec<_> = set
+            .rules
+            .iter()
+            .map(|r| {
+                (
+                    r.name.as_str(),
+                    r.priority,
+                    r.predict_after_ms,
+                    r.predict_within_ms,
+                    r.family.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            bands,
+            [
+                ("d_p1", Priority::P1, None, Some(21_600_000), Some("d")),
+                (
+                    "d_p3",
+                    Priority::P3,
+                    Some(21_600_000),
+                    Some(259_200_000),
+                    Some("d")
+                ),
+            ]
+        );
+        let err = |extra: &str| {
+            RuleSet::default()
+                .add_file(
+                    "g.yaml",
+                    &format!(
+                        "rules:\n  - name: d\n    metric: m\n    condition: value > 90\n{extra}"
+                    ),
+                )
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("    grades: { P1: 3d, P2: 6h }\n").contains("rules[0].grades"));
+        assert!(err("    grades: { P1: 6h }\n    priority: P1\n").contains("rules[0].grades"));
+        assert!(err("    grades: { P1: soon }\n").contains("rules[0].grades.P1"));
+        assert!(err("").contains("rules[0].priority"));
     }
 }

@@ -3,6 +3,7 @@
 
 mod condition;
 mod config;
+pub mod prediction;
 pub mod slo;
 mod state;
 mod template;

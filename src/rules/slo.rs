@@ -439,7 +439,8 @@ impl Slo {
                     for_duration: None,
                     resolve_after: None,
                     predicted_crossing_within: None,
-                    priority: a.priority,
+                    grades: None,
+                    priority: Some(a.priority),
                     labels,
                     annotations,
                 });
@@ -575,7 +576,7 @@ mod tests {
         assert_eq!(rules.len(), 6);
         assert_eq!(rules[0].name, "slo_api_errors_page");
         assert_eq!(rules[0].condition, "value >= 14.4");
-        assert_eq!(rules[0].priority, Priority::P1);
+        assert_eq!(rules[0].priority, Some(Priority::P1));
         assert_eq!(rules[0].labels["severity"], "page");
         assert_eq!(rules[2].name, "slo_api_errors_ticket");
         assert_eq!(rules[2].labels["severity"], "ticket");

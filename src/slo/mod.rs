@@ -34,13 +34,33 @@ pub const MAX_REMEMBERED_SERIES: usize = 100_000;
 pub const MAX_MINUTES_WRITTEN_AT_ONCE: i64 = 360;
 
 /// One SLI series an objective reads, by metric name.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Target {
     slo: usize,
     objective: usize,
     role: Role,
-    /// Index in `Sli::selectors`.
-    selector: usize,
+    /// The SLO's matchers and the selector's, which a series must match.
+    matchers: Vec<(String, crate::rules::Matcher)>,
+}
+
+/// A group's key: (SLO index, its `group_by` label values).
+type GroupKey = (usize, Vec<String>);
+
+/// What the engine remembers of an SLI series: its last point, and the group each target of its
+/// metric counts it into (`None`: it does not match the target), resolved once.
+struct Seen {
+    ts: i64,
+    value: f64,
+    groups: Box<[Option<Arc<GroupKey>>]>,
+}
+
+/// The value of label `name` in canonical series key `key`, without allocating.
+fn label_in<'k>(key: &'k str, name: &str) -> Option<&'k str> {
+    key.split('\u{1f}')
+        .skip(1)
+        .filter_map(|pair| pair.split_once('\u{1e}'))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
 /// The latest state of one objective of one group (for `/metrics` and the status API).
@@ -97,7 +117,7 @@ pub struct SloSnapshot {
 pub struct SloStats {
     /// Points for a minute already closed, counted into the oldest open minute.
     pub late_points: u64,
-    /// Points of a new group refused at [`MAX_GROUPS_PER_SLO`].
+    /// Series refused a new group at [`MAX_GROUPS_PER_SLO`] (counted at their first point).
     pub refused_points: u64,
     /// Points at or before their series' last point's time (redeliveries): not counted again.
     pub repeated_points: u64,
@@ -106,13 +126,13 @@ pub struct SloStats {
 /// The SLOs of one partition's pipeline.
 pub struct SloEngine {
     slos: Arc<[Slo]>,
-    by_metric: HashMap<String, Vec<Target>>,
+    by_metric: HashMap<String, Arc<[Target]>>,
     /// By (SLO index, group label values).
-    groups: BTreeMap<(usize, Vec<String>), Group>,
+    groups: BTreeMap<GroupKey, Group>,
     /// End of the last closed minute (ms), `None` before the first SLI point.
     closed_until: Option<i64>,
-    last_points: HashMap<Box<str>, (i64, f64)>,
-    status: BTreeMap<(usize, Vec<String>), SloStatus>,
+    last_points: HashMap<Box<str>, Seen>,
+    status: BTreeMap<GroupKey, SloStatus>,
     /// Minutes closed by this engine (not checkpointed: it tells a status change).
     minutes_closed: u64,
     pub stats: SloStats,
@@ -123,19 +143,19 @@ impl SloEngine {
         let mut by_metric: HashMap<String, Vec<Target>> = HashMap::new();
         for (si, slo) in slos.iter().enumerate() {
             for (oi, o) in slo.objectives.iter().enumerate() {
-                for (sel, (s, role)) in o.sli.selectors().into_iter().enumerate() {
+                for (s, role) in o.sli.selectors() {
                     by_metric.entry(s.metric.clone()).or_default().push(Target {
                         slo: si,
                         objective: oi,
                         role,
-                        selector: sel,
+                        matchers: slo.matchers.iter().chain(&s.matchers).cloned().collect(),
                     });
                 }
             }
         }
         Self {
             slos: slos.to_vec().into(),
-            by_metric,
+            by_metric: by_metric.into_iter().map(|(k, v)| (k, v.into())).collect(),
             groups: BTreeMap::new(),
             closed_until: None,
             last_points: HashMap::new(),
@@ -160,7 +180,48 @@ impl SloEngine {
         }
     }
 
-    /// Counts an admitted point of series `key` (canonical) into the objectives it feeds.
+    /// The group each of `targets` counts series `key` into (created on first sight, up to
+    /// [`MAX_GROUPS_PER_SLO`] per SLO), or `None` where the series does not match.
+    fn resolve(&mut self, key: &str, targets: &[Target]) -> Box<[Option<Arc<GroupKey>>]> {
+        targets
+            .iter()
+            .map(|t| {
+                if !t.matchers.iter().all(|(l, m)| m.matches(label_in(key, l))) {
+                    return None;
+                }
+                let slo = &self.slos[t.slo];
+                let values: Vec<String> = slo
+                    .group_by
+                    .iter()
+                    .map(|l| label_in(key, l).unwrap_or_default().to_string())
+                    .collect();
+                let gkey = (t.slo, values);
+                if !self.groups.contains_key(&gkey) {
+                    let count = self
+                        .groups
+                        .range((t.slo, Vec::new())..)
+                        .take_while(|((s, _), _)| *s == t.slo)
+                        .count();
+                    if count >= MAX_GROUPS_PER_SLO {
+                        self.stats.refused_points += 1;
+                        return None;
+                    }
+                    let labels = slo
+                        .group_by
+                        .iter()
+                        .cloned()
+                        .zip(gkey.1.iter().cloned())
+                        .collect();
+                    self.groups.insert(gkey.clone(), new_group(slo, labels));
+                }
+                Some(Arc::new(gkey))
+            })
+            .collect()
+    }
+
+    /// Counts an admitted point of series `key` (canonical) into the objectives it feeds. A
+    /// series of an SLI metric costs a map lookup per point, and nothing is allocated but on its
+    /// first point.
     pub fn observe(&mut self, key: &str, ts: i64, value: f64) {
         let name = key.split('\u{1f}').next().unwrap_or_default();
         let Some(targets) = self.by_metric.get(name) else {
@@ -169,33 +230,41 @@ impl SloEngine {
         if !value.is_finite() {
             return;
         }
-        let series = SeriesKey(Arc::from(key));
+        let targets = targets.clone();
         // The previous point of the series: a redelivered or older point counts once, and a
         // counter's increase is measured from it.
-        let previous = match self.last_points.get(key) {
-            Some(&(last_ts, _)) if ts <= last_ts => {
+        let previous = match self.last_points.get_mut(key) {
+            Some(seen) if ts <= seen.ts => {
                 self.stats.repeated_points += 1;
                 return;
             }
-            Some(&(_, v)) => Some(v),
-            None => None,
+            Some(seen) => {
+                let p = seen.value;
+                seen.ts = ts;
+                seen.value = value;
+                Some(p)
+            }
+            None => {
+                let groups = self.resolve(key, &targets);
+                if self.last_points.len() >= MAX_REMEMBERED_SERIES {
+                    self.last_points.clear();
+                }
+                self.last_points
+                    .insert(key.into(), Seen { ts, value, groups });
+                None
+            }
         };
-        if self.last_points.len() >= MAX_REMEMBERED_SERIES {
-            self.last_points.clear();
-        }
-        self.last_points.insert(key.into(), (ts, value));
+        let Some(seen) = self.last_points.get(key) else {
+            return;
+        };
         let minute = ts.div_euclid(MINUTE_MS);
         let first_open = self.closed_until.map(|t| t / MINUTE_MS);
-        for t in targets.clone() {
-            let slo = &self.slos[t.slo];
-            let objective = &slo.objectives[t.objective];
-            let (selector, _) = objective.sli.selectors()[t.selector];
-            let matches = |ms: &[(String, crate::rules::Matcher)]| {
-                ms.iter().all(|(l, m)| m.matches(series.label(l)))
-            };
-            if !matches(&slo.matchers) || !matches(&selector.matchers) {
+        let mut counted = false;
+        for (t, gkey) in targets.iter().zip(seen.groups.iter()) {
+            let Some(gkey) = gkey else {
                 continue;
-            }
+            };
+            let objective = &self.slos[t.slo].objectives[t.objective];
             let increase = || match previous {
                 None => 0.0,
                 Some(p) if value >= p => value - p,
@@ -233,31 +302,9 @@ impl SloEngine {
                 },
                 _ => continue,
             };
-            let group_values: Vec<String> = slo
-                .group_by
-                .iter()
-                .map(|l| series.label(l).unwrap_or_default().to_string())
-                .collect();
-            let gkey = (t.slo, group_values);
-            if !self.groups.contains_key(&gkey) {
-                let count = self
-                    .groups
-                    .range((t.slo, Vec::new())..)
-                    .take_while(|((s, _), _)| *s == t.slo)
-                    .count();
-                if count >= MAX_GROUPS_PER_SLO {
-                    self.stats.refused_points += 1;
-                    continue;
-                }
-                let labels = slo
-                    .group_by
-                    .iter()
-                    .cloned()
-                    .zip(gkey.1.iter().cloned())
-                    .collect();
-                self.groups.insert(gkey.clone(), new_group(slo, labels));
-            }
-            let group = self.groups.get_mut(&gkey).expect("inserted");
+            let Some(group) = self.groups.get_mut(&**gkey) else {
+                continue;
+            };
             let minute = match first_open {
                 Some(open) if minute < open => {
                     self.stats.late_points += 1;
@@ -270,8 +317,9 @@ impl SloEngine {
                 .entry(minute)
                 .or_default()
                 .add(counts);
+            counted = true;
         }
-        if self.closed_until.is_none() && !self.groups.is_empty() {
+        if counted && self.closed_until.is_none() {
             // Minutes are closed from the first one with events on.
             self.closed_until = Some(minute * MINUTE_MS);
         }
@@ -324,7 +372,7 @@ impl SloEngine {
         let mut last_points: Vec<(String, i64, f64)> = self
             .last_points
             .iter()
-            .map(|(k, (t, v))| (k.to_string(), *t, *v))
+            .map(|(k, seen)| (k.to_string(), seen.ts, seen.value))
             .collect();
         last_points.sort_by(|a, b| a.0.cmp(&b.0));
         SloSnapshot {
@@ -357,11 +405,17 @@ impl SloEngine {
             let values = g.labels.iter().map(|(_, v)| v.clone()).collect();
             self.groups.insert((si, values), fresh);
         }
-        self.last_points = snap
-            .last_points
-            .into_iter()
-            .map(|(k, t, v)| (k.into_boxed_str(), (t, v)))
-            .collect();
+        // Which groups each series feeds is resolved again, under the SLOs now loaded.
+        self.last_points.clear();
+        for (k, ts, value) in snap.last_points {
+            let name = k.split('\u{1f}').next().unwrap_or_default();
+            let Some(targets) = self.by_metric.get(name).cloned() else {
+                continue;
+            };
+            let groups = self.resolve(&k, &targets);
+            self.last_points
+                .insert(k.into_boxed_str(), Seen { ts, value, groups });
+        }
     }
 }
 

@@ -33,7 +33,7 @@ pub const SCRIPT: &[&str] = &[
     "                                               its peers are not: exchange_behind_peers P3 (exchange health)",
     "min 60     deribit message-rate burst       -> message_rate_anomaly P3 (fused detectors), resolves",
     "min 64-67  api-gateway down (service_up 0)  -> SLO burn: slo_api_gateway_availability_page P1 after 1m (and page_slow P2), resolve 5m after",
-    "min 60-80  storage disk fills 60% -> 96%    -> disk_full_predicted P3 warns ahead, then disk_full P1",
+    "min 60-80  storage disk fills 60% -> 96%    -> disk_full_predicted_p1 (graded: full within 6h) warns ahead, then disk_full P1",
     "min 85-100 collector CPU 90%                -> cpu_high P2 fires after 10m, resolves",
 ];
 

@@ -1,0 +1,132 @@
+//! Predictions graded and scored: a predictive rule's firing is a prediction that its
+//! threshold will be crossed at a time, within its horizon. When the series' value crosses it
+//! (its condition starts to hold), the predictions that covered that moment are hits, with the
+//! error of their predicted time; when a prediction's horizon passes without a crossing, it was a
+//! false alarm; a crossing no rule of the family predicted is a miss. Event time only.
+
+use serde::{Deserialize, Serialize};
+
+/// One prediction on one series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// When the predictive alert fired.
+    pub made_at: i64,
+    /// When it said the threshold would be crossed.
+    pub predicted_at: i64,
+    /// The end of its horizon.
+    pub until: i64,
+}
+
+/// How a prediction turned out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Crossed within the horizon; `error_ms` = actual − predicted crossing time.
+    Hit { error_ms: i64 },
+    /// The horizon passed without a crossing.
+    FalseAlarm,
+    /// A crossing nothing predicted.
+    Miss,
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Hit { .. } => "hit",
+            Outcome::FalseAlarm => "false_alarm",
+            Outcome::Miss => "miss",
+        }
+    }
+}
+
+/// Predictions waiting for their outcome, at most this many per (series, rule): a rule that
+/// fires again and again before its horizon passes keeps its newest.
+pub const MAX_PENDING: usize = 8;
+
+/// The predictions of one predictive rule on one series, and whether its condition held at
+/// the last point.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PredictionLog {
+    pub pending: Vec<Prediction>,
+    pub crossed: bool,
+}
+
+impl PredictionLog {
+    pub fn predicted(&mut self, p: Prediction) {
+        if self.pending.len() == MAX_PENDING {
+            self.pending.remove(0);
+        }
+        self.pending.push(p);
+    }
+
+    /// A point at `ts` whose condition holds (`crossed`) or not: the outcomes it settles go to
+    /// `out` as (outcome, time). Returns whether a new crossing happened at `ts` and whether a
+    /// pending prediction of this log covered it.
+    pub fn on_point(
+        &mut self,
+        ts: i64,
+        crossed: bool,
+        out: &mut Vec<(Outcome, i64)>,
+    ) -> (bool, bool) {
+        let mut expired = Vec::new();
+        self.pending.retain(|p| {
+            let gone = p.until < ts;
+            if gone {
+                expired.push(p.until);
+            }
+            !gone
+        });
+        out.extend(expired.into_iter().map(|t| (Outcome::FalseAlarm, t)));
+        let edge = crossed && !self.crossed;
+        self.crossed = crossed;
+        if !edge {
+            return (false, false);
+        }
+        let covered = !self.pending.is_empty();
+        for p in self.pending.drain(..) {
+            out.push((
+                Outcome::Hit {
+                    error_ms: ts - p.predicted_at,
+                },
+                ts,
+            ));
+        }
+        (true, covered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3_600_000;
+
+    #[test]
+    fn hits_false_alarms_and_uncovered_crossings() {
+        let mut log = PredictionLog::default();
+        let mut out = Vec::new();
+        // Predicted at 0 for 3h, within 6h; crosses at 4h: a hit, 1h late.
+        log.predicted(Prediction {
+            made_at: 0,
+            predicted_at: 3 * H,
+            until: 6 * H,
+        });
+        assert_eq!(log.on_point(H, false, &mut out), (false, false));
+        assert_eq!(log.on_point(4 * H, true, &mut out), (true, true));
+        assert_eq!(out, [(Outcome::Hit { error_ms: H }, 4 * H)]);
+        // Still above: no new crossing. Back below, then a prediction that never comes true.
+        out.clear();
+        assert_eq!(log.on_point(5 * H, true, &mut out), (false, false));
+        log.on_point(6 * H, false, &mut out);
+        log.predicted(Prediction {
+            made_at: 6 * H,
+            predicted_at: 8 * H,
+            until: 9 * H,
+        });
+        log.on_point(10 * H, false, &mut out);
+        assert_eq!(out, [(Outcome::FalseAlarm, 9 * H)]);
+        // A crossing with nothing pending: the log says so (its family counts the miss).
+        out.clear();
+        assert_eq!(log.on_point(11 * H, true, &mut out), (true, false));
+        assert!(out.is_empty());
+    }
+}
