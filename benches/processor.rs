@@ -116,6 +116,10 @@ struct BenchArgs {
     /// Only the drain throughput (1- and 100-point messages, backbone and every detector).
     #[arg(long)]
     throughput_only: bool,
+    /// Trace this share of the messages (OTLP export to a receiver the bench runs on
+    /// loopback; needs `--features otlp`): the throughput with tracing on.
+    #[arg(long)]
+    trace_ratio: Option<f64>,
     /// Series counts for the checkpoint measurement (each in a fresh process).
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     checkpoint_series: Vec<usize>,
@@ -340,6 +344,19 @@ async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
         args.series,
         !cfg!(debug_assertions)
     );
+    if let Some(ratio) = args.trace_ratio {
+        anyhow::ensure!(
+            cfg!(feature = "otlp"),
+            "--trace-ratio needs --features otlp"
+        );
+        // A receiver that takes every export and keeps nothing.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        cfg.telemetry.otlp_endpoint = format!("http://{}", listener.local_addr()?);
+        cfg.telemetry.trace_sample_ratio = ratio;
+        let app = axum::Router::new().route("/v1/traces", axum::routing::post(|| async { "" }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        println!("tracing on: {ratio} of the messages traced, exported over OTLP/HTTP to a receiver on loopback");
+    }
     let backbone = with_operators(&cfg, false);
     let all = with_operators(&cfg, true);
     if let Some(rate) = args.latency_rate {

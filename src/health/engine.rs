@@ -168,12 +168,11 @@ impl HealthEngine {
         self.newest = self.newest.max(p.timestamp);
         let m = &self.cfg.metrics;
         let name = p.name.as_str();
-        let slot = self
-            .open
-            .entry(minute)
-            .or_default()
-            .entry(exchange.clone())
-            .or_default();
+        let by_exchange = self.open.entry(minute).or_default();
+        if !by_exchange.contains_key(exchange.as_str()) {
+            by_exchange.insert(exchange.clone(), Minute::default());
+        }
+        let slot = by_exchange.get_mut(exchange.as_str()).expect("inserted");
         let input = if name == m.connection {
             Some(&mut slot.connected)
         } else if name == m.message_rate {
@@ -191,19 +190,29 @@ impl HealthEngine {
             input.add(p.value);
         }
         if self.cfg.peer_metrics.iter().any(|pm| pm.metric == p.name) {
-            let others: Vec<String> = p
+            // The points' other labels (a symbol...): most exchange metrics have none.
+            let mut others = String::new();
+            for (k, v) in p
                 .labels
                 .iter()
                 .filter(|(k, _)| **k != self.cfg.exchange_label)
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            self.peers
-                .entry(minute)
-                .or_default()
-                .entry((p.name.clone(), others.join(",")))
-                .or_default()
-                .entry(exchange.clone())
-                .or_default()
+            {
+                if !others.is_empty() {
+                    others.push(',');
+                }
+                others.push_str(k);
+                others.push('=');
+                others.push_str(v);
+            }
+            let groups = self.peers.entry(minute).or_default();
+            let key = (p.name.clone(), others);
+            let by_exchange = groups.entry(key).or_default();
+            if !by_exchange.contains_key(exchange.as_str()) {
+                by_exchange.insert(exchange.clone(), Mean::default());
+            }
+            by_exchange
+                .get_mut(exchange.as_str())
+                .expect("inserted")
                 .add(p.value);
         }
     }

@@ -54,6 +54,8 @@ impl PipelineCtx {
                 chains.push(mo.operators.clone());
             }
         }
+        // The last: the series the pipeline derives (SLOs) need their rules only.
+        chains.push(Vec::new());
         Self {
             chains,
             chain_matchers,
@@ -68,6 +70,11 @@ impl PipelineCtx {
     /// The hash of a canonical series key (see `series_hasher`).
     pub fn series_hash(&self, key: &str) -> u64 {
         self.series_hasher.hash_one(key)
+    }
+
+    /// The operator list (none) of the series the pipeline derives itself.
+    pub fn derived_chain(&self) -> usize {
+        self.chains.len() - 1
     }
 
     /// Index of the operator list that serves a metric.
@@ -905,7 +912,7 @@ fn point_through_series(
     }
     let staleness = ctx.staleness_ms;
     // The grades of a graded rule share their threshold: one forecast serves them all.
-    let mut last_eta: Option<((u64, Op), Option<(i64, i64)>)> = None;
+    let mut last_eta: Option<EtaOf> = None;
     for slot in st.rules.iter_mut() {
         let rule = &ctx.rules.rules[slot.rule as usize];
         if let Some(n) = evaluations.get_mut(slot.rule as usize) {
@@ -1036,7 +1043,11 @@ fn score_predictions(
 
 fn new_series(ctx: &PipelineCtx, key: Arc<str>, source: SourceId) -> SeriesState {
     let series = SeriesKey(key.clone());
-    let chain = ctx.chain_for(series.name());
+    let chain = if source == super::DERIVED_SOURCE {
+        ctx.derived_chain()
+    } else {
+        ctx.chain_for(series.name())
+    };
     let rules = ctx
         .rules
         .matching(&series)
@@ -1090,6 +1101,9 @@ fn reschedule(
     }
     slot.timer = due;
 }
+
+/// A forecast's time to a threshold, by (threshold bits, operator).
+type EtaOf = ((u64, Op), Option<(i64, i64)>);
 
 /// Stable 16-hex-digit fingerprint of a rule on a series.
 pub fn fingerprint(rule: &str, series_key: &str) -> String {
