@@ -32,15 +32,32 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-struct Headers<'a>(&'a HeaderMap);
+/// The header's name, made once: a lookup by `&str` builds (and allocates) a name each time.
+static NAME: std::sync::LazyLock<async_nats::header::HeaderName> =
+    std::sync::LazyLock::new(|| HEADER.parse().expect("a valid header name"));
 
-impl Extractor for Headers<'_> {
+/// A `traceparent` value as the propagator reads it.
+struct Value<'a>(&'a str);
+
+impl Extractor for Value<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(|v| v.as_str())
+        (key == HEADER).then_some(self.0)
     }
     fn keys(&self) -> Vec<&str> {
-        Vec::new()
+        vec![HEADER]
     }
+}
+
+/// A message's `traceparent` value, if it has one.
+fn header(headers: Option<&HeaderMap>) -> Option<&str> {
+    headers?.get(NAME.clone()).map(|v| v.as_str())
+}
+
+/// The remote context of a `traceparent` value, if it is valid and sampled.
+fn parse(value: &str) -> Option<Context> {
+    let cx = TraceContextPropagator::new().extract(&Value(value));
+    let sc = cx.span().span_context().clone();
+    (sc.is_valid() && sc.is_sampled()).then_some(cx)
 }
 
 struct Out(Option<String>);
@@ -60,20 +77,14 @@ pub fn traceparent(cx: &Context) -> Option<String> {
     out.0
 }
 
-/// The remote context a `traceparent` header carries, if it is valid and sampled.
+/// The remote context a message's `traceparent` header carries, if valid and sampled.
 fn remote(headers: Option<&HeaderMap>) -> Option<Context> {
-    let h = headers?;
-    h.get(HEADER)?;
-    let cx = TraceContextPropagator::new().extract(&Headers(h));
-    let sc = cx.span().span_context().clone();
-    (sc.is_valid() && sc.is_sampled()).then_some(cx)
+    parse(header(headers)?)
 }
 
 /// A context from a stored `traceparent` value.
 pub fn context_of(traceparent: &str) -> Option<Context> {
-    let mut h = HeaderMap::new();
-    h.insert(HEADER, traceparent);
-    remote(Some(&h))
+    parse(traceparent)
 }
 
 /// Spans are in wall time (what trace viewers show), from the one wall clock of the crate.
@@ -115,13 +126,10 @@ pub fn ingest(headers: Option<&HeaderMap>, subject: &str, stream_seq: u64) -> Op
     if !enabled() {
         return None;
     }
-    let parent = match remote(headers) {
-        Some(cx) => cx,
+    let parent = match header(headers) {
+        // A publisher's decision stands: its unsampled trace is left alone.
+        Some(value) => parse(value)?,
         None => {
-            // A publisher's unsampled trace is left alone; otherwise our own ratio decides.
-            if headers.is_some_and(|h| h.get(HEADER).is_some()) {
-                return None;
-            }
             let h = stream_seq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
             if h >= RATIO_BELOW.load(Ordering::Relaxed) {
                 return None;

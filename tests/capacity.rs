@@ -71,9 +71,6 @@ fn check(report: &serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_known_linear_growth_is_projected_by_the_cli_and_the_api() {
-    use prismwatch::api::config::ApiKey;
-    use prismwatch::api::Role;
-    use prismwatch::config::secret::Secret;
     let (srv, mut cfg, js) = common::fresh().await;
     let now = prismwatch::tools::clock::now_ms();
     common::publish(&js, &week(now), 50).await;
@@ -106,43 +103,18 @@ async fn a_known_linear_growth_is_projected_by_the_cli_and_the_api() {
     assert!(table.contains(" 1 a day, "), "{table}");
 
     // The component stores it; the API serves it.
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("viewer");
-    std::fs::write(&key_file, "viewer-key-0123456789abcdef").unwrap();
-    cfg.api.keys = vec![ApiKey {
-        name: "viewer".into(),
-        role: Role::Viewer,
-        key: Secret::File(key_file),
-    }];
-    let listen = common::free_listen_addr();
-    cfg.http.listen = listen.clone();
+    let api = common::Viewer::configure(&mut cfg);
     let app = common::RunningApp::start_with(
         cfg,
         common::test_rules(),
         vec![prismwatch::app::Component::Capacity],
     );
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
-    let get = || {
-        let http = http.clone();
-        let url = format!("http://{listen}/api/v1/capacity");
-        async move {
-            let r = http
-                .get(url)
-                .bearer_auth("viewer-key-0123456789abcdef")
-                .send()
-                .await
-                .ok()?;
-            let code = r.status().as_u16();
-            Some((code, r.json::<serde_json::Value>().await.ok()?))
-        }
-    };
-    common::wait_for("the stored report", Duration::from_secs(30), || {
-        let f = get();
-        async move { f.await.is_some_and(|(code, _)| code == 200) }
+    common::wait_for("the stored report", Duration::from_secs(30), || async {
+        api.get("/api/v1/capacity")
+            .await
+            .is_some_and(|(code, _)| code == 200)
     })
     .await;
-    let (_, report) = get().await.unwrap();
-    check(&report);
+    check(&api.json("/api/v1/capacity").await);
     app.stop().await.unwrap();
 }

@@ -277,20 +277,8 @@ fn a_restart_from_a_checkpoint_scores_the_same() {
 /// Live, against a real nats-server: the accuracy of each grade is a metric and is in the API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_accuracy_per_rule_is_in_metrics_and_the_api() {
-    use prismwatch::api::config::ApiKey;
-    use prismwatch::api::Role;
-    use prismwatch::config::secret::Secret;
     let (_srv, mut cfg, js) = common::fresh().await;
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("viewer");
-    std::fs::write(&key_file, "viewer-key-0123456789abcdef").unwrap();
-    cfg.api.keys = vec![ApiKey {
-        name: "viewer".into(),
-        role: Role::Viewer,
-        key: Secret::File(key_file),
-    }];
-    let listen = common::free_listen_addr();
-    cfg.http.listen = listen.clone();
+    let api = common::Viewer::configure(&mut cfg);
     let app =
         common::RunningApp::start_with(cfg, rules(), vec![prismwatch::app::Component::Processor]);
     // The filling disk, ending now.
@@ -305,38 +293,15 @@ async fn live_accuracy_per_rule_is_in_metrics_and_the_api() {
         .collect();
     common::publish(&js, &points, 1).await;
 
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
-    let get = |path: String| {
-        let http = http.clone();
-        let url = format!("http://{listen}{path}");
-        async move {
-            http.get(url)
-                .bearer_auth("viewer-key-0123456789abcdef")
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()
-        }
-    };
     // Processors store their counts every 5 s.
-    let p1 = "/api/v1/rules/disk_full_predicted_p1".to_string();
-    let rule_now = || {
-        let f = get(p1.clone());
-        async move {
-            f.await
-                .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
-                .unwrap_or_default()
-        }
-    };
-    common::wait_for("the P1's hit in the API", Duration::from_secs(40), || {
-        let f = rule_now();
-        async move { f.await["stats"]["predictions"]["hits"] == 1 }
-    })
+    let p1 = "/api/v1/rules/disk_full_predicted_p1";
+    common::wait_for(
+        "the P1's hit in the API",
+        Duration::from_secs(40),
+        || async { api.json(p1).await["stats"]["predictions"]["hits"] == 1 },
+    )
     .await;
-    let rule = rule_now().await;
+    let rule = api.json(p1).await;
     let p = &rule["stats"]["predictions"];
     assert_eq!(p["false_alarms"], 0, "{rule}");
     assert_eq!(p["misses"], 0, "{rule}");
@@ -346,15 +311,14 @@ async fn live_accuracy_per_rule_is_in_metrics_and_the_api() {
         "{rule}"
     );
     // Every grade has its numbers in the list too.
-    let other = get("/api/v1/rules".into()).await.unwrap();
-    let all: serde_json::Value = serde_json::from_str(&other).unwrap();
+    let all = api.json("/api/v1/rules").await;
     assert!(all["rules"]
         .as_array()
         .unwrap()
         .iter()
         .all(|r| r["stats"]["predictions"].is_object()));
 
-    let metrics = get("/metrics".into()).await.unwrap();
+    let (_, metrics) = api.get("/metrics").await.unwrap();
     for g in ["p1", "p2", "p3", "p4"] {
         let line = format!(
             "prismwatch_prediction_outcomes_total{{rule=\"disk_full_predicted_{g}\",outcome=\"hit\"}} 1"

@@ -83,15 +83,18 @@ fn events(
     messages
         .chunks(batch)
         .flat_map(|b| p.process(b).events)
-        .map(|e| {
-            (
-                e.event.rule.clone(),
-                e.event.status,
-                (e.event.event_time - T0) as f64 / MIN as f64,
-                e.event.priority,
-            )
-        })
+        .map(|e| summary(&e))
         .collect()
+}
+
+/// (rule, status, event time as minutes from T0, priority) of an event.
+fn summary(e: &prismwatch::pipeline::Emitted) -> (String, AlertStatus, f64, Priority) {
+    (
+        e.event.rule.clone(),
+        e.event.status,
+        (e.event.event_time - T0) as f64 / MIN as f64,
+        e.event.priority,
+    )
 }
 
 fn of(events: &[(String, AlertStatus, f64, Priority)], rule: &str) -> Vec<(AlertStatus, f64)> {
@@ -237,17 +240,7 @@ fn same_events_whatever_the_batching_the_shards_and_a_restart() {
             .chunks(50)
             .flat_map(|b| second.process(b).events),
     );
-    let got: Vec<_> = got
-        .into_iter()
-        .map(|e| {
-            (
-                e.event.rule.clone(),
-                e.event.status,
-                (e.event.event_time - T0) as f64 / MIN as f64,
-                e.event.priority,
-            )
-        })
-        .collect();
+    let got: Vec<_> = got.iter().map(summary).collect();
     assert_eq!(got, reference);
 }
 
@@ -331,20 +324,8 @@ fn a_young_slo_judges_its_windows_as_if_the_unseen_minutes_were_good() {
 /// experience score.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_the_page_is_published_and_the_budget_is_in_the_api_and_metrics() {
-    use prismwatch::api::config::ApiKey;
-    use prismwatch::api::Role;
-    use prismwatch::config::secret::Secret;
     let (_srv, mut cfg, js) = common::fresh().await;
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("viewer");
-    std::fs::write(&key_file, "viewer-key-0123456789abcdef").unwrap();
-    cfg.api.keys = vec![ApiKey {
-        name: "viewer".into(),
-        role: Role::Viewer,
-        key: Secret::File(key_file),
-    }];
-    let listen = common::free_listen_addr();
-    cfg.http.listen = listen.clone();
+    let api = common::Viewer::configure(&mut cfg);
     let app =
         common::RunningApp::start_with(cfg, rules(), vec![prismwatch::app::Component::Processor]);
     // 90 minutes of history ending now, minute-aligned; down from minute 60 to 65.
@@ -392,32 +373,13 @@ async fn live_the_page_is_published_and_the_budget_is_in_the_api_and_metrics() {
 
     // 5 bad minutes of a 43.2-minute budget.
     let expected = 1.0 - 5.0 / 43.2;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
-    let url = format!(
-        "http://{listen}/api/v1/series?metric=slo_error_budget_remaining&labels=slo=api,objective=availability"
-    );
-    let body: serde_json::Value = http
-        .get(&url)
-        .bearer_auth("viewer-key-0123456789abcdef")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = api
+        .json("/api/v1/series?metric=slo_error_budget_remaining&labels=slo=api,objective=availability")
+        .await;
     let left = body["last"]["value"].as_f64().unwrap_or(f64::NAN);
     assert!((left - expected).abs() < 1e-9, "{body}");
 
-    let metrics = http
-        .get(format!("http://{listen}/metrics"))
-        .bearer_auth("viewer-key-0123456789abcdef")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = api.get("/metrics").await.unwrap();
     let line = metrics
         .lines()
         .find(|l| {
@@ -432,15 +394,7 @@ async fn live_the_page_is_published_and_the_budget_is_in_the_api_and_metrics() {
             && metrics.contains("prismwatch_slo_experience_score "),
         "{metrics}"
     );
-    let status: serde_json::Value = http
-        .get(format!("http://{listen}/api/v1/status"))
-        .bearer_auth("viewer-key-0123456789abcdef")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = api.json("/api/v1/status").await;
     let score = status["processor"]["experience_score"].as_f64().unwrap();
     assert!((0.0..=100.0).contains(&score), "{status}");
     app.stop().await.unwrap();

@@ -399,6 +399,7 @@ impl SloEngine {
                     let mut kept = old.clone();
                     kept.history
                         .resize(slo.longest_window_minutes(), period_hours(slo));
+                    track_windows(slo, &mut kept.history);
                     *o = kept;
                 }
             }
@@ -430,12 +431,24 @@ fn new_group(slo: &Slo, labels: Vec<(String, String)>) -> Group {
         objectives: slo
             .objectives
             .iter()
-            .map(|o| ObjectiveState {
-                name: o.name.clone(),
-                open: BTreeMap::new(),
-                history: EventHistory::new(slo.longest_window_minutes(), period_hours(slo)),
+            .map(|o| {
+                let mut history =
+                    EventHistory::new(slo.longest_window_minutes(), period_hours(slo));
+                track_windows(slo, &mut history);
+                ObjectiveState {
+                    name: o.name.clone(),
+                    open: BTreeMap::new(),
+                    history,
+                }
             })
             .collect(),
+    }
+}
+
+/// Running sums for every window the SLO reads each minute.
+fn track_windows(slo: &Slo, history: &mut EventHistory) {
+    for w in &slo.windows_ms {
+        history.track((w / MINUTE_MS) as usize);
     }
 }
 

@@ -516,3 +516,54 @@ pub fn rules_file(dir: &tempfile::TempDir, text: &str) -> String {
     std::fs::write(&p, text).unwrap();
     p.display().to_string()
 }
+
+/// The HTTP API with one viewer key, for tests that read what the processor exposes.
+pub struct Viewer {
+    pub listen: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Viewer {
+    const KEY: &'static str = "viewer-key-0123456789abcdef";
+
+    /// Sets `cfg` up with a free HTTP listener and a viewer API key.
+    pub fn configure(cfg: &mut Config) -> Viewer {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("viewer");
+        std::fs::write(&key_file, Self::KEY).unwrap();
+        cfg.api.keys = vec![prismwatch::api::config::ApiKey {
+            name: "viewer".into(),
+            role: prismwatch::api::Role::Viewer,
+            key: prismwatch::config::secret::Secret::File(key_file),
+        }];
+        cfg.http.listen = free_listen_addr();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Viewer {
+            listen: cfg.http.listen.clone(),
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    /// GET `path` with the viewer's key: (status, body), `None` while nothing answers.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let r = self
+            .http
+            .get(format!("http://{}{path}", self.listen))
+            .bearer_auth(Self::KEY)
+            .send()
+            .await
+            .ok()?;
+        let code = r.status().as_u16();
+        Some((code, r.text().await.ok()?))
+    }
+
+    /// GET `path` as JSON (`Null` when unreachable or not JSON).
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        match self.get(path).await {
+            Some((_, body)) => serde_json::from_str(&body).unwrap_or_default(),
+            None => serde_json::Value::Null,
+        }
+    }
+}
