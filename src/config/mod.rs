@@ -58,9 +58,9 @@ pub struct Config {
     /// Logs.
     pub telemetry: TelemetryConfig,
     /// The exchange-health component: what it reads and how it scores.
-    pub health: crate::health::HealthConfig,
+    pub health: crate::health::config::HealthConfig,
     /// Capacity planning: the metric families projected and their limits.
-    pub capacity: crate::capacity::CapacityConfig,
+    pub capacity: crate::capacity::config::CapacityConfig,
 }
 
 /// A loaded configuration and where it came from (rule paths are relative to it).

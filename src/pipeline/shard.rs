@@ -1000,9 +1000,21 @@ fn score_predictions(
     msg: u32,
     out: &mut Vec<PredictionScored>,
 ) {
-    // (family, crossed here, predicted by one of its rules)
-    let mut families: Vec<(&str, bool, bool)> = Vec::new();
+    // The grades of a family are consecutive rules (and slots): one family at a time, its
+    // crossing and whether a grade had predicted it. Nothing is allocated per point.
+    let mut family: Option<(&str, bool, bool)> = None;
     let mut settled = Vec::new();
+    let miss = |f: Option<(&str, bool, bool)>, out: &mut Vec<PredictionScored>| {
+        if let Some((name, true, false)) = f {
+            out.push(PredictionScored {
+                msg,
+                series: st.key.clone(),
+                rule: name.to_string(),
+                outcome: Outcome::Miss,
+                at: p.ts,
+            });
+        }
+    };
     for slot in st.rules.iter_mut() {
         let Some(log) = slot.predictions.as_deref_mut() else {
             continue;
@@ -1019,26 +1031,19 @@ fn score_predictions(
                 at,
             });
         }
-        let family = rule.family.as_deref().unwrap_or(&rule.name);
-        match families.iter_mut().find(|f| f.0 == family) {
-            Some(f) => {
+        let name = rule.family.as_deref().unwrap_or(&rule.name);
+        match &mut family {
+            Some(f) if f.0 == name => {
                 f.1 |= edge;
                 f.2 |= covered;
             }
-            None => families.push((family, edge, covered)),
+            _ => {
+                miss(family.take(), out);
+                family = Some((name, edge, covered));
+            }
         }
     }
-    for (family, edge, covered) in families {
-        if edge && !covered {
-            out.push(PredictionScored {
-                msg,
-                series: st.key.clone(),
-                rule: family.to_string(),
-                outcome: Outcome::Miss,
-                at: p.ts,
-            });
-        }
-    }
+    miss(family, out);
 }
 
 fn new_series(ctx: &PipelineCtx, key: Arc<str>, source: SourceId) -> SeriesState {
