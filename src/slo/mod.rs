@@ -126,12 +126,14 @@ pub struct SloStats {
 /// The SLOs of one partition's pipeline.
 pub struct SloEngine {
     slos: Arc<[Slo]>,
-    by_metric: HashMap<String, Arc<[Target]>>,
+    /// Looked up for every point: a fast hash (the keys are the SLO files' metric names).
+    by_metric: HashMap<String, Arc<[Target]>, foldhash::fast::RandomState>,
     /// By (SLO index, group label values).
     groups: BTreeMap<GroupKey, Group>,
     /// End of the last closed minute (ms), `None` before the first SLI point.
     closed_until: Option<i64>,
-    last_points: HashMap<Box<str>, Seen>,
+    /// Randomly seeded: series keys come from publishers.
+    last_points: HashMap<Box<str>, Seen, foldhash::fast::RandomState>,
     status: BTreeMap<GroupKey, SloStatus>,
     /// Minutes closed by this engine (not checkpointed: it tells a status change).
     minutes_closed: u64,
@@ -158,7 +160,7 @@ impl SloEngine {
             by_metric: by_metric.into_iter().map(|(k, v)| (k, v.into())).collect(),
             groups: BTreeMap::new(),
             closed_until: None,
-            last_points: HashMap::new(),
+            last_points: HashMap::default(),
             status: BTreeMap::new(),
             minutes_closed: 0,
             stats: SloStats::default(),
