@@ -105,12 +105,13 @@ fn start(
     start: SystemTime,
     attributes: Vec<KeyValue>,
 ) -> global::BoxedSpan {
-    tracer()
+    let tracer = tracer();
+    tracer
         .span_builder(name)
         .with_kind(kind)
         .with_start_time(start)
         .with_attributes(attributes)
-        .start_with_context(&tracer(), parent)
+        .start_with_context(&tracer, parent)
 }
 
 /// A sampled message: its ingest span's context and when it was read.

@@ -500,11 +500,6 @@ impl Pipeline {
         self.slo.minutes_closed()
     }
 
-    /// What the SLOs did not count normally.
-    pub fn slo_stats(&self) -> crate::slo::SloStats {
-        self.slo.stats
-    }
-
     pub fn approx_state_bytes(&self) -> usize {
         self.shards.iter().map(Shard::approx_state_bytes).sum()
     }
