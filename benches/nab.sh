@@ -16,7 +16,7 @@ echo "## fused anomaly_score, threshold optimised"; score "$out/fused"
 echo "## shipped alert column"; score "$out/fused" --column alert --threshold 0.5
 
 echo "## ablation: each detector alone (standard profile: optimised anomaly_score | alert@0.5)"
-for d in zscore seasonal trend variance iforest; do
+for d in zscore seasonal trend variance iforest drift art; do
   cfg="$out/only-$d.yaml"
   {
     echo "rules: { paths: [config/rules] }"
@@ -27,7 +27,7 @@ for d in zscore seasonal trend variance iforest; do
     echo "    - anomaly:"
     echo "        fusion:"
     echo "          weights:"
-    for w in zscore seasonal trend variance iforest; do
+    for w in zscore seasonal trend variance iforest drift art; do
       if [ "$w" = "$d" ]; then echo "            $w: 1.0"; else echo "            $w: 0.0"; fi
     done
   } > "$cfg"

@@ -129,6 +129,10 @@ struct BenchArgs {
     /// Only the one-process / two-process comparison.
     #[arg(long)]
     processes_only: bool,
+    /// Only the detectors: each one's cost per point and the state per series with the shipped
+    /// fused operator.
+    #[arg(long)]
+    detectors_only: bool,
     /// Internal: measure one checkpoint of this many series in this fresh process.
     #[arg(long, hide = true)]
     checkpoint_only: Option<usize>,
@@ -331,6 +335,9 @@ async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     if args.checkpoints_only {
         return print_checkpoint_costs(&args);
     }
+    if args.detectors_only {
+        return print_detectors(&args);
+    }
     if args.processes_only {
         return print_processes(&cfg, &rules, &args).await;
     }
@@ -509,6 +516,23 @@ fn print_state_and_checkpoints(args: &BenchArgs) -> anyhow::Result<()> {
     }
 
     print_checkpoint_costs(args)?;
+    Ok(())
+}
+
+/// Each detector's cost per point and the state per series with the shipped fused operator.
+fn print_detectors(args: &BenchArgs) -> anyhow::Result<()> {
+    let m = memory_in_child("all", args)?;
+    println!(
+        "- every detector on, {} series x {} points: {:.0} bytes RSS growth/series, {:.0} bytes counted/series (max {}); decode+pipeline {:.0} ns/point",
+        args.detector_series, args.detector_points, m.rss_per_series, m.state_per_series, m.max_state, m.ns_per_point
+    );
+    println!(
+        "## Detector cost (ns/point, one core, {} points of a noisy daily cycle at 1-minute steps)",
+        args.detector_points * 10
+    );
+    for (name, ns) in detector_costs(args.detector_points * 10) {
+        println!("- {name}: {ns:.0} ns/point");
+    }
     Ok(())
 }
 
@@ -692,12 +716,16 @@ fn detector_costs(points: usize) -> Vec<(String, f64)> {
         w.trend = 0.0;
         w.variance = 0.0;
         w.iforest = 0.0;
+        w.drift = 0.0;
+        w.art = 0.0;
         match kind {
             DetectorKind::ZScore => w.zscore = 1.0,
             DetectorKind::Seasonal => w.seasonal = 1.0,
             DetectorKind::Trend => w.trend = 1.0,
             DetectorKind::Variance => w.variance = 1.0,
             DetectorKind::IForest => w.iforest = 1.0,
+            DetectorKind::Drift => w.drift = 1.0,
+            DetectorKind::Art => w.art = 1.0,
         }
         out.push((
             format!(

@@ -48,7 +48,7 @@ fn scores_every_row_flags_the_spike_once_and_is_deterministic() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "timestamp,value,anomaly_score,alert,raw_score,zscore,seasonal,trend,variance,iforest"
+        "timestamp,value,anomaly_score,alert,raw_score,zscore,seasonal,trend,variance,iforest,drift,art"
     );
     let rows: Vec<Vec<String>> = lines
         .map(|l| l.split(',').map(String::from).collect())

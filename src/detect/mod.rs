@@ -9,6 +9,8 @@
 //! Time comes only from the points (`ts_ms`, event time), never from a clock; randomness only from
 //! seeded generators, so the same input gives the same scores live, in replay and after a restore.
 
+pub mod art;
+pub mod drift;
 pub mod fusion;
 pub mod iforest;
 pub mod seasonal;
@@ -16,7 +18,9 @@ pub mod trend;
 pub mod variance;
 pub mod zscore;
 
-pub use fusion::{AnomalyConfig, AnomalyExplanation, AnomalyOutput, AnomalyState, DetectorKind};
+pub use fusion::{
+    AnomalyConfig, AnomalyExplanation, AnomalyOutput, AnomalyState, DetectorKind, DETECTORS,
+};
 
 /// What one detector says about one point.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]

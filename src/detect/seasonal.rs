@@ -64,6 +64,9 @@ pub struct SeasonalConfig {
     pub half_score_at_z: f64,
     /// A phase bucket's spread is at least this fraction of the global spread.
     pub bucket_spread_min_ratio: f64,
+    /// A newly installed season is blended in over this fraction of its period (0 = switched on
+    /// at once): the de-seasonalised value the other detectors see moves gradually, not in a jump.
+    pub blend_cycles: f64,
 }
 
 impl Default for SeasonalConfig {
@@ -87,6 +90,7 @@ impl Default for SeasonalConfig {
             spread_floor_abs: 1e-9,
             half_score_at_z: 4.0,
             bucket_spread_min_ratio: 0.5,
+            blend_cycles: 0.25,
         }
     }
 }
@@ -122,6 +126,8 @@ pub struct SeasonalState {
     pub spread: f64,
     /// Points seen, saturating.
     pub count: u32,
+    /// Share of the season not blended in yet (1 just after it was installed, 0 when in full).
+    pub unblended: f32,
 }
 
 /// Mean absolute deviation to standard deviation, for normal residuals.
@@ -181,6 +187,9 @@ impl SeasonalConfig {
         if !(0.0..=1.0).contains(&self.bucket_spread_min_ratio) {
             out.push(("bucket_spread_min_ratio", "must be in [0, 1]".to_string()));
         }
+        if !(0.0..=4.0).contains(&self.blend_cycles) {
+            out.push(("blend_cycles", "must be in [0, 4]".to_string()));
+        }
         out
     }
 
@@ -220,7 +229,12 @@ impl SeasonalConfig {
         let a_spread =
             1.0 / f64::from(self.spread_window_points.max(2)).min(f64::from(st.count) + 2.0);
         st.spread += a_spread * (rc.abs() - st.spread);
-        if !st.profile.is_empty() {
+        if st.unblended > 0.0 {
+            // Blending in: the profile is as installed until it is used in full.
+            let step = st.step.step_ms().max(1) as f64;
+            let ramp = (self.blend_cycles * st.period_ms as f64 / step).max(1.0);
+            st.unblended = (f64::from(st.unblended) - 1.0 / ramp).max(0.0) as f32;
+        } else if !st.profile.is_empty() {
             let per_visit = self.points_per_bucket_visit(st);
             let a_prof = (1.0 / (self.profile_window_cycles * per_visit)).min(1.0);
             // Residual after the level moved; shared between the two neighbouring buckets.
@@ -274,7 +288,7 @@ impl SeasonalConfig {
         let b0 = (fl as i64).rem_euclid(nb as i64) as usize;
         let b1 = (b0 + 1) % nb;
         let v = (1.0 - w1) * f64::from(st.profile[b0]) + w1 * f64::from(st.profile[b1]);
-        (v, b0, b1, w1)
+        (v * (1.0 - f64::from(st.unblended)), b0, b1, w1)
     }
 
     fn points_per_bucket_visit(&self, st: &SeasonalState) -> f64 {
@@ -500,8 +514,14 @@ impl SeasonalConfig {
                     .max(0.25 * st.spread) as f32
             })
             .collect();
-        st.level = level;
         st.period_ms = period_ms;
+        if self.blend_cycles > 0.0 {
+            // The expected value stays where it was; the level follows as the season comes in.
+            st.unblended = 1.0;
+        } else {
+            st.level = level;
+            st.unblended = 0.0;
+        }
     }
 
     /// Heap + inline bytes of a state, for the memory budget.

@@ -15,6 +15,33 @@ pub struct MetricOperators {
 }
 use crate::detect::zscore::ZScoreConfig;
 
+/// The shipped per-metric operator lists (`config/prismwatch.yaml` shows the same), each measured
+/// against the generic list on its kind of series (`benches/protocol.py --per-metric`, README):
+/// - error rates: a one-point blip is not an incident (`confirm_points: 1`);
+/// - latencies: the same, but a strong spike still pages at once (`instant_score: 0.8`);
+/// - message rates: bursty counts; the detectors of one residual count once (`grouped`);
+/// - connection status: a binary series is for threshold rules, not detectors (no `anomaly`);
+/// - disk, CPU and memory: trend first (trend and slope change; the seasonal baseline at half
+///   weight; no shape or volatility detectors).
+pub const DEFAULT_METRIC_OPERATORS: &str = r#"
+- metric: "=~api_error_rate_percent|exchange_error_rate_percent"
+  operators: [{ dedup: {} }, { zscore: {} }, { anomaly: { fusion: { confirm_points: 1 } } }]
+- metric: "=~exchange_latency_ms|api_response_time_ms"
+  operators:
+    - dedup: {}
+    - zscore: {}
+    - anomaly: { fusion: { confirm_points: 1, instant_score: 0.8 } }
+- metric: exchange_message_rate
+  operators: [{ dedup: {} }, { zscore: {} }, { anomaly: { fusion: { combine: grouped } } }]
+- metric: exchange_connection_status
+  operators: [{ dedup: {} }, { zscore: {} }]
+- metric: "=~disk_usage_percent|cpu_usage_percent|memory_usage_percent"
+  operators:
+    - dedup: {}
+    - zscore: {}
+    - anomaly: { fusion: { weights: { seasonal: 0.5, variance: 0.0, art: 0.0 } } }
+"#;
+
 /// Per-series operators, sharding, eviction and checkpoints.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -25,7 +52,7 @@ pub struct PipelineConfig {
     pub shards: usize,
     /// Operators run on every point of every series, in this order.
     pub operators: Vec<OperatorSpec>,
-    /// Other operator lists (detectors, weights, sensitivity) for particular metrics; the first
+    /// Other operator lists (detectors, weights, false-alarm rate) for particular metrics; the first
     /// entry whose `metric` matches a series wins, other series use `operators`.
     pub metric_operators: Vec<MetricOperators>,
     /// A series with no point for this long (event time) and no active alert is evicted, in s.
@@ -54,7 +81,12 @@ impl Default for PipelineConfig {
                 OperatorSpec::Zscore(ZScoreConfig::default()),
                 OperatorSpec::Anomaly(Box::default()),
             ],
-            metric_operators: Vec::new(),
+            metric_operators: crate::config::yaml::parse_yaml(
+                "<built-in>",
+                DEFAULT_METRIC_OPERATORS,
+            )
+            .and_then(|tree| crate::config::yaml::from_tree("<built-in>", tree))
+            .expect("the built-in metric operators parse"),
             idle_series_evict_secs: 3600,
             staleness_secs: 300,
             watermark_step_ms: 1000,
@@ -122,5 +154,26 @@ impl PipelineConfig {
                 )
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_metric_operators_are_the_documented_ones() {
+        let yaml = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/prismwatch.yaml"
+        ))
+        .unwrap();
+        let tree = crate::config::yaml::parse_yaml("prismwatch.yaml", &yaml).unwrap();
+        let cfg: crate::config::Config =
+            crate::config::yaml::from_tree("prismwatch.yaml", tree).unwrap();
+        let built_in = PipelineConfig::default();
+        assert_eq!(cfg.pipeline.metric_operators, built_in.metric_operators);
+        assert_eq!(built_in.metric_operators.len(), 5);
+        assert!(built_in.problems().is_empty(), "{:?}", built_in.problems());
     }
 }

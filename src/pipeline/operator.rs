@@ -31,7 +31,7 @@ pub struct AnomalyDetail {
     /// Fused score before refractory damping.
     pub raw_score: f64,
     /// Each detector's score, in `DetectorKind::ALL` order.
-    pub detector_scores: [f64; 5],
+    pub detector_scores: [f64; crate::detect::DETECTORS],
     pub explanation: AnomalyExplanation,
 }
 

@@ -1191,6 +1191,8 @@ fn make_event(
         band: explanation.and_then(|e| e.band),
         detector: explanation.and_then(|e| e.top).map(|d| d.name()),
         deviation: explanation.map(|e| e.deviation_sd).unwrap_or(zscore),
+        since_ms: explanation.and_then(|e| e.since_ms),
+        at_ms: t.at,
         eta,
         status: status.token(),
         peak: t.peak,
@@ -1253,7 +1255,7 @@ mod tests {
         p.anomaly = Some(AnomalyDetail {
             alert: true,
             raw_score: 0.95,
-            detector_scores: [0.0; 5],
+            detector_scores: [0.0; crate::detect::DETECTORS],
             explanation,
         });
         last.set(&p);

@@ -1,6 +1,7 @@
 //! Annotation templates: `{{ value }}`, `{{ labels.exchange }}` (also `$value`, `$labels.x`),
 //! `{{ score }}`, `{{ zscore }}`, `{{ threshold }}`, `{{ metric }}`, `{{ rule }}`, `{{ series }}`,
 //! and from the fused detectors `{{ expected }}`, `{{ band }}`, `{{ detector }}`, `{{ deviation }}`,
+//! `{{ since }}` and `{{ explanation }}` (all of it in one sentence an SRE reads at a glance),
 //! and for predictive rules `{{ eta }}` (e.g. `3h40m ± 25m`).
 //! Compiled once at load, so a typo is a config error rather than a silent blank.
 
@@ -20,6 +21,8 @@ enum Part {
     Band,
     Detector,
     Deviation,
+    Since,
+    Explanation,
     Eta,
     Status,
     Peak,
@@ -47,6 +50,10 @@ pub struct TemplateCtx<'a> {
     pub detector: Option<&'a str>,
     /// Deviation from the expected value, in baseline standard deviations.
     pub deviation: f64,
+    /// When the anomaly began (event time, ms), per the fused detectors.
+    pub since_ms: Option<i64>,
+    /// Event time of the point being rendered, ms.
+    pub at_ms: i64,
     /// Predicted time until the threshold is crossed (mean, ±), in ms.
     pub eta: Option<(i64, i64)>,
     /// The event's status: `pending`, `firing`, `resolved`, `cancelled`.
@@ -82,6 +89,8 @@ impl Template {
                 "band" => Part::Band,
                 "detector" => Part::Detector,
                 "deviation" => Part::Deviation,
+                "since" => Part::Since,
+                "explanation" => Part::Explanation,
                 "eta" => Part::Eta,
                 "status" => Part::Status,
                 "peak" => Part::Peak,
@@ -90,7 +99,7 @@ impl Template {
                     Some(label) if !label.is_empty() => Part::Label(label.to_string()),
                     _ => {
                         return Err(format!(
-                            "unknown placeholder {{{{ {name} }}}}: use value, score, zscore, threshold, metric, rule, series, expected, band, detector, deviation, eta or labels.<name>"
+                            "unknown placeholder {{{{ {name} }}}}: use value, score, zscore, threshold, metric, rule, series, expected, band, detector, deviation, since, explanation, eta or labels.<name>"
                         ))
                     }
                 },
@@ -125,6 +134,10 @@ impl Template {
                 ),
                 Part::Detector => out.push_str(ctx.detector.unwrap_or("none")),
                 Part::Deviation => out.push_str(&format!("{:.1}", ctx.deviation)),
+                Part::Since => {
+                    out.push_str(&ctx.since_ms.map(fmt_time_utc).unwrap_or_else(|| "?".into()))
+                }
+                Part::Explanation => out.push_str(&explain(ctx)),
                 // "in 4h54m ± 1h29m"; "now" when the value is there already (or no trend says
                 // when).
                 Part::Eta => out.push_str(&match ctx.eta {
@@ -139,6 +152,65 @@ impl Template {
             }
         }
         out
+    }
+}
+
+/// What a detector noticed, in words.
+fn detector_words(name: &str) -> &'static str {
+    match name {
+        "seasonal" => "the seasonal baseline (the usual value for this time of day)",
+        "trend" => "the trend forecast",
+        "zscore" => "the recent level",
+        "variance" => "the volatility check (the noise level changed, or the value froze)",
+        "iforest" => "the isolation forest (an unusual mix of deviations)",
+        "drift" => "the slope-change test (the rate of change shifted)",
+        "art" => "the shape detector (a pattern not seen before)",
+        _ => "the detectors",
+    }
+}
+
+/// One sentence: which detector, the value against what was expected, how far off, since when.
+/// "the seasonal baseline (the usual value for this time of day): 412 is 6.3 sd below the
+/// expected 2150 (normal 1800 .. 2500), since 2026-11-30 14:05 UTC (12m)".
+fn explain(ctx: &TemplateCtx) -> String {
+    let mut s = format!(
+        "{}: {}",
+        detector_words(ctx.detector.unwrap_or("")),
+        fmt_value(ctx.value)
+    );
+    if let Some(e) = ctx.expected {
+        let side = if ctx.value >= e { "above" } else { "below" };
+        s.push_str(&format!(
+            " is {:.1} sd {side} the expected {}",
+            ctx.deviation.abs(),
+            fmt_value(e)
+        ));
+    }
+    if let Some((lo, hi)) = ctx.band {
+        s.push_str(&format!(" (normal {} .. {})", fmt_value(lo), fmt_value(hi)));
+    }
+    if let Some(since) = ctx.since_ms {
+        s.push_str(&format!(
+            ", since {} ({})",
+            fmt_time_utc(since),
+            fmt_duration_ms(ctx.at_ms - since)
+        ));
+    }
+    s
+}
+
+/// `2026-11-30 14:05 UTC` (event time, ms).
+fn fmt_time_utc(ms: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute()
+        ),
+        Err(_) => ms.to_string(),
     }
 }
 
@@ -185,6 +257,8 @@ mod tests {
             band: Some((0.5, 1.5)),
             detector: Some("seasonal"),
             deviation: 4.2,
+            since_ms: Some(1_764_511_500_000),
+            at_ms: 1_764_512_220_000,
             eta: Some((13_200_000, 1_500_000)),
             status: "firing",
             peak: Some(9.5),
@@ -207,6 +281,20 @@ mod tests {
         // No "n/a": a value already past the threshold (or no trend) is "now".
         let now = TemplateCtx { eta: None, ..ctx };
         assert_eq!(t3.render(&now), "firing for 7m, peak 9.5, now");
+        let t4 = Template::compile("{{ explanation }}").unwrap();
+        assert_eq!(
+            t4.render(&ctx),
+            "the seasonal baseline (the usual value for this time of day): 7.25 is 4.2 sd above \
+             the expected 1 (normal 0.5 .. 1.5), since 2025-11-30 14:05 UTC (12m)"
+        );
+        let bare = TemplateCtx {
+            expected: None,
+            band: None,
+            detector: None,
+            since_ms: None,
+            ..now
+        };
+        assert_eq!(t4.render(&bare), "the detectors: 7.25");
         assert!(Template::compile("{{ valu }}").is_err());
         assert!(Template::compile("{{ value").is_err());
         assert_eq!(fmt_value(91.23456), "91.235");

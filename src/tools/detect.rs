@@ -140,7 +140,7 @@ pub fn score_file(
                 }
             }
             // A repeated timestamp, dropped by dedup: nothing new to say about it.
-            None => record.extend(["0", "0", "0", "0", "0", "0", "0", "0"].map(String::from)),
+            None => record.resize(header.len(), "0".to_string()),
         }
         w.write_record(&record)?;
         rows += 1;
