@@ -268,6 +268,9 @@ fn with_operators(cfg: &Config, all_detectors: bool) -> Config {
         c.pipeline
             .operators
             .push(OperatorSpec::Anomaly(Box::default()));
+    } else {
+        // The shipped per-metric lists run detectors on the bench's metrics: not the backbone.
+        c.pipeline.metric_operators.clear();
     }
     c
 }

@@ -177,8 +177,8 @@ pub struct FusionConfig {
     pub rearm_ratio: f64,
     /// Points a series must have seen before it can score or alert.
     pub warmup_points: u32,
-    /// Effective window of each detector's evidence histogram (its calibration), in points
-    /// (0 disables calibration: a raw score `s` then has probability `N^(-s / (1 - s))`).
+    /// Effective window of the per-detector score histograms used for calibration, in points
+    /// (0 disables calibration).
     pub calibration_window_points: u32,
     /// ...and at least this long in event time (at the series' step): "how often did this series
     /// do this in the last few days", whatever its resolution.
@@ -186,9 +186,8 @@ pub struct FusionConfig {
     /// A score this series reached `k` times within the calibration window keeps a fraction
     /// `1 / (1 + k / calibration_tolerated_repeats)` of itself (novelty, per detector).
     pub calibration_tolerated_repeats: f64,
-
-    /// Weight with which a point one detector alone finds anomalous (probability below
-    /// 1 / `false_alarm_points`) is learnt: a repeated real anomaly stays an anomaly.
+    /// Weight with which a point one detector alone would alert on is learnt by its histogram
+    /// (below 1, a repeated real anomaly keeps more of its score; 1 = like any point).
     pub calibration_anomaly_weight: f64,
     /// Band half-width of the explanation, in the seasonal spread's standard deviations.
     pub band_sd: f64,
@@ -308,7 +307,7 @@ pub struct FusionState {
     pub hist: Vec<f32>,
     /// Consecutive points at or above the alert threshold (for `confirm_points`).
     pub run: u32,
-    /// First point (ms) of the current run of scores above `onset_ratio` of the threshold; 0 = none.
+    /// First point (ms) of the current run of scores above `ONSET_RATIO` of the threshold; 0 = none.
     pub onset_ms: i64,
     /// Tokens of the false-alarm budget spent (0 = a full budget).
     pub spent: f32,
@@ -366,8 +365,7 @@ impl AnomalyState {
 pub struct AnomalyExplanation {
     /// The detector that contributed most (None when nothing scored).
     pub top: Option<DetectorKind>,
-    /// Calibrated score per detector (its tail probability on the fused score's scale, 0 when
-    /// off), in `DetectorKind::ALL` order.
+    /// Weighted, calibrated score per detector (0 when off), in `DetectorKind::ALL` order.
     pub contributions: [f64; DETECTORS],
     /// Expected value (seasonal baseline, else Holt forecast, else z-score mean).
     pub expected: Option<f64>,
