@@ -99,12 +99,13 @@ def per_metric(args, scorer):
                 continue
             r = score(scorer, data, os.path.join(root, "labels.json"), res,
                       ["--column", "alert", "--threshold", "0.5"])
-            rows = 0
-            for rel in sub:
+            normal = 0  # rows outside every labelled window
+            for rel, windows in sub.items():
                 with open(os.path.join(data, rel)) as f:
-                    rows += sum(1 for _ in f) - 1
-            win_rows = 0.1 * rows if any(sub.values()) else 0.0
-            fa = 1000.0 * r["fp_rows"] / max(1.0, rows - win_rows)
+                    stamps = [line.split(",")[0] for line in list(f)[1:]]
+                normal += sum(1 for t in stamps
+                              if not any(lo[:19] <= t <= hi[:19] for lo, hi in windows))
+            fa = 1000.0 * r["fp_rows"] / max(1, normal)
             norm = r["normalised"]
             cells.append("%s, %d/%d, %.2f" % ("%.1f" % norm if norm is not None else "n/a",
                                               r["windows_detected"], r["windows"], fa))

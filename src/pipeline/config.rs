@@ -19,7 +19,8 @@ use crate::detect::zscore::ZScoreConfig;
 /// against the generic list on its kind of series (`benches/protocol.py --per-metric`, README):
 /// - error rates: a one-point blip is not an incident (`confirm_points: 1`);
 /// - latencies: the same, but a strong spike still pages at once (`instant_score: 0.8`);
-/// - message rates: bursty counts; the detectors of one residual count once (`grouped`);
+/// - message rates: bursty counts; the detectors of one residual count once (`grouped`) and the
+///   shape detector, which finds the bursts' noise new every time, is off;
 /// - connection status: a binary series is for threshold rules, not detectors (no `anomaly`);
 /// - disk, CPU and memory: trend first (trend and slope change; the seasonal baseline at half
 ///   weight; no shape or volatility detectors).
@@ -32,7 +33,7 @@ pub const DEFAULT_METRIC_OPERATORS: &str = r#"
     - zscore: {}
     - anomaly: { fusion: { confirm_points: 1, instant_score: 0.8 } }
 - metric: exchange_message_rate
-  operators: [{ dedup: {} }, { zscore: {} }, { anomaly: { fusion: { combine: grouped } } }]
+  operators: [{ dedup: {} }, { zscore: {} }, { anomaly: { fusion: { combine: grouped, weights: { art: 0.0 } } } }]
 - metric: exchange_connection_status
   operators: [{ dedup: {} }, { zscore: {} }]
 - metric: "=~disk_usage_percent|cpu_usage_percent|memory_usage_percent"
