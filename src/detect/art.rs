@@ -17,14 +17,22 @@
 //! min/max, squashed by a logistic so an outlier does not compress every later window; categories
 //! are capped and the least recently used one is recycled; the score goes through the fusion's
 //! per-series calibration like every other detector instead of ARTime's fixed masking rules.
+//! A novel value stays in the next `window_points - 1` windows and makes them novel too: the score
+//! keeps that echo, but the detector also says how much of a window's novelty is its own, and only
+//! that confirms an anomaly (`fusion.confirm_points`), so a one-point blip is not a lasting one.
 //!
 //! # Memory bound
-//! `max_categories × 2 × window_points` f32 plus `max_categories` u32 and the window:
-//! **≤ 2.3 KiB per series** with the defaults (24 categories, window 8).
+//! `max_categories × 2 × window_points` 8-bit fixed-point weights plus `max_categories` u32 and
+//! the window, grown a category at a time: **≤ 0.6 KiB per series** with the defaults (24
+//! categories, window 8).
 
 use serde::{Deserialize, Serialize};
 
+use super::rounding::{unit_hash, unit_u8_stochastic};
 use super::{gt, DetectorOutput};
+
+/// 1.0 in the fixed-point unit of windows and weights (1/255).
+const ONE: u8 = u8::MAX;
 
 /// Configuration of the fuzzy-ART shape detector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,12 +80,19 @@ pub struct ArtState {
     pub level: f64,
     /// Running mean absolute deviation of the input.
     pub mad: f64,
-    /// The last `window_points` normalised values, oldest first once full.
-    pub window: Vec<f32>,
-    /// Category weights, `2 × window_points` each, concatenated.
-    pub weights: Vec<f32>,
+    /// The last `window_points` normalised values in units of 1/255, oldest first once full.
+    pub window: Vec<u8>,
+    /// Category weights in units of 1/255, `2 × window_points` each, concatenated. A learning step
+    /// is rounded stochastically, so the small ones are kept on average (see
+    /// [`super::rounding`]); a step of 1/255 is 1/13 of the vigilance's radius over a window.
+    pub weights: Vec<u8>,
     /// Last point each category resonated at (for recycling).
     pub last_used: Vec<u32>,
+    /// Windows still to come that hold the newest value of the last novel window: their novelty
+    /// is partly its echo.
+    pub echo_left: u8,
+    /// Novelty of that window.
+    pub echo: f32,
 }
 
 impl ArtConfig {
@@ -111,15 +126,16 @@ impl ArtConfig {
     /// Bytes of one state (inline + heap).
     pub fn state_bytes(st: &ArtState) -> usize {
         std::mem::size_of::<ArtState>()
-            + st.window.capacity() * 4
-            + st.weights.capacity() * 4
+            + st.window.capacity()
+            + st.weights.capacity()
             + st.last_used.capacity() * 4
     }
 
-    /// Scores the window ending at `value`, then learns it.
-    pub fn update(&self, st: &mut ArtState, value: f64) -> DetectorOutput {
+    /// Scores the window ending at `value`, then learns it. Also returns the score of what the
+    /// window adds beyond the echo of an earlier novel window (see [`ArtState::echo_left`]).
+    pub fn update(&self, st: &mut ArtState, value: f64) -> (DetectorOutput, f64) {
         if !value.is_finite() {
-            return DetectorOutput::default();
+            return (DetectorOutput::default(), 0.0);
         }
         st.count = st.count.saturating_add(1);
         let n = f64::from(st.count);
@@ -130,7 +146,7 @@ impl ArtConfig {
         // Normalise against the level and spread before this point (scored before learnt).
         let spread = (st.mad * 1.2533).max(1e-9 * (1.0 + st.level.abs()));
         let u = (value - st.level) / (self.norm_spreads * spread);
-        let a = (1.0 / (1.0 + (-u).exp())) as f32;
+        let a = (f64::from(ONE) / (1.0 + (-u).exp())).round() as u8;
         let alpha = 1.0 / f64::from(self.norm_window_points.max(2)).min(n);
         let dev = (value - st.level).abs().min(6.0 * spread.max(st.mad));
         st.mad += alpha * (dev - st.mad);
@@ -140,34 +156,38 @@ impl ArtConfig {
         }
         if st.window.len() >= w {
             st.window.remove(0);
+        } else if st.window.capacity() < w {
+            st.window.reserve_exact(w - st.window.len());
         }
         st.window.push(a);
         if st.window.len() < w {
-            return DetectorOutput::default();
+            return (DetectorOutput::default(), 0.0);
         }
 
         // Complement-coded input: |I| = w.
         let dims = 2 * w;
-        let mut input = [0f32; 64];
+        let mut input = [0u8; 64];
         for (k, v) in st.window.iter().enumerate() {
             input[k] = *v;
-            input[w + k] = 1.0 - *v;
+            input[w + k] = ONE - *v;
         }
         let input = &input[..dims];
         let cats = st.weights.len() / dims;
         let (mut best_choice, mut best_cat) = (-1.0f64, usize::MAX);
         let mut max_match = 0.0f64;
+        let unit = f64::from(ONE);
         for c in 0..cats {
             let wc = &st.weights[c * dims..(c + 1) * dims];
-            let (mut inter, mut size) = (0.0f32, 0.0f32);
+            let (mut inter, mut size) = (0u32, 0u32);
             for (i, x) in input.iter().zip(wc) {
-                inter += i.min(*x);
-                size += *x;
+                inter += u32::from(*i.min(x));
+                size += u32::from(*x);
             }
-            let m = f64::from(inter) / w as f64;
+            let (inter, size) = (f64::from(inter) / unit, f64::from(size) / unit);
+            let m = inter / w as f64;
             max_match = max_match.max(m);
             if m >= self.vigilance {
-                let choice = f64::from(inter) / (self.choice_alpha + f64::from(size));
+                let choice = inter / (self.choice_alpha + size);
                 if choice > best_choice {
                     best_choice = choice;
                     best_cat = c;
@@ -175,35 +195,67 @@ impl ArtConfig {
             }
         }
         let warm = st.count > self.min_points && cats > 0;
-        let out = if warm {
-            let novelty = (1.0 - max_match).clamp(0.0, 1.0);
-            DetectorOutput {
-                // A window at the vigilance's distance scores 0.5.
-                score: novelty / (novelty + (1.0 - self.vigilance).max(1e-6)),
-                expected: None,
-                deviation: novelty / (1.0 - self.vigilance).max(1e-6),
+        let novelty = (1.0 - max_match).clamp(0.0, 1.0);
+        let radius = (1.0 - self.vigilance).max(1e-6);
+        // A novel value stays in the next `window_points - 1` windows, and each of them is novel
+        // because of it. The score keeps that echo (it helps find the anomaly's window), but what
+        // confirms an anomaly is only the novelty a window adds beyond it: else a one-point blip
+        // would look like an anomaly lasting a whole window and pass any confirmation.
+        // A window holding the echo is fresh evidence only if it is more novel than the most
+        // novel window of the echo so far by at least the vigilance's radius (what makes a window
+        // novel on its own); a shape moving through the window varies by less than that.
+        let mut fresh = novelty;
+        if st.echo_left > 0 {
+            st.echo_left -= 1;
+            fresh = novelty - f64::from(st.echo);
+            if fresh < radius {
+                fresh = 0.0;
             }
+            st.echo = st.echo.max(novelty as f32);
+        }
+        if fresh >= radius {
+            st.echo_left = (w - 1) as u8;
+            st.echo = novelty as f32;
+        }
+        // A window at the vigilance's distance scores 0.5.
+        let score_of = |x: f64| x / (x + radius);
+        let (out, fresh_score) = if warm {
+            let out = DetectorOutput {
+                score: score_of(novelty),
+                expected: None,
+                deviation: novelty / radius,
+            };
+            (out, score_of(fresh))
         } else {
-            DetectorOutput::default()
+            (DetectorOutput::default(), 0.0)
         };
 
         // Learn: the resonating category moves toward the window, else a new (or recycled) one.
         if best_cat != usize::MAX {
-            let beta = self.learning_rate as f32;
+            let beta = self.learning_rate;
             let wc = &mut st.weights[best_cat * dims..(best_cat + 1) * dims];
-            for (x, i) in wc.iter_mut().zip(input) {
-                *x = beta * i.min(*x) + (1.0 - beta) * *x;
+            for (k, (x, i)) in wc.iter_mut().zip(input).enumerate() {
+                // Weights only shrink towards the input; most are already inside it.
+                if *i >= *x {
+                    continue;
+                }
+                let (lo, cur) = (f64::from(*i), f64::from(*x));
+                let moved = (beta * lo + (1.0 - beta) * cur) / f64::from(ONE);
+                *x = unit_u8_stochastic(moved, unit_hash(u64::from(st.count), k as u64));
             }
             st.last_used[best_cat] = st.count;
         } else if cats < self.max_categories.clamp(1, 64) as usize {
+            // Grown a category at a time: a smooth series needs few, and holds only those.
+            st.weights.reserve_exact(dims);
             st.weights.extend_from_slice(input);
+            st.last_used.reserve_exact(1);
             st.last_used.push(st.count);
         } else {
             let lru = (0..cats).min_by_key(|c| st.last_used[*c]).unwrap_or(0);
             st.weights[lru * dims..(lru + 1) * dims].copy_from_slice(input);
             st.last_used[lru] = st.count;
         }
-        out
+        (out, fresh_score)
     }
 }
 
@@ -226,7 +278,7 @@ mod tests {
             } else {
                 10.0 * (i as f64 / 12.0 * std::f64::consts::TAU).sin()
             } + 0.2 * z.normal();
-            scores.push(cfg.update(&mut st, v).score);
+            scores.push(cfg.update(&mut st, v).0.score);
         }
         let normal = scores[1000..1990].iter().cloned().fold(0.0, f64::max);
         let held = scores[2000..2024].iter().cloned().fold(0.0, f64::max);
@@ -236,10 +288,31 @@ mod tests {
         );
         assert!(st.last_used.len() <= cfg.max_categories as usize);
         assert!(
-            ArtConfig::state_bytes(&st) <= 2400,
+            ArtConfig::state_bytes(&st) <= 640,
             "{}",
             ArtConfig::state_bytes(&st)
         );
+    }
+
+    #[test]
+    fn a_blip_is_fresh_once_and_its_echo_is_not() {
+        let cfg = ArtConfig::default();
+        let mut st = ArtState::default();
+        let mut z = Noise::new(7);
+        let mut out = Vec::new();
+        for i in 0..3000 {
+            let mut v = 10.0 * (i as f64 / 12.0 * std::f64::consts::TAU).sin() + 0.2 * z.normal();
+            if i == 2500 {
+                v += 60.0;
+            }
+            out.push(cfg.update(&mut st, v));
+        }
+        let (blip, fresh) = out[2500];
+        assert!(blip.score > 0.5 && fresh == blip.score, "{blip:?} {fresh}");
+        // The next windows still hold the blip: novel, but none of it their own.
+        let echo = &out[2501..2508];
+        assert!(echo.iter().any(|(o, _)| o.score > 0.5), "{echo:?}");
+        assert!(echo.iter().all(|(_, fresh)| *fresh == 0.0), "{echo:?}");
     }
 
     #[test]
@@ -248,7 +321,7 @@ mod tests {
         let mut st = ArtState::default();
         let mut z = Noise::new(6);
         for _ in 0..5000 {
-            let o = cfg.update(&mut st, 1e6 + 1e3 * z.normal());
+            let o = cfg.update(&mut st, 1e6 + 1e3 * z.normal()).0;
             assert!(o.score.is_finite() && (0.0..=1.0).contains(&o.score));
         }
         assert!(st.last_used.len() <= cfg.max_categories as usize);

@@ -12,8 +12,11 @@
 pub mod art;
 pub mod drift;
 pub mod fusion;
+pub mod halves;
 pub mod iforest;
+pub mod rounding;
 pub mod seasonal;
+pub mod slot_ring;
 pub mod trend;
 pub mod variance;
 pub mod zscore;

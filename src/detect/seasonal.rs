@@ -15,12 +15,16 @@
 //! A value normal for the day but wrong for its hour has a large residual; the daily rise has not.
 //!
 //! # Memory bound
-//! `history_slots` f32 (default 768: 3 KiB) + 2 × `max_buckets` f32 (default 168: 1.3 KiB) +
-//! ~250 bytes of scalars: **≤ 4.6 KiB per series with the defaults**, whatever the data rate.
+//! `history_slots` half floats (default 576: 1.1 KiB, allocated a day at a time; see
+//! [`SlotRing`]) + 2 × `max_buckets` half floats (default 168: 0.7 KiB) + ~200 bytes of scalars:
+//! **≤ 2 KiB per series with the defaults**, whatever the data rate.
 
 use augurs::seasons::PeriodogramDetector;
 use serde::{Deserialize, Serialize};
 
+use super::halves::ScaledHalves;
+use super::rounding::unit_hash;
+use super::slot_ring::SlotRing;
 use super::{clip, deviation_to_score, ge, gt, DetectorOutput, StepEstimator};
 
 /// Configuration of the seasonal baseline detector.
@@ -31,7 +35,7 @@ pub struct SeasonalConfig {
     pub candidate_periods_secs: Vec<u64>,
     /// Season lengths to use without testing, in seconds; empty = test the candidates.
     pub fixed_periods_secs: Vec<u64>,
-    /// Slots kept in the history ring (each an f32 mean of the points of one slot).
+    /// Slots kept in the history ring (each the mean of the points of one slot, in 2 bytes).
     pub history_slots: u32,
     /// Minimum width of a history slot, in seconds (slots are a whole number of data steps).
     pub min_slot_secs: u64,
@@ -74,7 +78,7 @@ impl Default for SeasonalConfig {
         Self {
             candidate_periods_secs: vec![3_600, 86_400, 604_800],
             fixed_periods_secs: Vec::new(),
-            history_slots: 768,
+            history_slots: 576,
             min_slot_secs: 900,
             min_cycles: 2.0,
             retest_every_slots: 192,
@@ -102,10 +106,8 @@ pub struct SeasonalState {
     pub step: StepEstimator,
     /// Width of a history slot in ms (0 until the step is known).
     pub slot_ms: i64,
-    /// History ring of slot means (oldest at `ring_head` once full).
-    pub ring: Vec<f32>,
-    /// Next write position in `ring` once it is full.
-    pub ring_head: u32,
+    /// History ring of slot means, two bytes a slot.
+    pub ring: SlotRing,
     /// Index (ts_ms / slot_ms) of the slot being accumulated.
     pub acc_slot: i64,
     /// Sum of the values of the slot being accumulated.
@@ -116,10 +118,11 @@ pub struct SeasonalState {
     pub slots_since_test: u32,
     /// Season in use, in ms (0 = none).
     pub period_ms: i64,
-    /// Profile per phase bucket (offset from the level); empty without a season.
-    pub profile: Vec<f32>,
-    /// Mean absolute residual per phase bucket; empty without a season.
-    pub bucket_spread: Vec<f32>,
+    /// Profile per phase bucket (offset from the level), two bytes a bucket; empty without a
+    /// season.
+    pub profile: ScaledHalves,
+    /// Mean absolute residual per phase bucket, likewise.
+    pub bucket_spread: ScaledHalves,
     /// Level (deseasonalised).
     pub level: f64,
     /// Global mean absolute residual.
@@ -239,11 +242,14 @@ impl SeasonalConfig {
             let a_prof = (1.0 / (self.profile_window_cycles * per_visit)).min(1.0);
             // Residual after the level moved; shared between the two neighbouring buckets.
             let r2 = rc * (1.0 - a_level);
+            let n = u64::from(st.count);
             for (b, w) in [(b0, 1.0 - w1), (b1, w1)] {
-                let p = &mut st.profile[b];
-                *p = (f64::from(*p) + a_prof * w * r2) as f32;
-                let s = &mut st.bucket_spread[b];
-                *s = (f64::from(*s) + a_prof * w * (rc.abs() - f64::from(*s))) as f32;
+                let p = st.profile.get(b) + a_prof * w * r2;
+                st.profile.set(b, p, unit_hash(n, b as u64));
+                let s = st.bucket_spread.get(b);
+                let s = s + a_prof * w * (rc.abs() - s);
+                st.bucket_spread
+                    .set(b, s, unit_hash(n, (b as u64) << 32 | 1));
             }
         }
         st.count = st.count.saturating_add(1);
@@ -268,8 +274,7 @@ impl SeasonalConfig {
             .max(self.spread_floor_ratio * st.level.abs());
         let mut mad = st.spread;
         if !st.bucket_spread.is_empty() {
-            let local =
-                (1.0 - w1) * f64::from(st.bucket_spread[b0]) + w1 * f64::from(st.bucket_spread[b1]);
+            let local = (1.0 - w1) * st.bucket_spread.get(b0) + w1 * st.bucket_spread.get(b1);
             mad = local.max(self.bucket_spread_min_ratio * st.spread);
         }
         (mad * MAD_TO_SD).max(floor)
@@ -287,7 +292,7 @@ impl SeasonalConfig {
         let w1 = pos - fl;
         let b0 = (fl as i64).rem_euclid(nb as i64) as usize;
         let b1 = (b0 + 1) % nb;
-        let v = (1.0 - w1) * f64::from(st.profile[b0]) + w1 * f64::from(st.profile[b1]);
+        let v = (1.0 - w1) * st.profile.get(b0) + w1 * st.profile.get(b1);
         (v * (1.0 - f64::from(st.unblended)), b0, b1, w1)
     }
 
@@ -307,7 +312,6 @@ impl SeasonalConfig {
             let k = ((min_slot + step - 1) / step).max(1);
             st.slot_ms = step * k;
             st.acc_slot = ts_ms.div_euclid(st.slot_ms);
-            st.ring = Vec::with_capacity(self.history_slots as usize);
         }
         let slot = ts_ms.div_euclid(st.slot_ms);
         if slot < st.acc_slot {
@@ -322,7 +326,7 @@ impl SeasonalConfig {
             // Gaps repeat the last mean (bounded by the ring size).
             let missing = (slot - st.acc_slot).min(i64::from(self.history_slots));
             for _ in 0..missing {
-                self.push_slot(st, mean as f32);
+                st.ring.push(self.history_slots as usize, mean);
             }
             st.acc_slot = slot;
             st.acc_sum = 0.0;
@@ -334,29 +338,9 @@ impl SeasonalConfig {
         st.acc_n += 1;
     }
 
-    fn push_slot(&self, st: &mut SeasonalState, v: f32) {
-        let cap = self.history_slots as usize;
-        if st.ring.len() < cap {
-            st.ring.push(v);
-        } else {
-            let h = st.ring_head as usize % cap;
-            st.ring[h] = v;
-            st.ring_head = ((h + 1) % cap) as u32;
-        }
-    }
-
     /// Ring in chronological order.
-    fn history(&self, st: &SeasonalState) -> Vec<f64> {
-        let h = st.ring_head as usize;
-        if st.ring.len() < self.history_slots as usize {
-            st.ring.iter().map(|v| f64::from(*v)).collect()
-        } else {
-            st.ring[h..]
-                .iter()
-                .chain(&st.ring[..h])
-                .map(|v| f64::from(*v))
-                .collect()
-        }
+    fn history(&self, st: &mut SeasonalState) -> Vec<f64> {
+        st.ring.chronological(self.history_slots as usize)
     }
 
     fn maybe_test(&self, st: &mut SeasonalState) {
@@ -503,17 +487,19 @@ impl SeasonalConfig {
             rs[b] += (de - mean).abs();
             rc[b] += 1;
         }
-        st.profile = prof.iter().map(|p| (p - pm) as f32).collect();
-        st.bucket_spread = rs
+        let offsets: Vec<f64> = prof.iter().map(|p| p - pm).collect();
+        st.profile = ScaledHalves::from_values(&offsets);
+        let spreads: Vec<f64> = rs
             .iter()
             .zip(&rc)
             .map(|(s, c)| {
                 let slot_mad = if *c > 0 { s / f64::from(*c) } else { st.spread };
                 (slot_mad * per_slot.sqrt())
                     .min(st.spread)
-                    .max(0.25 * st.spread) as f32
+                    .max(0.25 * st.spread)
             })
             .collect();
+        st.bucket_spread = ScaledHalves::from_values(&spreads);
         st.period_ms = period_ms;
         if self.blend_cycles > 0.0 {
             // The expected value stays where it was; the level follows as the season comes in.
@@ -527,9 +513,9 @@ impl SeasonalConfig {
     /// Heap + inline bytes of a state, for the memory budget.
     pub fn state_bytes(st: &SeasonalState) -> usize {
         std::mem::size_of::<SeasonalState>()
-            + st.ring.capacity() * 4
-            + st.profile.capacity() * 4
-            + st.bucket_spread.capacity() * 4
+            + st.ring.heap_bytes()
+            + st.profile.heap_bytes()
+            + st.bucket_spread.heap_bytes()
             + st.step.gaps_ms.capacity() * 8
     }
 }

@@ -21,7 +21,7 @@ use super::{PipelineHeader, SeriesSnapshot};
 pub const MAGIC: &[u8; 4] = b"PWCP";
 /// Bumped whenever the encoding of any state changes; older checkpoints are then unreadable
 /// and the processor rebuilds its state from the stream (without re-publishing alerts).
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// A frame is handed over once it holds this many bytes.
 pub const FRAME_BYTES: usize = 1 << 20;
 /// Largest frame a reader accepts (a corrupt length must not allocate gigabytes).
