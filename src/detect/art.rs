@@ -81,10 +81,12 @@ pub struct ArtState {
     /// Running mean absolute deviation of the input.
     pub mad: f64,
     /// The last `window_points` normalised values in units of 1/255, oldest first once full.
+    #[serde(with = "serde_bytes")]
     pub window: Vec<u8>,
     /// Category weights in units of 1/255, `2 × window_points` each, concatenated. A learning step
     /// is rounded stochastically, so the small ones are kept on average (see
     /// [`super::rounding`]); a step of 1/255 is 1/13 of the vigilance's radius over a window.
+    #[serde(with = "serde_bytes")]
     pub weights: Vec<u8>,
     /// Last point each category resonated at (for recycling).
     pub last_used: Vec<u32>,

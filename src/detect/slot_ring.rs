@@ -41,6 +41,7 @@ pub struct SlotRing {
     quantum: f64,
     /// Slots in a row that fell outside the range.
     outside_run: u32,
+    #[serde(with = "serde_bytes")]
     codes: Vec<u8>,
     /// Next write position once the ring is full.
     head: u32,
