@@ -119,6 +119,10 @@ struct BenchArgs {
     /// Only the drain throughput (1- and 100-point messages, backbone and every detector).
     #[arg(long)]
     throughput_only: bool,
+    /// Only the backbone operators (with `--throughput-only`: the drain throughput without the
+    /// every-detector set).
+    #[arg(long)]
+    backbone_only: bool,
     /// Trace this share of the messages (OTLP export to a receiver the bench runs on
     /// loopback; needs `--features otlp`): the throughput with tracing on.
     #[arg(long)]
@@ -398,7 +402,7 @@ async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     if !args.throughput_only {
         print_state_and_checkpoints(&args)?;
     }
-    let sets: &[(&str, &Config)] = if args.single_only {
+    let sets: &[(&str, &Config)] = if args.single_only || args.backbone_only {
         &[("backbone operators: dedup, z-score", &backbone)]
     } else {
         &[

@@ -172,6 +172,8 @@ pub struct Decoder {
     /// The pipeline's series hasher: each point leaves with its key's hash.
     series_hasher: RandomState,
     known: KnownSeries,
+    /// The [`KnownSeries`] hash of each point of the message at hand (reused).
+    known_hashes: Vec<u64>,
 }
 
 impl Decoder {
@@ -189,6 +191,7 @@ impl Decoder {
             limits: limits.clone(),
             series_hasher,
             known: KnownSeries::new(budget_bytes),
+            known_hashes: Vec::new(),
         }
     }
 
@@ -261,13 +264,21 @@ impl Decoder {
         let Scratch { points, labels } = scratch;
         let limits = &self.limits;
         out.points.reserve(points.len());
-        for p in points.iter() {
+        // Hashed first, so the remembered series of the points ahead can be prefetched.
+        let hashes = &mut self.known_hashes;
+        hashes.clear();
+        hashes.extend(points.iter().map(|p| match &p.series {
+            RawSeries::Encoded { name, labels } => self.known.hash(name, labels),
+            RawSeries::Read { .. } => 0,
+        }));
+        for (i, p) in points.iter().enumerate() {
+            self.known.prefetch_ahead(hashes, i);
             let (name, span, encoded) = match &p.series {
                 RawSeries::Encoded {
                     name,
                     labels: encoded,
                 } => {
-                    if let Some((key, hash)) = self.known.find(name, encoded) {
+                    if let Some((key, hash)) = self.known.find_hashed(hashes[i], name, encoded) {
                         let series_name = key.split('\u{1f}').next().unwrap_or(key);
                         match check_sample(series_name, p.value, p.timestamp, published_ms, limits)
                         {

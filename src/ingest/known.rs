@@ -11,22 +11,36 @@
 use std::hash::{BuildHasher, Hasher};
 
 use foldhash::fast::RandomState;
+
+use super::prefetch::prefetch;
 use hashbrown::HashTable;
 
 /// Bytes a decoder (one per partition pipeline, or per chunk) may spend on remembered series:
 /// about 90,000 series with keys of 60 bytes.
 pub const DEFAULT_BUDGET_BYTES: usize = 16 << 20;
 
+/// One remembered series. Its bytes are one allocation, so a hit touches the table's slot and
+/// one more cache line or two: with thousands of series per decoder, every pointer followed per
+/// point is a likely cache miss.
 #[derive(Debug)]
 struct Known {
-    /// The encoded name, then the encoded labels.
-    encoded: Box<[u8]>,
-    name_len: usize,
+    /// The encoded name, then the encoded labels, then the canonical key (UTF-8).
+    bytes: Box<[u8]>,
+    name_len: u32,
+    encoded_len: u32,
     /// Hash of the encoded bytes (for the table's growth).
     encoded_hash: u64,
-    key: Box<str>,
     /// The canonical key's hash under the pipeline's series hasher.
     key_hash: u64,
+}
+
+impl Known {
+    fn key(&self) -> &str {
+        let key = &self.bytes[self.encoded_len as usize..];
+        // SAFETY: these bytes were copied from a `&str` in `KnownSeries::insert` and are never
+        // changed.
+        unsafe { std::str::from_utf8_unchecked(key) }
+    }
 }
 
 #[derive(Debug)]
@@ -55,7 +69,8 @@ impl KnownSeries {
         }
     }
 
-    fn hash(&self, name: &[u8], labels: &[u8]) -> u64 {
+    /// The hash [`KnownSeries::find_hashed`] takes.
+    pub fn hash(&self, name: &[u8], labels: &[u8]) -> u64 {
         let mut h = self.hasher.build_hasher();
         h.write(name);
         h.write(labels);
@@ -63,15 +78,40 @@ impl KnownSeries {
     }
 
     /// The canonical key and its hash of the series encoded as `name` and `labels`.
+    #[cfg(test)]
     pub fn find(&self, name: &[u8], labels: &[u8]) -> Option<(&str, u64)> {
+        self.find_hashed(self.hash(name, labels), name, labels)
+    }
+
+    /// As [`KnownSeries::find`], with `hash` = [`KnownSeries::hash`] of `name` and `labels`.
+    pub fn find_hashed(&self, hash: u64, name: &[u8], labels: &[u8]) -> Option<(&str, u64)> {
         self.table
-            .find(self.hash(name, labels), |k| {
-                k.name_len == name.len()
-                    && k.encoded.len() == name.len() + labels.len()
-                    && k.encoded[..name.len()] == *name
-                    && k.encoded[name.len()..] == *labels
+            .find(hash, |k| {
+                k.name_len as usize == name.len()
+                    && k.encoded_len as usize == name.len() + labels.len()
+                    && k.bytes[..name.len()] == *name
+                    && k.bytes[name.len()..k.encoded_len as usize] == *labels
             })
-            .map(|k| (&*k.key, k.key_hash))
+            .map(|k| (k.key(), k.key_hash))
+    }
+
+    /// Prefetches for the points ahead of point `i` (`hashes` by point): the table slot of the
+    /// one `2 * AHEAD` ahead (its probe reads only control bytes), the bytes of the one `AHEAD`
+    /// ahead. A slot whose control byte matches by chance only prefetches the wrong lines.
+    #[inline]
+    pub fn prefetch_ahead(&self, hashes: &[u64], i: usize) {
+        const AHEAD: usize = 4;
+        if let Some(&h) = hashes.get(i + 2 * AHEAD) {
+            if let Some(k) = self.table.find(h, |_| true) {
+                prefetch(k);
+            }
+        }
+        if let Some(&h) = hashes.get(i + AHEAD) {
+            if let Some(k) = self.table.find(h, |_| true) {
+                prefetch(k.bytes.as_ptr());
+                prefetch(k.bytes.as_ptr().wrapping_add(64));
+            }
+        }
     }
 
     /// Remembers a validated series (not found by [`KnownSeries::find`] just before).
@@ -88,10 +128,11 @@ impl KnownSeries {
         self.bytes += cost;
         let encoded_hash = self.hash(name, labels);
         let known = Known {
-            encoded: [name, labels].concat().into_boxed_slice(),
-            name_len: name.len(),
+            bytes: [name, labels, key.as_bytes()].concat().into_boxed_slice(),
+            // Within the budget, so far below u32::MAX.
+            name_len: name.len() as u32,
+            encoded_len: (name.len() + labels.len()) as u32,
             encoded_hash,
-            key: key.into(),
             key_hash,
         };
         self.table
@@ -144,8 +185,8 @@ mod tests {
             Some(("mem", 99))
         );
         // A series that would take over a quarter of the budget is not remembered.
-        k.insert(b"\xa3cpu", &[b'x'; 200], "cpu", 5);
-        assert_eq!(k.find(b"\xa3cpu", &[b'x'; 200]), None);
+        k.insert(b"\xa3cpu", &[b'x'; 300], "cpu", 5);
+        assert_eq!(k.find(b"\xa3cpu", &[b'x'; 300]), None);
         assert_eq!(k.len(), 1);
     }
 }

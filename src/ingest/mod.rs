@@ -4,6 +4,7 @@ mod config;
 mod decode;
 mod known;
 mod msgpack;
+pub mod prefetch;
 mod raw;
 
 use std::borrow::Cow;

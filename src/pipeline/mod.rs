@@ -126,8 +126,8 @@ const CLAIM_RENEWAL_MS: i64 = 86_400_000;
 
 impl Pipeline {
     pub fn new(config: &PipelineConfig, ingest: &IngestConfig, rules: RuleSet) -> Self {
-        let slo = SloEngine::new(&rules.slos);
         let ctx = Arc::new(PipelineCtx::new(config, rules));
+        let slo = SloEngine::with_hasher(&ctx.rules.slos, ctx.series_hasher.clone());
         let n = config.shards.max(1);
         let idle_evict_ms = config.idle_series_evict_secs as i64 * 1000;
         Self {
@@ -305,7 +305,13 @@ impl Pipeline {
         let source = self.time.source(&m.subject[source]);
         let n = self.shards.len();
         let slo_active = self.slo.is_active();
-        for p in &decoded.points[points] {
+        let points = &decoded.points[points];
+        for (i, p) in points.iter().enumerate() {
+            if slo_active {
+                if let Some(ahead) = points.get(i + 4) {
+                    self.slo.prefetch(ahead.hash);
+                }
+            }
             stats.points += 1;
             if let Err(behind) = self.time.admit(source, p.ts) {
                 stats.late += 1;
@@ -323,7 +329,7 @@ impl Pipeline {
             }
             if slo_active {
                 self.slo
-                    .observe(&decoded.keys[p.key.clone()], p.ts, p.value);
+                    .observe_hashed(&decoded.keys[p.key.clone()], p.hash, p.ts, p.value);
             }
             self.queues[shard_of(p.hash, n)].push(Item::Point {
                 key: p.key.start + key_offset..p.key.end + key_offset,
@@ -385,7 +391,7 @@ impl Pipeline {
                 .zip(&mut self.queues)
                 .zip(&mut per_shard)
             {
-                shard.process(q.drain(..), keys, out);
+                shard.process(q, keys, out);
             }
         } else {
             // On the persistent rayon pool (no thread started per batch).
@@ -397,10 +403,10 @@ impl Pipeline {
                     .zip(&mut per_shard);
                 let first = jobs.next();
                 for ((shard, q), out) in jobs {
-                    s.spawn(move |_| shard.process(q.drain(..), keys, out));
+                    s.spawn(move |_| shard.process(q, keys, out));
                 }
                 if let Some(((shard, q), out)) = first {
-                    shard.process(q.drain(..), keys, out);
+                    shard.process(q, keys, out);
                 }
             });
         }

@@ -50,6 +50,12 @@ impl<V: Keyed> SeriesTable<V> {
         self.table.find_mut(hash, |v| v.key() == key)
     }
 
+    /// The first value whose slot's control byte matches `hash`, without comparing keys (so
+    /// without reading the value's memory): for prefetching only, it may be another series.
+    pub fn probe(&self, hash: u64) -> Option<&V> {
+        self.table.find(hash, |_| true)
+    }
+
     /// Adds a series the table does not hold (`hash` as for [`SeriesTable::get_mut_hashed`]).
     pub fn insert_new(&mut self, hash: u64, value: V) -> &mut V {
         debug_assert!(self.get(value.key()).is_none());

@@ -67,15 +67,16 @@ impl PredictionLog {
         crossed: bool,
         out: &mut Vec<(Outcome, i64)>,
     ) -> (bool, bool) {
-        let mut expired = Vec::new();
-        self.pending.retain(|p| {
-            let gone = p.until < ts;
-            if gone {
-                expired.push(p.until);
-            }
-            !gone
-        });
-        out.extend(expired.into_iter().map(|t| (Outcome::FalseAlarm, t)));
+        // Most points settle nothing: no pass over the pending list then.
+        if self.pending.iter().any(|p| p.until < ts) {
+            self.pending.retain(|p| {
+                let gone = p.until < ts;
+                if gone {
+                    out.push((Outcome::FalseAlarm, p.until));
+                }
+                !gone
+            });
+        }
         let edge = crossed && !self.crossed;
         self.crossed = crossed;
         if !edge {

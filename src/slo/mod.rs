@@ -12,6 +12,9 @@
 mod history;
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -46,12 +49,14 @@ struct Target {
 /// A group's key: (SLO index, its `group_by` label values).
 type GroupKey = (usize, Vec<String>);
 
-/// What the engine remembers of an SLI series: its last point, and the group each target of its
-/// metric counts it into (`None`: it does not match the target), resolved once.
+/// What the engine remembers of an SLI series: its key and last point, and the group (an index
+/// into [`SloEngine::slab`]) each target of its metric counts it into (`None`: it does not match
+/// the target), resolved once.
 struct Seen {
+    key: Box<str>,
     ts: i64,
     value: f64,
-    groups: Box<[Option<Arc<GroupKey>>]>,
+    groups: Box<[Option<u32>]>,
 }
 
 /// The value of label `name` in canonical series key `key`, without allocating.
@@ -128,12 +133,16 @@ pub struct SloEngine {
     slos: Arc<[Slo]>,
     /// Looked up for every point: a fast hash (the keys are the SLO files' metric names).
     by_metric: HashMap<String, Arc<[Target]>, foldhash::fast::RandomState>,
-    /// By (SLO index, group label values).
-    groups: BTreeMap<GroupKey, Group>,
+    /// Index into `slab` by (SLO index, group label values): the order minutes close in.
+    groups: BTreeMap<GroupKey, usize>,
+    /// The groups; a point finds its group by index, without comparing label values.
+    slab: Vec<Group>,
     /// End of the last closed minute (ms), `None` before the first SLI point.
     closed_until: Option<i64>,
-    /// Randomly seeded: series keys come from publishers.
-    last_points: HashMap<Box<str>, Seen, foldhash::fast::RandomState>,
+    /// By series key, one hash and one probe per SLI point. Randomly seeded: series keys come
+    /// from publishers.
+    last_points: HashTable<Seen>,
+    hasher: foldhash::fast::RandomState,
     status: BTreeMap<GroupKey, SloStatus>,
     /// Minutes closed by this engine (not checkpointed: it tells a status change).
     minutes_closed: u64,
@@ -142,6 +151,12 @@ pub struct SloEngine {
 
 impl SloEngine {
     pub fn new(slos: &[Slo]) -> Self {
+        Self::with_hasher(slos, Default::default())
+    }
+
+    /// An engine whose series table hashes keys with `hasher`: the pipeline's series hasher,
+    /// so a point's hash, computed once, serves here too ([`SloEngine::observe_hashed`]).
+    pub fn with_hasher(slos: &[Slo], hasher: foldhash::fast::RandomState) -> Self {
         let mut by_metric: HashMap<String, Vec<Target>> = HashMap::new();
         for (si, slo) in slos.iter().enumerate() {
             for (oi, o) in slo.objectives.iter().enumerate() {
@@ -159,8 +174,10 @@ impl SloEngine {
             slos: slos.to_vec().into(),
             by_metric: by_metric.into_iter().map(|(k, v)| (k, v.into())).collect(),
             groups: BTreeMap::new(),
+            slab: Vec::new(),
             closed_until: None,
-            last_points: HashMap::default(),
+            last_points: HashTable::new(),
+            hasher,
             status: BTreeMap::new(),
             minutes_closed: 0,
             stats: SloStats::default(),
@@ -184,60 +201,65 @@ impl SloEngine {
 
     /// The group each of `targets` counts series `key` into (created on first sight, up to
     /// [`MAX_GROUPS_PER_SLO`] per SLO), or `None` where the series does not match.
-    fn resolve(&mut self, key: &str, targets: &[Target]) -> Box<[Option<Arc<GroupKey>>]> {
-        targets
-            .iter()
-            .map(|t| {
-                if !t.matchers.iter().all(|(l, m)| m.matches(label_in(key, l))) {
-                    return None;
-                }
-                let slo = &self.slos[t.slo];
-                let values: Vec<String> = slo
-                    .group_by
-                    .iter()
-                    .map(|l| label_in(key, l).unwrap_or_default().to_string())
-                    .collect();
-                let gkey = (t.slo, values);
-                if !self.groups.contains_key(&gkey) {
-                    let count = self
-                        .groups
-                        .range((t.slo, Vec::new())..)
-                        .take_while(|((s, _), _)| *s == t.slo)
-                        .count();
-                    if count >= MAX_GROUPS_PER_SLO {
-                        self.stats.refused_points += 1;
-                        return None;
-                    }
-                    let labels = slo
-                        .group_by
-                        .iter()
-                        .cloned()
-                        .zip(gkey.1.iter().cloned())
-                        .collect();
-                    self.groups.insert(gkey.clone(), new_group(slo, labels));
-                }
-                Some(Arc::new(gkey))
-            })
-            .collect()
+    fn resolve(&mut self, key: &str, targets: &[Target]) -> Box<[Option<u32>]> {
+        let Self {
+            slos,
+            groups,
+            slab,
+            stats,
+            ..
+        } = self;
+        resolve_groups(slos, groups, slab, stats, key, targets)
+    }
+
+    /// Starts loading the remembered point of the series whose hash is `hash` (see
+    /// [`SloEngine::observe_hashed`]), if the engine may hold it: the pipeline calls this a few
+    /// points ahead.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        if let Some(seen) = self.last_points.find(hash, |_| true) {
+            crate::ingest::prefetch::prefetch(seen);
+        }
     }
 
     /// Counts an admitted point of series `key` (canonical) into the objectives it feeds. A
     /// series of an SLI metric costs a map lookup per point, and nothing is allocated but on its
     /// first point.
     pub fn observe(&mut self, key: &str, ts: i64, value: f64) {
-        let name = key.split('\u{1f}').next().unwrap_or_default();
-        let Some(targets) = self.by_metric.get(name) else {
+        let hash = self.hasher.hash_one(key);
+        self.observe_hashed(key, hash, ts, value);
+    }
+
+    /// As [`SloEngine::observe`], with `hash` = the engine's hasher's hash of `key` (in the
+    /// pipeline: the point's series hash, computed once for the shards and here).
+    pub fn observe_hashed(&mut self, key: &str, hash: u64, ts: i64, value: f64) {
+        debug_assert_eq!(hash, self.hasher.hash_one(key));
+        let name = match memchr::memchr(0x1f, key.as_bytes()) {
+            Some(end) => &key[..end],
+            None => key,
+        };
+        let Self {
+            slos,
+            by_metric,
+            groups,
+            slab,
+            closed_until,
+            last_points,
+            hasher,
+            stats,
+            ..
+        } = self;
+        let Some(targets) = by_metric.get(name) else {
             return;
         };
         if !value.is_finite() {
             return;
         }
-        let targets = targets.clone();
         // The previous point of the series: a redelivered or older point counts once, and a
         // counter's increase is measured from it.
-        let previous = match self.last_points.get_mut(key) {
+        let previous = match last_points.find_mut(hash, |s| *s.key == *key) {
             Some(seen) if ts <= seen.ts => {
-                self.stats.repeated_points += 1;
+                stats.repeated_points += 1;
                 return;
             }
             Some(seen) => {
@@ -247,26 +269,32 @@ impl SloEngine {
                 Some(p)
             }
             None => {
-                let groups = self.resolve(key, &targets);
-                if self.last_points.len() >= MAX_REMEMBERED_SERIES {
-                    self.last_points.clear();
+                let groups = resolve_groups(slos, groups, slab, stats, key, targets);
+                if last_points.len() >= MAX_REMEMBERED_SERIES {
+                    last_points.clear();
                 }
-                self.last_points
-                    .insert(key.into(), Seen { ts, value, groups });
+                let seen = Seen {
+                    key: key.into(),
+                    ts,
+                    value,
+                    groups,
+                };
+                last_points.insert_unique(hash, seen, |s| hasher.hash_one(&*s.key));
                 None
             }
         };
-        let Some(seen) = self.last_points.get(key) else {
+        // Found again with the hash at hand (the entry is in cache now).
+        let Some(seen) = last_points.find(hash, |s| *s.key == *key) else {
             return;
         };
         let minute = ts.div_euclid(MINUTE_MS);
-        let first_open = self.closed_until.map(|t| t / MINUTE_MS);
+        let first_open = closed_until.map(|t| t / MINUTE_MS);
         let mut counted = false;
         for (t, gkey) in targets.iter().zip(seen.groups.iter()) {
             let Some(gkey) = gkey else {
                 continue;
             };
-            let objective = &self.slos[t.slo].objectives[t.objective];
+            let objective = &slos[t.slo].objectives[t.objective];
             let increase = || match previous {
                 None => 0.0,
                 Some(p) if value >= p => value - p,
@@ -304,12 +332,12 @@ impl SloEngine {
                 },
                 _ => continue,
             };
-            let Some(group) = self.groups.get_mut(&**gkey) else {
+            let Some(group) = slab.get_mut(*gkey as usize) else {
                 continue;
             };
             let minute = match first_open {
                 Some(open) if minute < open => {
-                    self.stats.late_points += 1;
+                    stats.late_points += 1;
                     open
                 }
                 _ => minute,
@@ -321,9 +349,9 @@ impl SloEngine {
                 .add(counts);
             counted = true;
         }
-        if counted && self.closed_until.is_none() {
+        if counted && closed_until.is_none() {
             // Minutes are closed from the first one with events on.
-            self.closed_until = Some(minute * MINUTE_MS);
+            (*closed_until) = Some(minute * MINUTE_MS);
         }
     }
 
@@ -343,7 +371,8 @@ impl SloEngine {
         while closed < target {
             let minute = closed / MINUTE_MS;
             let end = closed + MINUTE_MS;
-            for (gkey, group) in &mut self.groups {
+            for (gkey, &i) in &self.groups {
+                let group = &mut self.slab[i];
                 for o in &mut group.objectives {
                     let counts = o.open.remove(&minute).unwrap_or_default();
                     o.history.close_minute(minute, counts);
@@ -374,12 +403,16 @@ impl SloEngine {
         let mut last_points: Vec<(String, i64, f64)> = self
             .last_points
             .iter()
-            .map(|(k, seen)| (k.to_string(), seen.ts, seen.value))
+            .map(|seen| (seen.key.to_string(), seen.ts, seen.value))
             .collect();
         last_points.sort_by(|a, b| a.0.cmp(&b.0));
         SloSnapshot {
             closed_until: self.closed_until,
-            groups: self.groups.values().cloned().collect(),
+            groups: self
+                .groups
+                .values()
+                .map(|&i| self.slab[i].clone())
+                .collect(),
             last_points,
         }
     }
@@ -389,6 +422,7 @@ impl SloEngine {
     pub fn restore(&mut self, snap: SloSnapshot) {
         self.closed_until = snap.closed_until;
         self.groups.clear();
+        self.slab.clear();
         self.status.clear();
         for g in snap.groups {
             let Some(si) = self.slos.iter().position(|s| s.name == g.slo) else {
@@ -406,7 +440,8 @@ impl SloEngine {
                 }
             }
             let values = g.labels.iter().map(|(_, v)| v.clone()).collect();
-            self.groups.insert((si, values), fresh);
+            self.slab.push(fresh);
+            self.groups.insert((si, values), self.slab.len() - 1);
         }
         // Which groups each series feeds is resolved again, under the SLOs now loaded.
         self.last_points.clear();
@@ -416,10 +451,65 @@ impl SloEngine {
                 continue;
             };
             let groups = self.resolve(&k, &targets);
+            let hash = self.hasher.hash_one(&*k);
+            let hasher = &self.hasher;
+            let seen = Seen {
+                key: k.into_boxed_str(),
+                ts,
+                value,
+                groups,
+            };
             self.last_points
-                .insert(k.into_boxed_str(), Seen { ts, value, groups });
+                .insert_unique(hash, seen, |s| hasher.hash_one(&*s.key));
         }
     }
+}
+
+/// The group each of `targets` counts series `key` into (created on first sight, up to
+/// [`MAX_GROUPS_PER_SLO`] per SLO), or `None` where the series does not match.
+fn resolve_groups(
+    slos: &[Slo],
+    groups: &mut BTreeMap<GroupKey, usize>,
+    slab: &mut Vec<Group>,
+    stats: &mut SloStats,
+    key: &str,
+    targets: &[Target],
+) -> Box<[Option<u32>]> {
+    targets
+        .iter()
+        .map(|t| {
+            if !t.matchers.iter().all(|(l, m)| m.matches(label_in(key, l))) {
+                return None;
+            }
+            let slo = &slos[t.slo];
+            let values: Vec<String> = slo
+                .group_by
+                .iter()
+                .map(|l| label_in(key, l).unwrap_or_default().to_string())
+                .collect();
+            let gkey = (t.slo, values);
+            if let Some(&i) = groups.get(&gkey) {
+                return Some(i as u32);
+            }
+            let count = groups
+                .range((t.slo, Vec::new())..)
+                .take_while(|((s, _), _)| *s == t.slo)
+                .count();
+            if count >= MAX_GROUPS_PER_SLO {
+                stats.refused_points += 1;
+                return None;
+            }
+            let labels = slo
+                .group_by
+                .iter()
+                .cloned()
+                .zip(gkey.1.iter().cloned())
+                .collect();
+            slab.push(new_group(slo, labels));
+            groups.insert(gkey, slab.len() - 1);
+            Some((slab.len() - 1) as u32)
+        })
+        .collect()
 }
 
 fn period_hours(slo: &Slo) -> usize {
