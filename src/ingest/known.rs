@@ -11,9 +11,9 @@
 use std::hash::{BuildHasher, Hasher};
 
 use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 
 use super::prefetch::prefetch;
-use hashbrown::HashTable;
 
 /// Bytes a decoder (one per partition pipeline, or per chunk) may spend on remembered series:
 /// about 90,000 series with keys of 60 bytes.
@@ -83,7 +83,8 @@ impl KnownSeries {
         self.find_hashed(self.hash(name, labels), name, labels)
     }
 
-    /// As [`KnownSeries::find`], with `hash` = [`KnownSeries::hash`] of `name` and `labels`.
+    /// The canonical key and its hash of the series encoded as `name` and `labels`, with
+    /// `hash` = [`KnownSeries::hash`] of them.
     pub fn find_hashed(&self, hash: u64, name: &[u8], labels: &[u8]) -> Option<(&str, u64)> {
         self.table
             .find(hash, |k| {
@@ -114,7 +115,7 @@ impl KnownSeries {
         }
     }
 
-    /// Remembers a validated series (not found by [`KnownSeries::find`] just before).
+    /// Remembers a validated series (not found by [`KnownSeries::find_hashed`] just before).
     pub fn insert(&mut self, name: &[u8], labels: &[u8], key: &str, key_hash: u64) {
         let cost = Known::cost(name.len() + labels.len(), key.len());
         if cost > self.budget_bytes / 4 {

@@ -185,8 +185,7 @@ struct RuleSlot {
     state: RuleState,
     /// Due time registered in the shard's timer set, or `NO_TIMER`.
     timer: i64,
-    /// Predictive rules: their predictions waiting to be scored. Inline, not boxed: every
-    /// point of the series reads it, and the rule slice is already in cache then.
+    /// Predictive rules: their predictions waiting to be scored.
     predictions: Option<Box<PredictionLog>>,
 }
 
@@ -511,8 +510,7 @@ impl Shard {
     }
 
     /// Processes items in order (their points' keys are in `keys`), appending alert events and
-    /// rejects to `out`.
-    /// Runs `items` in order, leaving the list empty.
+    /// rejects to `out`, and leaves the list empty.
     pub fn process(&mut self, items: &mut Vec<Item>, keys: &str, out: &mut ShardOut) {
         for i in 0..items.len() {
             self.prefetch_ahead(items, i);
