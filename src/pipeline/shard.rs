@@ -185,8 +185,8 @@ struct RuleSlot {
     state: RuleState,
     /// Due time registered in the shard's timer set, or `NO_TIMER`.
     timer: i64,
-    /// Predictive rules: their predictions waiting to be scored.
-    predictions: Option<Box<PredictionLog>>,
+    /// Predictive rules: their predictions waiting to be scored (16 bytes, in the slot).
+    predictions: Option<PredictionLog>,
 }
 
 /// Keyed state of one series. Every series holds one, so it stays small: fixed-size operator
@@ -808,7 +808,7 @@ impl Shard {
                     .rules
                     .iter()
                     .filter_map(|s| {
-                        let log = s.predictions.as_deref()?;
+                        let log = s.predictions.as_ref()?;
                         let name = &self.ctx.rules.rules[s.rule as usize].name;
                         (*log != PredictionLog::default()).then(|| (name.clone(), log.clone()))
                     })
@@ -843,7 +843,7 @@ impl Shard {
                 slot.state = *state;
             }
             if let (Some(log), Some((_, saved))) = (
-                slot.predictions.as_deref_mut(),
+                slot.predictions.as_mut(),
                 snap.predictions.iter().find(|(name, _)| *name == rule.name),
             ) {
                 *log = saved.clone();
@@ -996,7 +996,7 @@ fn note_prediction(
     eta: Option<(i64, i64)>,
 ) {
     let (Some(log), Some(within), TransitionKind::Firing, Some((mean, plus_minus))) = (
-        slot.predictions.as_deref_mut(),
+        slot.predictions.as_mut(),
         rule.predict_within_ms,
         t.kind,
         eta,
@@ -1041,7 +1041,7 @@ fn score_predictions(
         }
     };
     for slot in st.rules.iter_mut() {
-        let Some(log) = slot.predictions.as_deref_mut() else {
+        let Some(log) = slot.predictions.as_mut() else {
             continue;
         };
         let rule = &ctx.rules.rules[slot.rule as usize];
@@ -1088,7 +1088,7 @@ fn new_series(ctx: &PipelineCtx, key: Arc<str>, source: SourceId) -> SeriesState
             timer: NO_TIMER,
             predictions: ctx.rules.rules[rule as usize]
                 .predict_within_ms
-                .map(|_| Box::default()),
+                .map(|_| PredictionLog::default()),
         })
         .collect();
     SeriesState {

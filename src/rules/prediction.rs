@@ -43,19 +43,53 @@ impl Outcome {
 pub const MAX_PENDING: usize = 8;
 
 /// The predictions of one predictive rule on one series, and whether its condition held at
-/// the last point.
+/// the last point. Every series of a predictive rule holds one (a graded rule: one per grade),
+/// and most never have a prediction waiting: the list is allocated only while one waits, so
+/// the log is 16 bytes that live in the series' rule slot (no pointer to follow per point).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PredictionLog {
-    pub pending: Vec<Prediction>,
+    /// Written as a plain list (empty when `None`). Boxed so that the empty case is one word
+    /// (a `Vec` is three).
+    #[allow(clippy::box_collection)]
+    #[serde(with = "pending_list")]
+    pending: Option<Box<Vec<Prediction>>>,
     pub crossed: bool,
 }
 
+/// `PredictionLog::pending` in checkpoints: a list, as before it was allocated lazily.
+#[allow(clippy::box_collection)]
+mod pending_list {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Prediction;
+
+    pub fn serialize<S: Serializer>(
+        v: &Option<Box<Vec<Prediction>>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        v.as_deref().map_or(&[][..], Vec::as_slice).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Box<Vec<Prediction>>>, D::Error> {
+        let v = Vec::<Prediction>::deserialize(d)?;
+        Ok((!v.is_empty()).then(|| Box::new(v)))
+    }
+}
+
 impl PredictionLog {
+    /// The predictions waiting for their outcome, oldest first.
+    pub fn pending(&self) -> &[Prediction] {
+        self.pending.as_deref().map_or(&[], Vec::as_slice)
+    }
+
     pub fn predicted(&mut self, p: Prediction) {
-        if self.pending.len() == MAX_PENDING {
-            self.pending.remove(0);
+        let pending = self.pending.get_or_insert_with(Box::default);
+        if pending.len() == MAX_PENDING {
+            pending.remove(0);
         }
-        self.pending.push(p);
+        pending.push(p);
     }
 
     /// A point at `ts` whose condition holds (`crossed`) or not: the outcomes it settles go to
@@ -67,31 +101,34 @@ impl PredictionLog {
         crossed: bool,
         out: &mut Vec<(Outcome, i64)>,
     ) -> (bool, bool) {
-        // Most points settle nothing: no pass over the pending list then.
-        if self.pending.iter().any(|p| p.until < ts) {
-            self.pending.retain(|p| {
-                let gone = p.until < ts;
-                if gone {
-                    out.push((Outcome::FalseAlarm, p.until));
-                }
-                !gone
-            });
-        }
         let edge = crossed && !self.crossed;
         self.crossed = crossed;
-        if !edge {
-            return (false, false);
+        // Most points find nothing waiting.
+        let Some(pending) = self.pending.as_deref_mut() else {
+            return (edge, false);
+        };
+        pending.retain(|p| {
+            let gone = p.until < ts;
+            if gone {
+                out.push((Outcome::FalseAlarm, p.until));
+            }
+            !gone
+        });
+        let covered = edge && !pending.is_empty();
+        if edge {
+            for p in pending.drain(..) {
+                out.push((
+                    Outcome::Hit {
+                        error_ms: ts - p.predicted_at,
+                    },
+                    ts,
+                ));
+            }
         }
-        let covered = !self.pending.is_empty();
-        for p in self.pending.drain(..) {
-            out.push((
-                Outcome::Hit {
-                    error_ms: ts - p.predicted_at,
-                },
-                ts,
-            ));
+        if pending.is_empty() {
+            self.pending = None;
         }
-        (true, covered)
+        (edge, covered)
     }
 }
 
@@ -129,5 +166,46 @@ mod tests {
         out.clear();
         assert_eq!(log.on_point(11 * H, true, &mut out), (true, false));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn the_list_exists_only_while_a_prediction_waits_and_is_written_as_a_list() {
+        /// The log as checkpoints wrote it before the list was allocated lazily.
+        #[derive(Serialize)]
+        struct Before {
+            pending: Vec<Prediction>,
+            crossed: bool,
+        }
+        let mut log = PredictionLog::default();
+        let mut out = Vec::new();
+        log.on_point(0, false, &mut out);
+        assert!(log.pending.is_none());
+        log.predicted(Prediction {
+            made_at: 0,
+            predicted_at: H,
+            until: 2 * H,
+        });
+        assert_eq!(log.pending().len(), 1);
+        let before = Before {
+            pending: log.pending().to_vec(),
+            crossed: false,
+        };
+        let written = rmp_serde::to_vec(&log).unwrap();
+        assert_eq!(written, rmp_serde::to_vec(&before).unwrap());
+        assert_eq!(
+            rmp_serde::from_slice::<PredictionLog>(&written).unwrap(),
+            log
+        );
+        // Its horizon passes: a false alarm, and the list is gone.
+        log.on_point(3 * H, false, &mut out);
+        assert_eq!(out, [(Outcome::FalseAlarm, 2 * H)]);
+        assert!(log.pending.is_none());
+        let empty = Before {
+            pending: Vec::new(),
+            crossed: true,
+        };
+        let read: PredictionLog =
+            rmp_serde::from_slice(&rmp_serde::to_vec(&empty).unwrap()).unwrap();
+        assert!(read.pending.is_none() && read.crossed);
     }
 }
