@@ -1319,6 +1319,7 @@ async fn latency(
             (first - start).as_secs_f64(),
             (last - start).as_secs_f64(),
         );
+        eprintln!("[latency] slow spans: {}", slow_spans(&slow, start));
     }
     eprintln!(
         "[latency] sent {sent_count} messages, {triggers} triggers, {} alerts received",
@@ -1329,6 +1330,36 @@ async fn latency(
         cpu_busy,
         triggers,
     })
+}
+
+/// Slow triggers grouped into spans of due time (a gap of more than 100 ms starts a new one):
+/// one short span with a high worst is a stall; spans all through the run are a queue.
+fn slow_spans(slow: &[(Instant, Duration)], start: Instant) -> String {
+    let mut sorted = slow.to_vec();
+    sorted.sort_by_key(|s| s.0);
+    let mut spans: Vec<(Instant, Instant, usize, Duration)> = Vec::new();
+    for (at, took) in sorted {
+        match spans.last_mut() {
+            Some(s) if at - s.1 <= Duration::from_millis(100) => {
+                s.1 = at;
+                s.2 += 1;
+                s.3 = s.3.max(took);
+            }
+            _ => spans.push((at, at, 1, took)),
+        }
+    }
+    spans
+        .iter()
+        .map(|(from, to, n, worst)| {
+            format!(
+                "{:.2}-{:.2} s: {n} (worst {} ms)",
+                (*from - start).as_secs_f64(),
+                (*to - start).as_secs_f64(),
+                worst.as_millis()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// What one latency run measured.

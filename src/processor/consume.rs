@@ -22,11 +22,6 @@ pub struct Pulled {
     pub traces: Vec<crate::trace::Traced>,
 }
 
-fn incoming(msg: &jetstream::Message) -> Option<Incoming> {
-    let info = msg.info().ok()?;
-    Some(incoming_with(msg, &info))
-}
-
 /// The stored message, from a message and its already parsed info (parsing the reply subject
 /// is a good part of a message's cost: do it once).
 pub fn incoming_with(msg: &jetstream::Message, info: &jetstream::message::Info<'_>) -> Incoming {
@@ -110,16 +105,26 @@ pub async fn recreate(
         .map_err(|e| ProcessorError::Nats(format!("create consumer {name}: {e}")))
 }
 
+/// What the pulling task has seen, for the partition's other tasks.
+#[derive(Debug, Default)]
+pub struct PullProgress {
+    /// Messages pulled so far (the quiet-time ticker and the lag gauge read it).
+    pub pulled: AtomicU64,
+    /// The consumer's pending count as the server stamped it on the last message delivered:
+    /// the partition's lag at that moment, known without asking the server.
+    pub pending: AtomicU64,
+}
+
 /// Drives the consumer's message stream on a task of its own, so it keeps issuing pull requests
 /// (the client asks for more only while its stream is polled) while the partition's loop
 /// publishes and acks; `out`'s bound is the back-pressure. A chunk is cut into batches of at
-/// most `max_batch_bytes` of payload. `pulled` counts messages (the ticker reads it). Ends when
-/// the stream or the receiver does.
+/// most `max_batch_bytes` of payload. `progress` counts messages and keeps the last pending
+/// count. Ends when the stream or the receiver does.
 pub async fn pull_batches<S>(
     mut messages: S,
     max_batch_bytes: usize,
     out: tokio::sync::mpsc::Sender<Pulled>,
-    pulled: Arc<AtomicU64>,
+    progress: Arc<PullProgress>,
 ) where
     S: futures::Stream<Item = Vec<Result<jetstream::Message, consumer::pull::MessagesError>>>
         + Unpin,
@@ -138,10 +143,13 @@ pub async fn pull_batches<S>(
                     continue;
                 }
             };
-            pulled.fetch_add(1, Ordering::Relaxed);
+            progress.pulled.fetch_add(1, Ordering::Relaxed);
             let full = cut.add(m.payload.len());
             let before = batch.len();
-            batch.extend(incoming(&m));
+            if let Ok(info) = m.info() {
+                progress.pending.store(info.pending, Ordering::Relaxed);
+                batch.push(incoming_with(&m, &info));
+            }
             if tracing && batch.len() > before {
                 let inc = &batch[before];
                 traces.extend(crate::trace::ingest(
@@ -209,7 +217,8 @@ impl BatchCut {
 
 #[cfg(test)]
 mod tests {
-    use super::BatchCut;
+    use super::*;
+    use crate::tools::server::LocalNatsServer;
 
     #[test]
     fn a_batch_ends_at_the_message_that_reaches_the_byte_bound() {
@@ -220,5 +229,59 @@ mod tests {
             .collect();
         // 400+400+400 ≥ 1000 ends the first; 100+2000 the second; 10+990 the third.
         assert_eq!(ends, [false, false, true, false, true, false, true]);
+    }
+
+    /// The lag gauge reads the pending count the server stamps on each delivered message (no
+    /// consumer-info call under load): against a real nats-server, a consumer held at 4
+    /// unacked messages of 10 reports what the server itself says is pending, at every step.
+    #[tokio::test]
+    async fn the_pending_count_is_the_one_stamped_on_the_last_delivered_message() {
+        let server = LocalNatsServer::start().expect("nats-server >= 2.10 (.ci/run installs it)");
+        let mut cfg = Config::default();
+        cfg.nats.url = server.url();
+        cfg.streams.partitions = 1;
+        cfg.ingest.max_batch = 4;
+        cfg.ingest.max_ack_pending = 4;
+        let client = crate::bus::connect(&cfg.nats).await.unwrap();
+        let js = jetstream::new(client.clone());
+        crate::bus::ensure_streams(&js, &cfg.streams).await.unwrap();
+        for i in 0..10 {
+            let subject = subjects::metric_subject("exchange", "binance", "trades");
+            js.publish(subject, format!("{i}").into_bytes().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let stream = js.get_stream(&cfg.streams.metrics.name).await.unwrap();
+        let consumer = recreate(&stream, &cfg, 0, 0).await.unwrap();
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(4)
+            .messages()
+            .await
+            .unwrap()
+            .ready_chunks(4);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let progress = Arc::new(PullProgress::default());
+        let puller = tokio::spawn(pull_batches(messages, 1 << 20, tx, progress.clone()));
+        let name = consumer_name(&cfg.ingest.consumer_name, 0);
+        // The server holds back what is over max_ack_pending until the delivered are acked.
+        for (delivered, pending) in [(4, 6), (8, 2), (10, 0)] {
+            let mut last = None;
+            while progress.pulled.load(Ordering::Relaxed) < delivered {
+                let pulled = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                    .await
+                    .expect("a batch within 10 s")
+                    .expect("the puller runs");
+                last = pulled.last.or(last);
+            }
+            assert_eq!(progress.pulled.load(Ordering::Relaxed), delivered);
+            assert_eq!(progress.pending.load(Ordering::Relaxed), pending);
+            let info = stream.consumer_info(&name).await.unwrap();
+            assert_eq!(info.num_pending, pending, "the server's own count");
+            last.expect("a last message").ack().await.unwrap();
+        }
+        puller.abort();
     }
 }
