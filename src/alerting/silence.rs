@@ -48,7 +48,7 @@ pub fn new_id(request_id: &str) -> String {
         .expect("16 bytes");
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let h = hex::encode(b);
     format!(
         "{}-{}-{}-{}-{}",
         &h[..8],

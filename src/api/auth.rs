@@ -109,10 +109,7 @@ pub struct StoredKey {
 /// The SHA-256 of a key, hex.
 pub fn digest(key: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
 }
 
 /// The password of a basic-auth credential (`base64(user:password)`).

@@ -1142,7 +1142,7 @@ pub fn fingerprint(rule: &str, series_key: &str) -> String {
     h.update([0u8]);
     h.update(series_key.as_bytes());
     let digest = h.finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..8])
 }
 
 /// Predicted (mean, ±) ms until a predictive rule's threshold is crossed, from the series'

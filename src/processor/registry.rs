@@ -95,7 +95,7 @@ impl Registry {
 /// The registry key of a series.
 pub fn series_id(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
-    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..12])
 }
 
 async fn file_claims(
