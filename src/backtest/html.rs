@@ -8,11 +8,16 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use super::report::{Report, SeriesReport};
-use super::summary::PerDay;
+use super::summary::{Alert, PerDay};
+use crate::model::Priority;
 use crate::pipeline::TracePoint;
 
 /// Points drawn per series at most (min and max of each bucket beyond that).
 const MAX_DRAWN: usize = 1200;
+/// Forecasts drawn per plot at most, spread over the range with the newest kept: a predictive
+/// rule forecasts at every point, and thousands of overlapping fans (7 days of the demo: 4-6 k
+/// per series, 0.5-0.8 MB of SVG each) hide the series instead of showing where it was heading.
+const MAX_FORECASTS: usize = 16;
 const WIDTH: u32 = 960;
 const HEIGHT: u32 = 280;
 
@@ -114,7 +119,8 @@ Notifications off: nothing was published.</p>
 {% for s in r.series %}<section class="series" data-series="{{ s.series }}">
 <h3>{{ s.series }}</h3>
 {{ svgs[loop.index0]|safe }}
-<ul>{% for v, a in s.alerts %}<li data-variant="{{ r.variants[v].name }}" data-rule="{{ a.rule }}">{{ r.variants[v].name }}: {{ a.rule }} {{ a.priority }}, pending {{ a.starts_at|ts }}{% if a.fired_at %}, fired {{ a.fired_at|ts }}{% endif %}{% if a.ends_at %}, ended {{ a.ends_at|ts }}{% endif %}</li>{% endfor %}</ul>
+{% set l = lists[loop.index0] %}<ul>{% for v, a in l.listed %}<li data-variant="{{ r.variants[v].name }}" data-rule="{{ a.rule }}">{{ r.variants[v].name }}: {{ a.rule }} {{ a.priority }}, pending {{ a.starts_at|ts }}{% if a.fired_at %}, fired {{ a.fired_at|ts }}{% endif %}{% if a.ends_at %}, ended {{ a.ends_at|ts }}{% else %}, still open at the end{% endif %}</li>{% endfor %}
+{% for c in l.cancelled %}<li data-variant="{{ r.variants[c.variant].name }}" data-rule="{{ c.rule }}" data-cancelled="{{ c.count }}">{{ r.variants[c.variant].name }}: {{ c.rule }} {{ c.priority }}, {{ c.count }} pending {{ 'episode' if c.count == 1 else 'episodes' }} that ended without firing, {{ c.first|ts }} to {{ c.last|ts }}</li>{% endfor %}</ul>
 </section>{% else %}<p class="muted">No alert: nothing to plot.</p>{% endfor %}
 {% if r.series_not_plotted %}<p class="muted">{{ r.series_not_plotted }} more alerted series not plotted (raise --plots).</p>{% endif %}
 </body></html>
@@ -140,6 +146,7 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
         .iter()
         .map(|s| plot(s, report.variants.len()))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let lists: Vec<AlertList> = report.series.iter().map(AlertList::of).collect();
     let per_rule: Vec<BTreeMap<String, PerDay>> = report
         .variants
         .iter()
@@ -181,9 +188,57 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
         .render(minijinja::context! {
             r => report,
             svgs => svgs,
+            lists => lists,
             tables => tables,
         })?;
     Ok(page)
+}
+
+/// A series' alerts as its section lists them: each one that fired or is still open on a line
+/// of its own; those that ended while pending (a `for` not held: graded predictions on a noisy
+/// metric do it many times a day) counted per variant and rule, so the pages stand out.
+#[derive(Serialize)]
+struct AlertList<'a> {
+    listed: Vec<&'a (usize, Alert)>,
+    cancelled: Vec<Cancelled<'a>>,
+}
+
+#[derive(Serialize)]
+struct Cancelled<'a> {
+    variant: usize,
+    rule: &'a str,
+    priority: Priority,
+    count: usize,
+    first: i64,
+    last: i64,
+}
+
+impl<'a> AlertList<'a> {
+    fn of(s: &'a SeriesReport) -> Self {
+        let mut listed = Vec::new();
+        let mut cancelled: BTreeMap<(usize, &str), Cancelled> = BTreeMap::new();
+        for va @ (v, a) in &s.alerts {
+            if a.fired_at.is_some() || a.ends_at.is_none() {
+                listed.push(va);
+                continue;
+            }
+            let c = cancelled.entry((*v, &a.rule)).or_insert(Cancelled {
+                variant: *v,
+                rule: &a.rule,
+                priority: a.priority,
+                count: 0,
+                first: a.starts_at,
+                last: a.starts_at,
+            });
+            c.count += 1;
+            c.first = c.first.min(a.starts_at);
+            c.last = c.last.max(a.starts_at);
+        }
+        Self {
+            listed,
+            cancelled: cancelled.into_values().collect(),
+        }
+    }
 }
 
 /// At most [`MAX_DRAWN`] points: beyond that, the min and max of each bucket, in time order.
@@ -205,6 +260,26 @@ fn thin(trace: &[TracePoint]) -> Vec<&TracePoint> {
         }
     }
     out
+}
+
+/// At most `max` of `items`, evenly spread over them, the last one always kept.
+fn spread<T>(items: Vec<T>, max: usize) -> Vec<T> {
+    let n = items.len();
+    if n <= max {
+        return items;
+    }
+    // The k-th kept index counted back from the last, so the newest is kept; with n > max the
+    // step is at least 1, so the indices are distinct.
+    let mut keep = (0..max)
+        .rev()
+        .map(|k| n - 1 - k * (n - 1) / (max - 1))
+        .peekable();
+    items
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep.next_if_eq(i).is_some())
+        .map(|(_, t)| t)
+        .collect()
 }
 
 /// A forecast point: (at, value, plus_minus).
@@ -257,6 +332,7 @@ fn plot(s: &SeriesReport, variants: usize) -> anyhow::Result<String> {
         })
         .filter(|(_, _, f)| !f.is_empty())
         .collect();
+    let forecasts = spread(forecasts, MAX_FORECASTS);
     let x1 = forecasts
         .iter()
         .flat_map(|(_, _, f)| f.iter().map(|p| p.0))
@@ -268,12 +344,10 @@ fn plot(s: &SeriesReport, variants: usize) -> anyhow::Result<String> {
             .filter_map(|p| p.band)
             .flat_map(|(a, b)| [a, b]),
     );
+    // Forecasts do not widen the value axis: a steep or uncertain one reaches far beyond the
+    // thresholds it is about and would squash the series to a flat line; they are cut at the
+    // plot's edge.
     ys.extend(s.thresholds.iter().map(|t| t.value));
-    ys.extend(
-        forecasts
-            .iter()
-            .flat_map(|(_, _, f)| f.iter().flat_map(|p| [p.1 - p.2, p.1 + p.2])),
-    );
     let ys: Vec<f64> = ys.into_iter().filter(|y| y.is_finite()).collect();
     let (mut y0, mut y1) = ys
         .iter()
@@ -321,11 +395,15 @@ fn plot(s: &SeriesReport, variants: usize) -> anyhow::Result<String> {
             let end = a.ends_at.unwrap_or(x1).min(x1);
             if *v == shown {
                 let fired = a.fired_at.unwrap_or(end).min(end);
+                // Only the phases it went through (most alerts that end pending never fire).
+                let spans = [(a.starts_at, fired, pending), (fired, end, firing)];
                 chart
-                    .draw_series([
-                        Rectangle::new([(a.starts_at, y0), (fired, y1)], pending),
-                        Rectangle::new([(fired, y0), (end, y1)], firing),
-                    ])
+                    .draw_series(
+                        spans
+                            .into_iter()
+                            .filter(|(from, to, _)| from < to)
+                            .map(|(from, to, style)| Rectangle::new([(from, y0), (to, y1)], style)),
+                    )
                     .map_err(|e| err(&e))?;
             } else if let Some(fired) = a.fired_at {
                 chart
@@ -404,6 +482,67 @@ mod tests {
             band: None,
             forecast: None,
         }
+    }
+
+    fn alert(rule: &str, starts_at: i64, fired_at: Option<i64>, ends_at: Option<i64>) -> Alert {
+        Alert {
+            id: format!("{rule}-{starts_at}"),
+            fingerprint: String::new(),
+            rule: rule.into(),
+            priority: Priority::P3,
+            series: "s".into(),
+            series_key: "s".into(),
+            labels: BTreeMap::new(),
+            starts_at,
+            fired_at,
+            ends_at,
+            end_reason: None,
+            peak: 0.0,
+            receivers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn pages_and_open_alerts_are_listed_and_cancelled_pendings_counted_per_rule() {
+        let s = SeriesReport {
+            series: "s".into(),
+            key: "s".into(),
+            alerts: vec![
+                (0, alert("cpu", 100, None, Some(150))),
+                (0, alert("cpu", 300, Some(330), Some(400))),
+                (0, alert("cpu", 500, None, Some(520))),
+                (0, alert("cpu", 50, None, Some(60))),
+                (1, alert("cpu", 500, None, Some(520))),
+                (0, alert("disk", 600, None, None)),
+            ],
+            thresholds: Vec::new(),
+            predictive: false,
+            trace: Vec::new(),
+        };
+        let l = AlertList::of(&s);
+        let listed: Vec<(usize, &str, i64)> = l
+            .listed
+            .iter()
+            .map(|(v, a)| (*v, a.rule.as_str(), a.starts_at))
+            .collect();
+        assert_eq!(listed, [(0, "cpu", 300), (0, "disk", 600)]);
+        let cancelled: Vec<(usize, &str, usize, i64, i64)> = l
+            .cancelled
+            .iter()
+            .map(|c| (c.variant, c.rule, c.count, c.first, c.last))
+            .collect();
+        assert_eq!(cancelled, [(0, "cpu", 3, 50, 500), (1, "cpu", 1, 500, 500)]);
+    }
+
+    #[test]
+    fn forecasts_are_spread_evenly_and_the_newest_is_kept() {
+        assert_eq!(spread(vec![1, 2, 3], 40), [1, 2, 3]);
+        let kept = spread((0..5_000).collect(), 40);
+        assert_eq!(kept.len(), 40);
+        assert_eq!((kept[0], kept[39]), (0, 4_999));
+        let gaps: Vec<i32> = kept.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().all(|g| (127..=129).contains(g)), "{gaps:?}");
+        assert_eq!(spread((0..41).collect(), 40).len(), 40);
     }
 
     #[test]
