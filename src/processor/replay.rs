@@ -103,9 +103,24 @@ pub fn stored_filters(filters: &[String]) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
+/// Messages a replay asks the server for at a time. The ordered consumer asks for 500 and
+/// refills at 250 (fixed in async-nats, nats-io/nats.rs#1611): on this machine a replay then
+/// waits on those round trips with a core to spare. Bigger requests keep the server streaming.
+const READ_BATCH: usize = 8_192;
+/// At most this many bytes per request (a bound on what is buffered, whatever the messages' size).
+const READ_BATCH_BYTES: usize = 8 << 20;
+/// Consumers a read may recreate in a row without getting a single message further.
+const READ_RETRIES: u32 = 5;
+
 /// Reads stream messages `from..=to` (to the stream's last when `to` is `None`) in order, only
 /// those on `filters` (stored subjects; empty: all), and hands them to `sink` in chunks with
 /// the count of messages still to come. Returns the messages read.
+///
+/// The reader is an ephemeral pull consumer that acknowledges nothing (history is read, not
+/// consumed) and asks for large batches. Like an ordered consumer it checks that the consumer
+/// sequences follow each other; after a gap (a message lost on a reconnect) or an error it
+/// reads on from the next stream sequence with a new consumer, so nothing is skipped or read
+/// twice.
 pub async fn read_range(
     js: &jetstream::Context,
     cfg: &Config,
@@ -122,55 +137,94 @@ pub async fn read_range(
         from >= 1 && from <= end,
         "empty range: messages {from}..={end} (the stream holds up to {last})"
     );
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: from,
-            },
-            replay_policy: consumer::ReplayPolicy::Instant,
-            filter_subjects: filters.to_vec(),
-            ..Default::default()
-        })
-        .await?;
-    if consumer.cached_info().num_pending == 0 {
-        return Ok(0);
-    }
-    let mut messages = consumer.messages().await?;
     let mut chunk = Vec::with_capacity(CHUNK);
-    let mut read = 0;
-    loop {
-        // A message at hand is taken without arming a timer (one per message costs a clock
-        // read and a timer-wheel entry); the stall timeout only when waiting.
-        let next = match messages.next().now_or_never() {
-            Some(m) => Ok(m),
-            None => tokio::time::timeout(Duration::from_secs(10), messages.next()).await,
-        };
-        let msg = match next {
-            Ok(Some(Ok(m))) => m,
-            Ok(Some(Err(e))) => anyhow::bail!("replay consumer error: {e}"),
-            Ok(None) | Err(_) => {
-                anyhow::bail!("replay stalled: no message for 10 s before reaching sequence {end}")
-            }
-        };
-        let Ok(info) = msg.info() else {
-            continue;
-        };
-        let pending = info.pending;
-        let inc = consume::incoming_with(&msg, &info);
-        let done = inc.stream_seq >= end || pending == 0;
-        if inc.stream_seq <= end {
-            read += 1;
-            chunk.push(inc);
-            if chunk.len() >= CHUNK {
-                sink(
-                    std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)),
-                    pending,
-                )?;
-            }
-        }
-        if done {
+    let (mut read, mut next_seq, mut retries) = (0, from, 0);
+    'consumers: loop {
+        let consumer: consumer::PullConsumer = stream
+            .create_consumer(consumer::pull::Config {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: next_seq,
+                },
+                ack_policy: consumer::AckPolicy::None,
+                replay_policy: consumer::ReplayPolicy::Instant,
+                filter_subjects: filters.to_vec(),
+                inactive_threshold: Duration::from_secs(30),
+                memory_storage: true,
+                num_replicas: 1,
+                ..Default::default()
+            })
+            .await?;
+        let name = consumer.cached_info().name.clone();
+        if consumer.cached_info().num_pending == 0 {
             break;
         }
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(READ_BATCH)
+            .max_bytes_per_batch(READ_BATCH_BYTES)
+            // A consumer lost with a restarting server shows as missing heartbeats within
+            // seconds (the stall timeout below would take 10).
+            .heartbeat(Duration::from_secs(1))
+            .expires(Duration::from_secs(10))
+            .messages()
+            .await?;
+        let mut consumer_seq = 0;
+        let fault = loop {
+            // A message at hand is taken without arming a timer (one per message costs a clock
+            // read and a timer-wheel entry); the stall timeout only when waiting.
+            let next = match messages.next().now_or_never() {
+                Some(m) => Ok(m),
+                None => tokio::time::timeout(Duration::from_secs(10), messages.next()).await,
+            };
+            let msg = match next {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => break format!("replay consumer error: {e}"),
+                Ok(None) | Err(_) => {
+                    break format!(
+                        "replay stalled: no message for 10 s before reaching sequence {end}"
+                    )
+                }
+            };
+            let Ok(info) = msg.info() else {
+                continue;
+            };
+            if info.consumer_sequence != consumer_seq + 1 {
+                break format!(
+                    "replay consumer skipped from {consumer_seq} to {}",
+                    info.consumer_sequence
+                );
+            }
+            consumer_seq = info.consumer_sequence;
+            retries = 0;
+            let pending = info.pending;
+            let inc = consume::incoming_with(&msg, &info);
+            next_seq = inc.stream_seq + 1;
+            let done = inc.stream_seq >= end || pending == 0;
+            if inc.stream_seq <= end {
+                read += 1;
+                chunk.push(inc);
+                if chunk.len() >= CHUNK {
+                    sink(
+                        std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)),
+                        pending,
+                    )?;
+                }
+            }
+            if done {
+                drop(messages);
+                // Best effort: it would expire after `inactive_threshold` anyway.
+                let _ = stream.delete_consumer(&name).await;
+                break 'consumers;
+            }
+        };
+        drop(messages);
+        let _ = stream.delete_consumer(&name).await;
+        retries += 1;
+        anyhow::ensure!(
+            retries <= READ_RETRIES,
+            "{fault} ({retries} consumers in a row without progress)"
+        );
+        tracing::warn!(%fault, next_seq, "replay: reading on with a new consumer");
     }
     if !chunk.is_empty() {
         sink(chunk, 0)?;
