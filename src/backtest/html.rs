@@ -218,7 +218,7 @@ impl<'a> AlertList<'a> {
         let mut listed = Vec::new();
         let mut cancelled: BTreeMap<(usize, &str), Cancelled> = BTreeMap::new();
         for va @ (v, a) in &s.alerts {
-            if a.fired_at.is_some() || a.ends_at.is_none() {
+            if a.paged() || a.ends_at.is_none() {
                 listed.push(va);
                 continue;
             }
@@ -314,16 +314,17 @@ fn plot(s: &SeriesReport, variants: usize) -> anyhow::Result<String> {
     let x1 = last.ts + span / 50;
     // Forecasts within a quarter of the range past its end are drawn.
     let horizon = x1 + span / 4;
-    let forecasts: Vec<Forecast> = s
+    // Chosen before they are parsed: a predictive series has a forecast at nearly every point.
+    let with_forecast: Vec<_> = s
         .trace
         .iter()
         .filter(|_| s.predictive)
-        .filter_map(|t| {
-            t.forecast
-                .as_ref()
-                .map(|f| (t.ts, t.value, forecast_points(f)))
-        })
+        .filter_map(|t| t.forecast.as_ref().map(|f| (t.ts, t.value, f)))
+        .collect();
+    let forecasts: Vec<Forecast> = spread(with_forecast, MAX_FORECASTS)
+        .into_iter()
         .map(|(ts, v, f)| {
+            let f = forecast_points(f);
             (
                 ts,
                 v,
@@ -332,7 +333,6 @@ fn plot(s: &SeriesReport, variants: usize) -> anyhow::Result<String> {
         })
         .filter(|(_, _, f)| !f.is_empty())
         .collect();
-    let forecasts = spread(forecasts, MAX_FORECASTS);
     let x1 = forecasts
         .iter()
         .flat_map(|(_, _, f)| f.iter().map(|p| p.0))
