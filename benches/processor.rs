@@ -233,6 +233,8 @@ impl Fresh {
 struct Rates {
     points_per_msg: f64,
     raw_msgs_per_s: f64,
+    /// The raw consume split as the processor's is: one consumer per partition, all at once.
+    raw_partitioned_msgs_per_s: f64,
     proc_msgs_per_s: f64,
     /// processor / raw of each pair of passes.
     pass_ratios: Vec<f64>,
@@ -440,17 +442,18 @@ async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
             "## Throughput, {title} (draining a stored backlog; rates are medians of {} passes, raw and processor alternating)",
             args.repeats
         );
-        println!("| messages | raw JetStream consume (same acking) | processor: ingest, operators, rules, alert publish, ack | processor / raw: median of the paired passes (each pair) | alert events |");
-        println!("|---|---|---|---|---|");
+        println!("| messages | raw JetStream consume (same acking) | raw, one consumer per partition at once | processor: ingest, operators, rules, alert publish, ack | processor / raw: median of the paired passes (each pair) | alert events |");
+        println!("|---|---|---|---|---|---|");
         for (name, r) in [
             ("1 point each", Some(&single)),
             ("100 points each", batched.as_ref()),
         ] {
             let Some(r) = r else { continue };
             println!(
-                "| {name} | {:.0} msgs/s = {:.0} points/s | {:.0} msgs/s = {:.0} points/s | {:.0} % ({}) | {} |",
+                "| {name} | {:.0} msgs/s = {:.0} points/s | {:.0} points/s | {:.0} msgs/s = {:.0} points/s | {:.0} % ({}) | {} |",
                 r.raw_msgs_per_s,
                 r.raw_msgs_per_s * r.points_per_msg,
+                r.raw_partitioned_msgs_per_s * r.points_per_msg,
                 r.proc_msgs_per_s,
                 r.proc_msgs_per_s * r.points_per_msg,
                 100.0 * median(r.pass_ratios.clone()),
@@ -807,6 +810,7 @@ async fn scenario(
     let first = stream.info().await?.state.first_sequence;
     let last = stream.info().await?.state.last_sequence;
     let (mut raw, mut processed, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut partitioned = Vec::new();
     let mut alerts = None;
     for pass in 0..repeats.max(1) {
         let raw_secs = raw_pass(
@@ -817,6 +821,10 @@ async fn scenario(
             &format!("bench-raw-{tag}-{pass}"),
         )
         .await?;
+        let part_secs =
+            raw_partitioned_pass(&stream, cfg, first, &format!("bench-raw-part-{tag}-{pass}"))
+                .await?;
+        partitioned.push(msgs as f64 / part_secs);
         let before = alert_count(js, cfg).await?;
         let proc_secs = processor_pass(
             &stream,
@@ -828,7 +836,7 @@ async fn scenario(
         .await?;
         // Later passes publish the same event ids, which JetStream drops as duplicates.
         alerts.get_or_insert(alert_count(js, cfg).await? - before);
-        eprintln!("[{tag}] pass {pass}: raw {raw_secs:.2} s, processor {proc_secs:.2} s");
+        eprintln!("[{tag}] pass {pass}: raw {raw_secs:.2} s, raw partitioned {part_secs:.2} s, processor {proc_secs:.2} s");
         raw.push(msgs as f64 / raw_secs);
         processed.push(msgs as f64 / proc_secs);
         ratios.push(raw_secs / proc_secs);
@@ -837,6 +845,7 @@ async fn scenario(
     Ok(Rates {
         points_per_msg: points.len() as f64 / msgs as f64,
         raw_msgs_per_s: median(raw),
+        raw_partitioned_msgs_per_s: median(partitioned),
         proc_msgs_per_s: median(processed),
         pass_ratios: ratios,
         alerts: alerts.unwrap_or(0),
@@ -902,6 +911,48 @@ async fn raw_pass(
     // Idle consumers still cost the server work per stored message: remove each after its pass.
     stream.delete_consumer(name).await?;
     Ok(secs)
+}
+
+/// Seconds one raw consumer per partition (filtering `prism.part.<p>.>`, as the processor's
+/// do), all at once, take to read the whole stream from `first`, with the same batching and
+/// acking as [`raw_pass`].
+async fn raw_partitioned_pass(
+    stream: &jetstream::stream::Stream,
+    cfg: &Config,
+    first: u64,
+    name: &str,
+) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let readers = (0..cfg.streams.partitions).map(|p| async move {
+        let name = format!("{name}-{p}");
+        let mut config = raw_consumer_config(cfg, &name, Some(first));
+        config.filter_subject = prismwatch::subjects::partition_filter(p);
+        let consumer: consumer::PullConsumer = stream.create_consumer(config).await?;
+        let msgs = consumer.cached_info().num_pending as usize;
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(cfg.ingest.max_batch)
+            .messages()
+            .await?
+            .ready_chunks(cfg.ingest.max_batch);
+        let mut n = 0usize;
+        while n < msgs {
+            let Some(chunk) = messages.next().await else {
+                break;
+            };
+            n += chunk.len();
+            if let Some(Ok(m)) = chunk.last() {
+                m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+        }
+        drop(messages);
+        stream.delete_consumer(&name).await?;
+        anyhow::Ok(())
+    });
+    for r in futures::future::join_all(readers).await {
+        r?;
+    }
+    Ok(t.elapsed().as_secs_f64())
 }
 
 /// Seconds the processor (in-process, as a new processor group) takes to process and ack the

@@ -279,7 +279,9 @@ impl Decoder {
                     labels: encoded,
                 } => {
                     if let Some((key, hash)) = self.known.find_hashed(hashes[i], name, encoded) {
-                        let series_name = key.split('\u{1f}').next().unwrap_or(key);
+                        // The name only for a reject's message: no search through the key
+                        // for every point.
+                        let series_name = || key.split('\u{1f}').next().unwrap_or(key);
                         match check_sample(series_name, p.value, p.timestamp, published_ms, limits)
                         {
                             Ok(()) => out.push(key, hash, p),
@@ -424,13 +426,13 @@ fn validate(
             format!("invalid metric name {:?}", truncate(name)),
         ));
     }
-    check_sample(name, value, timestamp, published_ms, limits)?;
+    check_sample(|| name, value, timestamp, published_ms, limits)?;
     check_labels(labels, limits)
 }
 
 /// Checks a point's value and timestamp (what a point of a known series still needs).
-fn check_sample(
-    name: &str,
+fn check_sample<'a>(
+    name: impl FnOnce() -> &'a str,
     value: f64,
     timestamp: i64,
     published_ms: i64,
@@ -439,7 +441,7 @@ fn check_sample(
     if !value.is_finite() {
         return Err(reject(
             RejectReason::NonFiniteValue,
-            format!("{name} = {value}"),
+            format!("{} = {value}", name()),
         ));
     }
     if timestamp <= 0 {
