@@ -4,8 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::operator::{DropReason, Flow, Operator, PointCtx};
-
 /// Most timestamps a dedup window can remember (bounds the state at 8 bytes each).
 pub const MAX_WINDOW_POINTS: usize = 64;
 
@@ -32,6 +30,15 @@ impl DedupConfig {
     }
 }
 
+/// Why a point was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Same (series, timestamp) seen before.
+    Duplicate,
+    /// Older than the series' latest point.
+    OutOfOrder,
+}
+
 /// Recent timestamps of one series, newest last.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DedupState {
@@ -43,24 +50,21 @@ impl DedupState {
     pub fn heap_bytes(&self) -> usize {
         self.recent.capacity() * std::mem::size_of::<i64>()
     }
-}
 
-impl Operator for DedupState {
-    type Config = DedupConfig;
-
-    fn on_point(&mut self, cfg: &DedupConfig, p: &mut PointCtx) -> Flow {
-        if self.recent.contains(&p.ts) {
-            return Flow::Drop(DropReason::Duplicate);
+    /// Remembers `ts`, or says why a point at `ts` is dropped.
+    pub fn admit(&mut self, cfg: &DedupConfig, ts: i64) -> Result<(), DropReason> {
+        if self.recent.contains(&ts) {
+            return Err(DropReason::Duplicate);
         }
-        if matches!(self.recent.last(), Some(&newest) if p.ts < newest) {
-            return Flow::Drop(DropReason::OutOfOrder);
+        if matches!(self.recent.last(), Some(&newest) if ts < newest) {
+            return Err(DropReason::OutOfOrder);
         }
         if self.recent.len() >= cfg.window_points {
             let excess = self.recent.len() + 1 - cfg.window_points;
             self.recent.drain(..excess);
         }
-        self.recent.push(p.ts);
-        Flow::Continue
+        self.recent.push(ts);
+        Ok(())
     }
 }
 
@@ -72,16 +76,16 @@ mod tests {
     fn drops_repeats_within_window_and_older_points() {
         let cfg = DedupConfig { window_points: 3 };
         let mut st = DedupState::default();
-        let mut feed = |ts| st.on_point(&cfg, &mut PointCtx::new(ts, 1.0));
-        assert_eq!(feed(10), Flow::Continue);
-        assert_eq!(feed(20), Flow::Continue);
-        assert_eq!(feed(10), Flow::Drop(DropReason::Duplicate));
-        assert_eq!(feed(20), Flow::Drop(DropReason::Duplicate));
-        assert_eq!(feed(15), Flow::Drop(DropReason::OutOfOrder));
-        assert_eq!(feed(30), Flow::Continue);
-        assert_eq!(feed(40), Flow::Continue);
+        let mut feed = |ts| st.admit(&cfg, ts);
+        assert_eq!(feed(10), Ok(()));
+        assert_eq!(feed(20), Ok(()));
+        assert_eq!(feed(10), Err(DropReason::Duplicate));
+        assert_eq!(feed(20), Err(DropReason::Duplicate));
+        assert_eq!(feed(15), Err(DropReason::OutOfOrder));
+        assert_eq!(feed(30), Ok(()));
+        assert_eq!(feed(40), Ok(()));
         // 10 fell out of the 3-point window: now it is merely old.
-        assert_eq!(feed(10), Flow::Drop(DropReason::OutOfOrder));
+        assert_eq!(feed(10), Err(DropReason::OutOfOrder));
         assert_eq!(st.recent, vec![20, 30, 40]);
     }
 }

@@ -1,10 +1,12 @@
-//! The operator abstraction: synchronous, per-series, event-time driven, serialisable state.
+//! The operators: synchronous, per-series, event-time driven, with serialisable state. Each one
+//! sees the points of one series in event-time order.
 //!
 //! Adding an operator = one file with its config and state, one variant in [`OperatorSpec`] and
 //! [`OperatorState`], one arm in [`OperatorSpec::on_point`].
 
 use serde::{Deserialize, Serialize};
 
+pub use super::dedup::DropReason;
 use super::dedup::{DedupConfig, DedupState};
 use crate::detect::zscore::{ZScoreConfig, ZScoreState};
 use crate::detect::{AnomalyConfig, AnomalyExplanation, AnomalyState};
@@ -55,15 +57,6 @@ impl PointCtx {
     }
 }
 
-/// Why an operator stopped a point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// Same (series, timestamp) seen before.
-    Duplicate,
-    /// Older than the series' latest point.
-    OutOfOrder,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
     Continue,
@@ -73,12 +66,6 @@ pub enum Flow {
 /// With the `fault-injection` feature (tests), a point of this value makes operator code panic.
 #[cfg(feature = "fault-injection")]
 pub const FAULT_PANIC_VALUE: f64 = 6_660_000.0;
-
-/// One per-series operator: `on_point` sees the points of one series in event-time order.
-pub trait Operator {
-    type Config;
-    fn on_point(&mut self, cfg: &Self::Config, point: &mut PointCtx) -> Flow;
-}
 
 /// An operator as configured (`pipeline.operators` in YAML: `- dedup: {...}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,7 +122,10 @@ impl OperatorSpec {
             panic!("injected fault: operator panic on value {}", p.value);
         }
         match (self, state) {
-            (OperatorSpec::Dedup(c), OperatorState::Dedup(s)) => s.on_point(c, p),
+            (OperatorSpec::Dedup(c), OperatorState::Dedup(s)) => match s.admit(c, p.ts) {
+                Ok(()) => Flow::Continue,
+                Err(reason) => Flow::Drop(reason),
+            },
             (OperatorSpec::Zscore(c), OperatorState::Zscore(s)) => {
                 let out = c.update(s, p.value);
                 p.zscore = out.deviation;
