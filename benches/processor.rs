@@ -887,30 +887,14 @@ async fn raw_pass(
 ) -> anyhow::Result<f64> {
     // Timed from the consumer's creation, like the processor.
     let t = Instant::now();
-    let raw: consumer::PullConsumer = stream
-        .create_consumer(raw_consumer_config(cfg, name, Some(first)))
-        .await?;
-    let mut messages = raw
-        .stream()
-        .max_messages_per_batch(cfg.ingest.max_batch)
-        .messages()
-        .await?
-        .ready_chunks(cfg.ingest.max_batch);
-    let mut n = 0usize;
-    while let Some(chunk) = messages.next().await {
-        n += chunk.len();
-        if let Some(Ok(m)) = chunk.last() {
-            m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        if n >= msgs {
-            break;
-        }
-    }
-    let secs = t.elapsed().as_secs_f64();
-    drop(messages);
-    // Idle consumers still cost the server work per stored message: remove each after its pass.
-    stream.delete_consumer(name).await?;
-    Ok(secs)
+    let done = drain(
+        stream,
+        cfg,
+        raw_consumer_config(cfg, name, Some(first)),
+        Some(msgs),
+    )
+    .await?;
+    Ok((done - t).as_secs_f64())
 }
 
 /// Seconds one raw consumer per partition (filtering `prism.part.<p>.>`, as the processor's
@@ -923,36 +907,51 @@ async fn raw_partitioned_pass(
     name: &str,
 ) -> anyhow::Result<f64> {
     let t = Instant::now();
-    let readers = (0..cfg.streams.partitions).map(|p| async move {
-        let name = format!("{name}-{p}");
-        let mut config = raw_consumer_config(cfg, &name, Some(first));
+    let readers = (0..cfg.streams.partitions).map(|p| {
+        let mut config = raw_consumer_config(cfg, &format!("{name}-{p}"), Some(first));
         config.filter_subject = prismwatch::subjects::partition_filter(p);
-        let consumer: consumer::PullConsumer = stream.create_consumer(config).await?;
-        let msgs = consumer.cached_info().num_pending as usize;
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(cfg.ingest.max_batch)
-            .messages()
-            .await?
-            .ready_chunks(cfg.ingest.max_batch);
-        let mut n = 0usize;
-        while n < msgs {
-            let Some(chunk) = messages.next().await else {
-                break;
-            };
-            n += chunk.len();
-            if let Some(Ok(m)) = chunk.last() {
-                m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            }
-        }
-        drop(messages);
-        stream.delete_consumer(&name).await?;
-        anyhow::Ok(())
+        drain(stream, cfg, config, None)
     });
-    for r in futures::future::join_all(readers).await {
-        r?;
+    let mut last = t;
+    for done in futures::future::join_all(readers).await {
+        last = last.max(done?);
     }
-    Ok(t.elapsed().as_secs_f64())
+    Ok((last - t).as_secs_f64())
+}
+
+/// Creates the durable consumer `config` and reads `msgs` messages with it (all it has pending
+/// when `None`), acking the last of each ready chunk; returns when the last was acked, then
+/// deletes the consumer.
+async fn drain(
+    stream: &jetstream::stream::Stream,
+    cfg: &Config,
+    config: consumer::pull::Config,
+    msgs: Option<usize>,
+) -> anyhow::Result<Instant> {
+    let name = config.durable_name.clone().unwrap_or_default();
+    let consumer: consumer::PullConsumer = stream.create_consumer(config).await?;
+    let msgs = msgs.unwrap_or(consumer.cached_info().num_pending as usize);
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(cfg.ingest.max_batch)
+        .messages()
+        .await?
+        .ready_chunks(cfg.ingest.max_batch);
+    let mut n = 0usize;
+    while n < msgs {
+        let Some(chunk) = messages.next().await else {
+            break;
+        };
+        n += chunk.len();
+        if let Some(Ok(m)) = chunk.last() {
+            m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
+    let done = Instant::now();
+    drop(messages);
+    // Idle consumers still cost the server work per stored message: remove each after its pass.
+    stream.delete_consumer(&name).await?;
+    Ok(done)
 }
 
 /// Seconds the processor (in-process, as a new processor group) takes to process and ack the

@@ -170,7 +170,8 @@ async fn replaying_the_stream_twice_gives_identical_sequences() {
 /// The reader behind replays and backtests reads every message of its range once and in order,
 /// also when nats-server restarts in the middle of the read (its consumer is then gone, and
 /// messages it had sent may be lost on the way): it reads on from the next sequence with a new
-/// consumer. Subject filters hold across the new consumer too.
+/// consumer, waiting for a server that is down for a while. Subject filters hold across the new
+/// consumer too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_a_range_survives_a_server_restart_without_skipping_or_repeating() {
     let (mut srv, cfg, js) = fresh().await;
@@ -195,6 +196,36 @@ async fn reading_a_range_survives_a_server_restart_without_skipping_or_repeating
         read_restarting(&js, &cfg, &filters, 2_000, &mut srv).await,
         binance
     );
+
+    // The server down for three seconds: the reader notices within two (missed heartbeats)
+    // and reads on with a new consumer once the server is back.
+    let srv = std::sync::Arc::new(std::sync::Mutex::new(srv));
+    let (killed, on_killed) = tokio::sync::oneshot::channel();
+    let reader = {
+        let (js, cfg, srv) = (js.clone(), cfg.clone(), srv.clone());
+        tokio::spawn(async move {
+            let (mut seqs, mut killed) = (Vec::new(), Some(killed));
+            let n = replay::read_range(&js, &cfg, 1, None, &[], |chunk, _| {
+                seqs.extend(chunk.iter().map(|m| m.stream_seq));
+                if seqs.len() >= 3_000 {
+                    if let Some(killed) = killed.take() {
+                        srv.lock().unwrap().kill();
+                        killed.send(()).unwrap();
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+            assert_eq!(n as usize, seqs.len());
+            seqs
+        })
+    };
+    on_killed.await.unwrap();
+    // The outage's length, not a wait for something to happen.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    srv.lock().unwrap().restart();
+    assert_eq!(reader.await.unwrap(), all);
 }
 
 /// The stream sequences `replay::read_range` gives, restarting the server once `restart_at`

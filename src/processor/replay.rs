@@ -109,8 +109,10 @@ pub fn stored_filters(filters: &[String]) -> anyhow::Result<Vec<String>> {
 const READ_BATCH: usize = 8_192;
 /// At most this many bytes per request (a bound on what is buffered, whatever the messages' size).
 const READ_BATCH_BYTES: usize = 8 << 20;
-/// Consumers a read may recreate in a row without getting a single message further.
+/// Consumers a read may recreate in a row without getting a single message further, waiting
+/// this much longer before each (0.5 + 1 + ... + 2.5 s: a server restart).
 const READ_RETRIES: u32 = 5;
+const READ_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// Reads stream messages `from..=to` (to the stream's last when `to` is `None`) in order, only
 /// those on `filters` (stored subjects; empty: all), and hands them to `sink` in chunks with
@@ -140,85 +142,103 @@ pub async fn read_range(
     let mut chunk = Vec::with_capacity(CHUNK);
     let (mut read, mut next_seq, mut retries) = (0, from, 0);
     'consumers: loop {
-        let consumer: consumer::PullConsumer = stream
-            .create_consumer(consumer::pull::Config {
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: next_seq,
-                },
-                ack_policy: consumer::AckPolicy::None,
-                replay_policy: consumer::ReplayPolicy::Instant,
-                filter_subjects: filters.to_vec(),
-                inactive_threshold: Duration::from_secs(30),
-                memory_storage: true,
-                num_replicas: 1,
-                ..Default::default()
-            })
-            .await?;
-        let name = consumer.cached_info().name.clone();
-        if consumer.cached_info().num_pending == 0 {
-            break;
+        if retries > 0 {
+            // A server whose JetStream is still starting refuses at once: give it a moment.
+            tokio::time::sleep(READ_RETRY_PAUSE * retries).await;
         }
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(READ_BATCH)
-            .max_bytes_per_batch(READ_BATCH_BYTES)
-            // A consumer lost with a restarting server shows as missing heartbeats within
-            // seconds (the stall timeout below would take 10).
-            .heartbeat(Duration::from_secs(1))
-            .expires(Duration::from_secs(10))
-            .messages()
-            .await?;
-        let mut consumer_seq = 0;
-        let fault = loop {
-            // A message at hand is taken without arming a timer (one per message costs a clock
-            // read and a timer-wheel entry); the stall timeout only when waiting.
-            let next = match messages.next().now_or_never() {
-                Some(m) => Ok(m),
-                None => tokio::time::timeout(Duration::from_secs(10), messages.next()).await,
+        let fault = 'read: {
+            let consumer: consumer::PullConsumer = match stream
+                .create_consumer(consumer::pull::Config {
+                    deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: next_seq,
+                    },
+                    ack_policy: consumer::AckPolicy::None,
+                    replay_policy: consumer::ReplayPolicy::Instant,
+                    filter_subjects: filters.to_vec(),
+                    inactive_threshold: Duration::from_secs(30),
+                    memory_storage: true,
+                    num_replicas: 1,
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => break 'read format!("creating a replay consumer: {e}"),
             };
-            let msg = match next {
-                Ok(Some(Ok(m))) => m,
-                Ok(Some(Err(e))) => break format!("replay consumer error: {e}"),
-                Ok(None) | Err(_) => {
-                    break format!(
-                        "replay stalled: no message for 10 s before reaching sequence {end}"
-                    )
-                }
-            };
-            let Ok(info) = msg.info() else {
-                continue;
-            };
-            if info.consumer_sequence != consumer_seq + 1 {
-                break format!(
-                    "replay consumer skipped from {consumer_seq} to {}",
-                    info.consumer_sequence
-                );
-            }
-            consumer_seq = info.consumer_sequence;
-            retries = 0;
-            let pending = info.pending;
-            let inc = consume::incoming_with(&msg, &info);
-            next_seq = inc.stream_seq + 1;
-            let done = inc.stream_seq >= end || pending == 0;
-            if inc.stream_seq <= end {
-                read += 1;
-                chunk.push(inc);
-                if chunk.len() >= CHUNK {
-                    sink(
-                        std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)),
-                        pending,
-                    )?;
-                }
-            }
-            if done {
-                drop(messages);
-                // Best effort: it would expire after `inactive_threshold` anyway.
-                let _ = stream.delete_consumer(&name).await;
+            let name = consumer.cached_info().name.clone();
+            if consumer.cached_info().num_pending == 0 {
+                delete_quietly(&stream, &name).await;
                 break 'consumers;
             }
+            let mut messages = match consumer
+                .stream()
+                .max_messages_per_batch(READ_BATCH)
+                .max_bytes_per_batch(READ_BATCH_BYTES)
+                // A consumer lost with a restarting server shows as missing heartbeats within
+                // seconds (the stall timeout below would take 10).
+                .heartbeat(Duration::from_secs(1))
+                .expires(Duration::from_secs(10))
+                .messages()
+                .await
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    delete_quietly(&stream, &name).await;
+                    break 'read format!("replay consumer: {e}");
+                }
+            };
+            let mut consumer_seq = 0;
+            let fault = loop {
+                // A message at hand is taken without arming a timer (one per message costs a
+                // clock read and a timer-wheel entry); the stall timeout only when waiting.
+                let next = match messages.next().now_or_never() {
+                    Some(m) => Ok(m),
+                    None => tokio::time::timeout(Duration::from_secs(10), messages.next()).await,
+                };
+                let msg = match next {
+                    Ok(Some(Ok(m))) => m,
+                    Ok(Some(Err(e))) => break format!("replay consumer error: {e}"),
+                    Ok(None) | Err(_) => {
+                        break format!(
+                            "replay stalled: no message for 10 s before reaching sequence {end}"
+                        )
+                    }
+                };
+                let Ok(info) = msg.info() else {
+                    continue;
+                };
+                if info.consumer_sequence != consumer_seq + 1 {
+                    break format!(
+                        "replay consumer skipped from {consumer_seq} to {}",
+                        info.consumer_sequence
+                    );
+                }
+                consumer_seq = info.consumer_sequence;
+                retries = 0;
+                let pending = info.pending;
+                let inc = consume::incoming_with(&msg, &info);
+                next_seq = inc.stream_seq + 1;
+                let done = inc.stream_seq >= end || pending == 0;
+                if inc.stream_seq <= end {
+                    read += 1;
+                    chunk.push(inc);
+                    if chunk.len() >= CHUNK {
+                        sink(
+                            std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)),
+                            pending,
+                        )?;
+                    }
+                }
+                if done {
+                    drop(messages);
+                    delete_quietly(&stream, &name).await;
+                    break 'consumers;
+                }
+            };
+            drop(messages);
+            delete_quietly(&stream, &name).await;
+            fault
         };
-        drop(messages);
-        let _ = stream.delete_consumer(&name).await;
         retries += 1;
         anyhow::ensure!(
             retries <= READ_RETRIES,
@@ -230,6 +250,12 @@ pub async fn read_range(
         sink(chunk, 0)?;
     }
     Ok(read)
+}
+
+/// Deletes a reader's consumer, best effort: it would expire after its `inactive_threshold`
+/// anyway.
+async fn delete_quietly(stream: &jetstream::stream::Stream, name: &str) {
+    let _ = stream.delete_consumer(name).await;
 }
 
 /// One partition's pipeline and its batch being filled.
