@@ -140,6 +140,10 @@ struct BenchArgs {
     /// fused operator.
     #[arg(long)]
     detectors_only: bool,
+    /// Only the processor's own work in steady state: decode and pipeline of 100-point messages
+    /// on one thread, no broker (the series of one of the bench's partitions).
+    #[arg(long)]
+    pipeline_only: bool,
     /// Internal: measure one checkpoint of this many series in this fresh process.
     #[arg(long, hide = true)]
     checkpoint_only: Option<usize>,
@@ -365,6 +369,22 @@ async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.detectors_only {
         return print_detectors(&args);
+    }
+    if args.pipeline_only {
+        let mut rules = rules.clone();
+        rules.rules.retain(|r| r.name != "bench_trigger");
+        for (name, all) in [("backbone operators", false), ("every detector on", true)] {
+            let per_partition = args.series / cfg.streams.partitions.max(1) as usize;
+            let (ns, pause) =
+                steady_ns_per_point(&with_operators(&cfg, all), &rules, per_partition);
+            println!(
+                "- {name}, {per_partition} series (one partition of {}), 100-point messages: decode+pipeline {ns:.0} ns/point (median of 5 timings of 20 rounds); its checkpoint serialised in {:.1} ms ({:.2} µs/series: the partition's pause)",
+                args.series,
+                pause * 1e3,
+                pause * 1e6 / per_partition as f64
+            );
+        }
+        return Ok(());
     }
     if args.processes_only {
         return print_processes(&cfg, &rules, &args).await;
@@ -1326,6 +1346,7 @@ async fn latency(
     let per_ms = rate / 1000.0;
     let cpu = CpuTimes::now();
     let start = Instant::now();
+    let start_unix_ms = clock::now_ms();
     let mut sent_count = 0usize;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -1369,7 +1390,10 @@ async fn latency(
             (first - start).as_secs_f64(),
             (last - start).as_secs_f64(),
         );
-        eprintln!("[latency] slow spans: {}", slow_spans(&slow, start));
+        eprintln!(
+            "[latency] slow spans (load started at unix {start_unix_ms} ms): {}",
+            slow_spans(&slow, start)
+        );
     }
     eprintln!(
         "[latency] sent {sent_count} messages, {triggers} triggers, {} alerts received",
@@ -1508,6 +1532,49 @@ fn memory_and_cpu(cfg: &Config, rules: &RuleSet, n_series: usize, rounds: usize)
         max_state: pipeline.max_state_bytes(),
         ns_per_point: elapsed.as_nanos() as f64 / points as f64,
     }
+}
+
+/// Decode and pipeline cost per point once every series exists and the caches are warm: 5
+/// timings of 20 rounds of every series, each round one batch, after 5 rounds of warm-up; the
+/// median. The rounds are encoded before the timing. Then the seconds its checkpoint takes to
+/// serialise (into frames that are dropped: the pipeline's share of a checkpoint).
+fn steady_ns_per_point(cfg: &Config, rules: &RuleSet, n_series: usize) -> (f64, f64) {
+    const WARM: usize = 5;
+    const ROUNDS: usize = 20;
+    const TIMINGS: usize = 5;
+    let mut pcfg = cfg.pipeline.clone();
+    pcfg.shards = 1;
+    let mut pipeline = Pipeline::new(&pcfg, &cfg.ingest, rules.clone());
+    let base = 1_700_000_000_000;
+    let rounds: Vec<Vec<Incoming>> = (0..WARM + ROUNDS * TIMINGS)
+        .map(|j| bench_round(n_series, j, base, base + (j as i64 + 1) * STEP_MS))
+        .collect();
+    let mut rounds = rounds.iter();
+    for r in rounds.by_ref().take(WARM) {
+        pipeline.process(r);
+    }
+    let mut timings: Vec<f64> = (0..TIMINGS)
+        .map(|_| {
+            let (t, mut points) = (Instant::now(), 0u64);
+            for r in rounds.by_ref().take(ROUNDS) {
+                points += pipeline.process(r).stats.points;
+            }
+            t.elapsed().as_nanos() as f64 / points as f64
+        })
+        .collect();
+    timings.sort_by(f64::total_cmp);
+    let header = prismwatch::pipeline::checkpoint::CheckpointHeader {
+        partition: 0,
+        last_seq: 0,
+        written_at_ms: 0,
+        pipeline: pipeline.header(),
+    };
+    let t = Instant::now();
+    let mut w = prismwatch::pipeline::checkpoint::CheckpointWriter::new(&header, drop)
+        .expect("checkpoint header");
+    pipeline.for_each_series(|s| w.series(&s).expect("series"));
+    w.finish();
+    (timings[TIMINGS / 2], t.elapsed().as_secs_f64())
 }
 
 /// Round `j` of `n_series` series as stored messages of 100 points; message `m` always holds

@@ -249,10 +249,14 @@ fn a_restart_from_a_checkpoint_scores_the_same() {
         .collect();
     let header: prismwatch::pipeline::PipelineHeader =
         rmp_serde::from_slice(&rmp_serde::to_vec_named(&first.header()).unwrap()).unwrap();
-    let mut series = Vec::new();
-    first.for_each_series(|s| series.push(s));
-    let series: Vec<prismwatch::pipeline::SeriesSnapshot> =
-        rmp_serde::from_slice(&rmp_serde::to_vec_named(&series).unwrap()).unwrap();
+    // Each series as a checkpoint writes it (borrowed from the pipeline), and read back; the
+    // borrowed view writes exactly the bytes of an owned snapshot.
+    let mut series: Vec<prismwatch::pipeline::SeriesSnapshot> = Vec::new();
+    first.for_each_series(|s| {
+        let bytes = rmp_serde::to_vec_named(&s).unwrap();
+        assert_eq!(bytes, rmp_serde::to_vec_named(&s.to_snapshot()).unwrap());
+        series.push(rmp_serde::from_slice(&bytes).unwrap());
+    });
     assert!(
         series.iter().any(|s| !s.predictions.is_empty()),
         "pending predictions are checkpointed"

@@ -231,7 +231,7 @@ fn same_events_whatever_the_batching_the_shards_and_a_restart() {
     let header: prismwatch::pipeline::PipelineHeader =
         rmp_serde::from_slice(&rmp_serde::to_vec_named(&header).unwrap()).unwrap();
     let mut series = Vec::new();
-    first.for_each_series(|s| series.push(s));
+    first.for_each_series(|s| series.push(s.to_snapshot()));
     let mut second = Pipeline::new(&cfg, &IngestConfig::default(), rules());
     second.restore_header(header);
     second.restore_series(series);

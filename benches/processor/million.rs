@@ -79,7 +79,7 @@ pub async fn run(cfg: &Config, rules: &RuleSet, n: usize) -> anyhow::Result<()> 
         i += 1;
     }
     let mut snaps = Vec::new();
-    template.for_each_series(|s| snaps.push(s));
+    template.for_each_series(|s| snaps.push(s.to_snapshot()));
     snaps.sort_by(|a, b| a.key.cmp(&b.key));
     anyhow::ensure!(snaps.len() == TEMPLATES, "{} template series", snaps.len());
     let counted = template.approx_state_bytes() as f64 / TEMPLATES as f64;

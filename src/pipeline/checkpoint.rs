@@ -16,7 +16,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use super::{PipelineHeader, SeriesSnapshot};
+use super::{PipelineHeader, SeriesSnapshot, SeriesView};
 
 pub const MAGIC: &[u8; 4] = b"PWCP";
 /// Bumped whenever the encoding of any state changes; older checkpoints are then unreadable
@@ -54,6 +54,12 @@ pub enum CheckpointError {
     Encode(String),
 }
 
+/// What a checkpoint holds per series: a live series borrowed from its shard, or an owned
+/// snapshot (both write the same bytes).
+pub trait SeriesRecord: Serialize {}
+impl SeriesRecord for SeriesView<'_> {}
+impl SeriesRecord for SeriesSnapshot {}
+
 /// Builds a checkpoint's bytes as a sequence of chunks, handing each over through `sink`.
 pub struct CheckpointWriter<F: FnMut(Bytes)> {
     sink: F,
@@ -85,7 +91,7 @@ impl<F: FnMut(Bytes)> CheckpointWriter<F> {
         Ok(w)
     }
 
-    pub fn series(&mut self, s: &SeriesSnapshot) -> Result<(), CheckpointError> {
+    pub fn series(&mut self, s: &impl SeriesRecord) -> Result<(), CheckpointError> {
         if self.frame.is_empty() {
             self.frame.put_u32_le(0); // length, patched when the frame is handed over
         }

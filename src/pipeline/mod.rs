@@ -19,7 +19,7 @@ use std::sync::Arc;
 pub use config::{MetricOperators, PipelineConfig};
 pub use shard::{
     fingerprint, Claim, Emitted, Item, PipelineCtx, PointReject, PredictionScored, SeriesPoint,
-    SeriesSnapshot, Shard, ShardOut, ShardStats, TracePoint,
+    SeriesSnapshot, SeriesView, Shard, ShardOut, ShardStats, TracePoint,
 };
 pub use time::{SourceId, TimeConfig, Timelines, TimelinesSnapshot, DERIVED_SOURCE};
 
@@ -533,9 +533,9 @@ impl Pipeline {
         }
     }
 
-    /// Every series' state, shard by shard in key order, one at a time (call between batches):
-    /// a checkpoint streams them out without a second copy of all state.
-    pub fn for_each_series(&self, mut f: impl FnMut(SeriesSnapshot)) {
+    /// Every series' state, shard by shard in key order, borrowed one at a time (call between
+    /// batches): a checkpoint streams them out without copying any state.
+    pub fn for_each_series(&self, mut f: impl FnMut(SeriesView<'_>)) {
         for shard in &self.shards {
             shard.for_each_series(&mut f);
         }

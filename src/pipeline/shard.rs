@@ -189,6 +189,17 @@ struct RuleSlot {
     predictions: Option<PredictionLog>,
 }
 
+/// Starts loading every cache line of `items`, up to 8 (a point reads all of its series'
+/// operator and rule slots; a graded rule alone has a slot per grade).
+#[inline]
+fn prefetch_lines<T>(items: &[T]) {
+    let start = items.as_ptr() as *const u8;
+    let len = std::mem::size_of_val(items).min(8 * 64);
+    for offset in (0..len).step_by(64) {
+        prefetch(start.wrapping_add(offset));
+    }
+}
+
 /// Keyed state of one series. Every series holds one, so it stays small: fixed-size operator
 /// and rule slices, and the latest point without the detectors' per-point detail.
 #[derive(Debug, Clone)]
@@ -297,6 +308,83 @@ pub struct SeriesSnapshot {
     /// Predictive rules' predictions waiting to be scored, by rule name.
     #[serde(default)]
     pub predictions: Vec<(String, PredictionLog)>,
+}
+
+/// A series as [`SeriesSnapshot`] writes it, borrowed from the shard: a checkpoint serialises
+/// its series one by one between two batches, while the partition waits, so it copies nothing
+/// (the bytes are those of the owned snapshot: same fields, same order).
+#[derive(Serialize)]
+pub struct SeriesView<'a> {
+    key: &'a str,
+    source: SourceId,
+    last: &'a LastPoint,
+    ops: &'a [OperatorState],
+    rules: RulesView<'a>,
+    predictions: PredictionsView<'a>,
+}
+
+/// A series' rule states by rule name (`SeriesSnapshot::rules`).
+struct RulesView<'a>(&'a [RuleSlot], &'a PipelineCtx);
+
+/// The prediction logs that hold something, by rule name (`SeriesSnapshot::predictions`).
+struct PredictionsView<'a>(&'a [RuleSlot], &'a PipelineCtx);
+
+impl PredictionsView<'_> {
+    fn logs(&self) -> impl Iterator<Item = (&str, &PredictionLog)> {
+        self.0.iter().filter_map(|s| {
+            let log = s.predictions.as_ref()?;
+            let name = self.1.rules.rules[s.rule as usize].name.as_str();
+            (*log != PredictionLog::default()).then_some((name, log))
+        })
+    }
+}
+
+impl Serialize for RulesView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.0
+                .iter()
+                .map(|r| (self.1.rules.rules[r.rule as usize].name.as_str(), &r.state)),
+        )
+    }
+}
+
+impl Serialize for PredictionsView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        // MessagePack writes a list's length first: count, then write.
+        let mut seq = s.serialize_seq(Some(self.logs().count()))?;
+        for entry in self.logs() {
+            seq.serialize_element(&entry)?;
+        }
+        seq.end()
+    }
+}
+
+impl SeriesView<'_> {
+    /// An owned copy (what a checkpoint reads back).
+    pub fn to_snapshot(&self) -> SeriesSnapshot {
+        SeriesSnapshot {
+            key: self.key.to_string(),
+            source: self.source,
+            last: self.last.clone(),
+            ops: self.ops.to_vec(),
+            rules: self
+                .rules
+                .0
+                .iter()
+                .map(|r| {
+                    let name = &self.rules.1.rules.rules[r.rule as usize].name;
+                    (name.clone(), r.state)
+                })
+                .collect(),
+            predictions: self
+                .predictions
+                .logs()
+                .map(|(name, log)| (name.to_string(), log.clone()))
+                .collect(),
+        }
+    }
 }
 
 /// Counters of one shard since the last [`Shard::take_stats`].
@@ -583,11 +671,8 @@ impl Shard {
         if let Some(Item::Point { hash, .. }) = items.get(i + AHEAD) {
             if let Some(st) = self.series.probe(*hash) {
                 prefetch(st.key.as_ptr());
-                prefetch(st.ops.as_ptr());
-                prefetch((st.ops.as_ptr() as *const u8).wrapping_add(64));
-                prefetch(st.rules.as_ptr());
-                prefetch((st.rules.as_ptr() as *const u8).wrapping_add(64));
-                prefetch((st.rules.as_ptr() as *const u8).wrapping_add(128));
+                prefetch_lines(&st.ops);
+                prefetch_lines(&st.rules);
             }
         }
     }
@@ -789,30 +874,18 @@ impl Shard {
         self.quarantined.len()
     }
 
-    /// The shard's series in key order (deterministic checkpoints), one copy at a time.
-    pub fn for_each_series(&self, f: &mut impl FnMut(SeriesSnapshot)) {
+    /// The shard's series in key order (deterministic checkpoints), borrowed one at a time.
+    pub fn for_each_series(&self, f: &mut impl FnMut(SeriesView<'_>)) {
         let mut all: Vec<&SeriesState> = self.series.iter().collect();
         all.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         for st in all {
-            f(SeriesSnapshot {
-                key: st.key.to_string(),
+            f(SeriesView {
+                key: &st.key,
                 source: st.source,
-                last: st.last.clone(),
-                ops: st.ops.to_vec(),
-                rules: st
-                    .rules
-                    .iter()
-                    .map(|s| (self.ctx.rules.rules[s.rule as usize].name.clone(), s.state))
-                    .collect(),
-                predictions: st
-                    .rules
-                    .iter()
-                    .filter_map(|s| {
-                        let log = s.predictions.as_ref()?;
-                        let name = &self.ctx.rules.rules[s.rule as usize].name;
-                        (*log != PredictionLog::default()).then(|| (name.clone(), log.clone()))
-                    })
-                    .collect(),
+                last: &st.last,
+                ops: &st.ops,
+                rules: RulesView(&st.rules, &self.ctx),
+                predictions: PredictionsView(&st.rules, &self.ctx),
             });
         }
     }
