@@ -534,12 +534,16 @@ impl DoneSink {
                 );
             }
         }
-        for (i, &n) in done.output.rule_evaluations.iter().enumerate() {
-            if let (true, Some((rule, evaluations))) = (n > 0, self.rules.get(i)) {
-                evaluations.increment(n);
-                self.ctx.rule_counts.add(rule, n);
-            }
+        let evaluated = || {
+            (done.output.rule_evaluations.iter())
+                .zip(&self.rules)
+                .filter(|(&n, _)| n > 0)
+                .map(|(&n, (rule, counter))| (rule.as_str(), counter, n))
+        };
+        for (_, counter, n) in evaluated() {
+            counter.increment(n);
         }
+        (self.ctx.rule_counts).add_all(evaluated().map(|(rule, _, n)| (rule, n)));
         if let Some(slos) = &done.slos {
             telemetry::record_slos(slos);
         }

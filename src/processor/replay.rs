@@ -131,7 +131,6 @@ pub async fn read_range(
     filters: &[String],
     mut sink: impl FnMut(Vec<Incoming>, u64) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
-    const CHUNK: usize = 512;
     let mut stream = js.get_stream(&cfg.streams.metrics.name).await?;
     let last = stream.info().await?.state.last_sequence;
     let end = to.unwrap_or(last).min(last);
@@ -139,117 +138,159 @@ pub async fn read_range(
         from >= 1 && from <= end,
         "empty range: messages {from}..={end} (the stream holds up to {last})"
     );
-    let mut chunk = Vec::with_capacity(CHUNK);
-    let (mut read, mut next_seq, mut retries) = (0, from, 0);
-    'consumers: loop {
+    let mut cursor = Cursor {
+        end,
+        next_seq: from,
+        read: 0,
+        chunk: Vec::with_capacity(Cursor::CHUNK),
+    };
+    let mut retries = 0;
+    loop {
         if retries > 0 {
             // A server whose JetStream is still starting refuses at once: give it a moment.
             tokio::time::sleep(READ_RETRY_PAUSE * retries).await;
         }
-        let fault = 'read: {
-            let consumer: consumer::PullConsumer = match stream
-                .create_consumer(consumer::pull::Config {
-                    deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                        start_sequence: next_seq,
-                    },
-                    ack_policy: consumer::AckPolicy::None,
-                    replay_policy: consumer::ReplayPolicy::Instant,
-                    filter_subjects: filters.to_vec(),
-                    inactive_threshold: Duration::from_secs(30),
-                    memory_storage: true,
-                    num_replicas: 1,
-                    ..Default::default()
-                })
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => break 'read format!("creating a replay consumer: {e}"),
-            };
-            let name = consumer.cached_info().name.clone();
-            if consumer.cached_info().num_pending == 0 {
-                delete_quietly(&stream, &name).await;
-                break 'consumers;
-            }
-            let mut messages = match consumer
-                .stream()
-                .max_messages_per_batch(READ_BATCH)
-                .max_bytes_per_batch(READ_BATCH_BYTES)
-                // A consumer lost with a restarting server shows as missing heartbeats within
-                // seconds (the stall timeout below would take 10).
-                .heartbeat(Duration::from_secs(1))
-                .expires(Duration::from_secs(10))
-                .messages()
-                .await
-            {
-                Ok(m) => m,
-                Err(e) => {
-                    delete_quietly(&stream, &name).await;
-                    break 'read format!("replay consumer: {e}");
-                }
-            };
-            let mut consumer_seq = 0;
-            let fault = loop {
-                // A message at hand is taken without arming a timer (one per message costs a
-                // clock read and a timer-wheel entry); the stall timeout only when waiting.
-                let next = match messages.next().now_or_never() {
-                    Some(m) => Ok(m),
-                    None => tokio::time::timeout(Duration::from_secs(10), messages.next()).await,
-                };
-                let msg = match next {
-                    Ok(Some(Ok(m))) => m,
-                    Ok(Some(Err(e))) => break format!("replay consumer error: {e}"),
-                    Ok(None) | Err(_) => {
-                        break format!(
-                            "replay stalled: no message for 10 s before reaching sequence {end}"
-                        )
-                    }
-                };
-                let Ok(info) = msg.info() else {
-                    continue;
-                };
-                if info.consumer_sequence != consumer_seq + 1 {
-                    break format!(
-                        "replay consumer skipped from {consumer_seq} to {}",
-                        info.consumer_sequence
-                    );
-                }
-                consumer_seq = info.consumer_sequence;
-                retries = 0;
-                let pending = info.pending;
-                let inc = consume::incoming_with(&msg, &info);
-                next_seq = inc.stream_seq + 1;
-                let done = inc.stream_seq >= end || pending == 0;
-                if inc.stream_seq <= end {
-                    read += 1;
-                    chunk.push(inc);
-                    if chunk.len() >= CHUNK {
-                        sink(
-                            std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)),
-                            pending,
-                        )?;
-                    }
-                }
-                if done {
-                    drop(messages);
-                    delete_quietly(&stream, &name).await;
-                    break 'consumers;
-                }
-            };
-            drop(messages);
-            delete_quietly(&stream, &name).await;
-            fault
+        let before = cursor.next_seq;
+        let Err(fault) = read_with_one_consumer(&stream, filters, &mut cursor, &mut sink).await?
+        else {
+            break;
         };
+        if cursor.next_seq > before {
+            retries = 0;
+        }
         retries += 1;
         anyhow::ensure!(
             retries <= READ_RETRIES,
             "{fault} ({retries} consumers in a row without progress)"
         );
-        tracing::warn!(%fault, next_seq, "replay: reading on with a new consumer");
+        tracing::warn!(%fault, next_seq = cursor.next_seq, "replay: reading on with a new consumer");
     }
-    if !chunk.is_empty() {
-        sink(chunk, 0)?;
+    if !cursor.chunk.is_empty() {
+        sink(std::mem::take(&mut cursor.chunk), 0)?;
     }
-    Ok(read)
+    Ok(cursor.read)
+}
+
+/// Where a range read stands: the next stream sequence to read, up to `end`, and the messages
+/// read but not yet handed over.
+struct Cursor {
+    end: u64,
+    next_seq: u64,
+    read: u64,
+    chunk: Vec<Incoming>,
+}
+
+impl Cursor {
+    /// Messages handed to the sink at a time.
+    const CHUNK: usize = 512;
+}
+
+/// Reads on from `cursor.next_seq` with a new consumer until the range's end (`Ok(Ok(()))`) or
+/// a fault the caller reads on from with another consumer (`Ok(Err(why))`); the sink's errors
+/// end the read. The consumer is deleted either way.
+async fn read_with_one_consumer(
+    stream: &jetstream::stream::Stream,
+    filters: &[String],
+    cursor: &mut Cursor,
+    sink: &mut impl FnMut(Vec<Incoming>, u64) -> anyhow::Result<()>,
+) -> anyhow::Result<Result<(), String>> {
+    let consumer: consumer::PullConsumer = match stream
+        .create_consumer(consumer::pull::Config {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: cursor.next_seq,
+            },
+            ack_policy: consumer::AckPolicy::None,
+            replay_policy: consumer::ReplayPolicy::Instant,
+            filter_subjects: filters.to_vec(),
+            inactive_threshold: Duration::from_secs(30),
+            memory_storage: true,
+            num_replicas: 1,
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(format!("creating a replay consumer: {e}"))),
+    };
+    let name = consumer.cached_info().name.clone();
+    let result = if consumer.cached_info().num_pending == 0 {
+        // Nothing left on the filters up to the stream's end.
+        Ok(Ok(()))
+    } else {
+        match consumer
+            .stream()
+            .max_messages_per_batch(READ_BATCH)
+            .max_bytes_per_batch(READ_BATCH_BYTES)
+            // A consumer lost with a restarting server shows as missing heartbeats within
+            // seconds (the stall timeout below would take 10).
+            .heartbeat(Duration::from_secs(1))
+            .expires(Duration::from_secs(10))
+            .messages()
+            .await
+        {
+            Ok(messages) => read_messages(messages, cursor, sink).await,
+            Err(e) => Ok(Err(format!("replay consumer: {e}"))),
+        }
+    };
+    delete_quietly(stream, &name).await;
+    result
+}
+
+/// Takes one consumer's messages into the cursor (see [`read_with_one_consumer`]).
+async fn read_messages(
+    mut messages: consumer::pull::Stream,
+    cursor: &mut Cursor,
+    sink: &mut impl FnMut(Vec<Incoming>, u64) -> anyhow::Result<()>,
+) -> anyhow::Result<Result<(), String>> {
+    let end = cursor.end;
+    let mut consumer_seq = 0;
+    loop {
+        // A message at hand is taken without arming a timer (one per message costs a clock
+        // read and a timer-wheel entry); the stall timeout only when waiting.
+        let next = match messages.next().now_or_never() {
+            Some(m) => Ok(m),
+            None => tokio::time::timeout(Duration::from_secs(10), messages.next()).await,
+        };
+        let msg = match next {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => return Ok(Err(format!("replay consumer error: {e}"))),
+            Ok(None) => {
+                return Ok(Err(format!(
+                    "replay consumer's messages ended before sequence {end}"
+                )))
+            }
+            Err(_) => {
+                return Ok(Err(format!(
+                    "replay stalled: no message for 10 s before reaching sequence {end}"
+                )))
+            }
+        };
+        let Ok(info) = msg.info() else {
+            continue;
+        };
+        if info.consumer_sequence != consumer_seq + 1 {
+            return Ok(Err(format!(
+                "replay consumer skipped from {consumer_seq} to {}",
+                info.consumer_sequence
+            )));
+        }
+        consumer_seq = info.consumer_sequence;
+        let pending = info.pending;
+        let inc = consume::incoming_with(&msg, &info);
+        cursor.next_seq = inc.stream_seq + 1;
+        let done = inc.stream_seq >= end || pending == 0;
+        if inc.stream_seq <= end {
+            cursor.read += 1;
+            cursor.chunk.push(inc);
+            if cursor.chunk.len() >= Cursor::CHUNK {
+                let full = std::mem::replace(&mut cursor.chunk, Vec::with_capacity(Cursor::CHUNK));
+                sink(full, pending)?;
+            }
+        }
+        if done {
+            return Ok(Ok(()));
+        }
+    }
 }
 
 /// Deletes a reader's consumer, best effort: it would expire after its `inactive_threshold`

@@ -29,11 +29,18 @@ pub struct RuleCounts(Mutex<BTreeMap<String, u64>>);
 
 impl RuleCounts {
     pub fn add(&self, rule: &str, n: u64) {
+        self.add_all([(rule, n)]);
+    }
+
+    /// Adds several counts under one lock (a batch's evaluations of every rule).
+    pub fn add_all<'a>(&self, counts: impl IntoIterator<Item = (&'a str, u64)>) {
         let mut m = self.0.lock().expect("rule counts lock");
-        match m.get_mut(rule) {
-            Some(v) => *v += n,
-            None => {
-                m.insert(rule.to_string(), n);
+        for (rule, n) in counts {
+            match m.get_mut(rule) {
+                Some(v) => *v += n,
+                None => {
+                    m.insert(rule.to_string(), n);
+                }
             }
         }
     }
@@ -129,4 +136,21 @@ pub async fn totals(js: &jetstream::Context) -> Result<BTreeMap<String, u64>, St
         }
     }
     Ok(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_up_per_rule_one_at_a_time_or_together() {
+        let c = RuleCounts::default();
+        c.add("disk_full", 3);
+        c.add_all([("disk_full", 2), ("cpu_high", 7)]);
+        c.add_all([]);
+        assert_eq!(
+            c.snapshot(),
+            BTreeMap::from([("cpu_high".to_string(), 7), ("disk_full".to_string(), 5)])
+        );
+    }
 }
