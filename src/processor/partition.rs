@@ -535,7 +535,9 @@ impl DoneSink {
             }
         }
         let evaluated = || {
-            (done.output.rule_evaluations.iter())
+            done.output
+                .rule_evaluations
+                .iter()
                 .zip(&self.rules)
                 .filter(|(&n, _)| n > 0)
                 .map(|(&n, (rule, counter))| (rule.as_str(), counter, n))
@@ -543,7 +545,9 @@ impl DoneSink {
         for (_, counter, n) in evaluated() {
             counter.increment(n);
         }
-        (self.ctx.rule_counts).add_all(evaluated().map(|(rule, _, n)| (rule, n)));
+        self.ctx
+            .rule_counts
+            .add_all(evaluated().map(|(rule, _, n)| (rule, n)));
         if let Some(slos) = &done.slos {
             telemetry::record_slos(slos);
         }
