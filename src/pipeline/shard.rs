@@ -329,23 +329,29 @@ struct RulesView<'a>(&'a [RuleSlot], &'a PipelineCtx);
 /// The prediction logs that hold something, by rule name (`SeriesSnapshot::predictions`).
 struct PredictionsView<'a>(&'a [RuleSlot], &'a PipelineCtx);
 
+/// The name of the rule a slot serves.
+fn rule_name<'a>(ctx: &'a PipelineCtx, slot: &RuleSlot) -> &'a str {
+    &ctx.rules.rules[slot.rule as usize].name
+}
+
+impl RulesView<'_> {
+    fn states(&self) -> impl Iterator<Item = (&str, &RuleState)> {
+        self.0.iter().map(|s| (rule_name(self.1, s), &s.state))
+    }
+}
+
 impl PredictionsView<'_> {
     fn logs(&self) -> impl Iterator<Item = (&str, &PredictionLog)> {
         self.0.iter().filter_map(|s| {
             let log = s.predictions.as_ref()?;
-            let name = self.1.rules.rules[s.rule as usize].name.as_str();
-            (*log != PredictionLog::default()).then_some((name, log))
+            (*log != PredictionLog::default()).then_some((rule_name(self.1, s), log))
         })
     }
 }
 
 impl Serialize for RulesView<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(
-            self.0
-                .iter()
-                .map(|r| (self.1.rules.rules[r.rule as usize].name.as_str(), &r.state)),
-        )
+        s.collect_seq(self.states())
     }
 }
 
@@ -371,12 +377,8 @@ impl SeriesView<'_> {
             ops: self.ops.to_vec(),
             rules: self
                 .rules
-                .0
-                .iter()
-                .map(|r| {
-                    let name = &self.rules.1.rules.rules[r.rule as usize].name;
-                    (name.clone(), r.state)
-                })
+                .states()
+                .map(|(name, state)| (name.to_string(), *state))
                 .collect(),
             predictions: self
                 .predictions
