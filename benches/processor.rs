@@ -375,13 +375,16 @@ async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
         rules.rules.retain(|r| r.name != "bench_trigger");
         for (name, all) in [("backbone operators", false), ("every detector on", true)] {
             let per_partition = args.series / cfg.streams.partitions.max(1) as usize;
-            let (ns, pause) =
-                steady_ns_per_point(&with_operators(&cfg, all), &rules, per_partition);
+            let (ns, cp) = steady_ns_per_point(&with_operators(&cfg, all), &rules, per_partition);
             println!(
-                "- {name}, {per_partition} series (one partition of {}), 100-point messages: decode+pipeline {ns:.0} ns/point (median of 5 timings of 20 rounds); its checkpoint serialised in {:.1} ms ({:.2} µs/series: the partition's pause)",
+                "- {name}, {per_partition} series (one partition of {}), 100-point messages: decode+pipeline {ns:.0} ns/point (median of 5 timings of 20 rounds); its checkpoint: the cut paused the pipeline {:.0} µs, its series were written within the next {:.1} ms of batches ({:.2} µs/series), a 100-point message took {:.2} ms at most meanwhile (median {:.2} ms; {:.2} ms before the cut)",
                 args.series,
-                pause * 1e3,
-                pause * 1e6 / per_partition as f64
+                cp.pause * 1e6,
+                cp.written * 1e3,
+                cp.written * 1e6 / per_partition as f64,
+                cp.slowest_message * 1e3,
+                cp.median_message * 1e3,
+                cp.message_before * 1e3,
             );
         }
         return Ok(());
@@ -1534,19 +1537,34 @@ fn memory_and_cpu(cfg: &Config, rules: &RuleSet, n_series: usize, rounds: usize)
     }
 }
 
+/// What a checkpoint costs the pipeline, in seconds (see [`steady_ns_per_point`]).
+struct CheckpointCost {
+    /// The cut: the pipeline stops for this long.
+    pause: f64,
+    /// From the cut until every series is written, batches going on.
+    written: f64,
+    /// The slowest and the median message (batch) while it was written, and the median
+    /// message before the cut.
+    slowest_message: f64,
+    median_message: f64,
+    message_before: f64,
+}
+
 /// Decode and pipeline cost per point once every series exists and the caches are warm: 5
 /// timings of 20 rounds of every series, each round one batch, after 5 rounds of warm-up; the
-/// median. The rounds are encoded before the timing. Then the seconds its checkpoint takes to
-/// serialise (into frames that are dropped: the pipeline's share of a checkpoint).
-fn steady_ns_per_point(cfg: &Config, rules: &RuleSet, n_series: usize) -> (f64, f64) {
+/// median. The rounds are encoded before the timing. Then a checkpoint (into frames that are
+/// dropped: the pipeline's share of it) as the processor writes one: cut, then written while
+/// messages go on one at a time, a step of it after each.
+fn steady_ns_per_point(cfg: &Config, rules: &RuleSet, n_series: usize) -> (f64, CheckpointCost) {
     const WARM: usize = 5;
     const ROUNDS: usize = 20;
     const TIMINGS: usize = 5;
+    const AFTER: usize = 3;
     let mut pcfg = cfg.pipeline.clone();
     pcfg.shards = 1;
     let mut pipeline = Pipeline::new(&pcfg, &cfg.ingest, rules.clone());
     let base = 1_700_000_000_000;
-    let rounds: Vec<Vec<Incoming>> = (0..WARM + ROUNDS * TIMINGS)
+    let rounds: Vec<Vec<Incoming>> = (0..WARM + ROUNDS * TIMINGS + 2 * AFTER)
         .map(|j| bench_round(n_series, j, base, base + (j as i64 + 1) * STEP_MS))
         .collect();
     let mut rounds = rounds.iter();
@@ -1563,18 +1581,47 @@ fn steady_ns_per_point(cfg: &Config, rules: &RuleSet, n_series: usize) -> (f64, 
         })
         .collect();
     timings.sort_by(f64::total_cmp);
+    // Messages one at a time, as a live partition gets them: first without a checkpoint.
+    let mut before = Vec::new();
+    for m in rounds.by_ref().take(AFTER).flatten() {
+        let t = Instant::now();
+        pipeline.process(std::slice::from_ref(m));
+        before.push(t.elapsed().as_secs_f64());
+    }
+    // The cut, as the pipeline thread makes it: the header taken and written, the shards told.
+    let cut = Instant::now();
     let header = prismwatch::pipeline::checkpoint::CheckpointHeader {
         partition: 0,
         last_seq: 0,
         written_at_ms: 0,
         pipeline: pipeline.header(),
     };
-    let t = Instant::now();
-    let mut w = prismwatch::pipeline::checkpoint::CheckpointWriter::new(&header, drop)
+    pipeline
+        .begin_checkpoint(&header, Arc::new(drop))
         .expect("checkpoint header");
-    pipeline.for_each_series(|s| w.series(&s).expect("series"));
-    w.finish();
-    (timings[TIMINGS / 2], t.elapsed().as_secs_f64())
+    let pause = cut.elapsed().as_secs_f64();
+    let (mut during, mut written) = (Vec::new(), None);
+    for m in rounds.by_ref().take(AFTER).flatten() {
+        let t = Instant::now();
+        pipeline.process(std::slice::from_ref(m));
+        let done = pipeline.checkpoint_step(Instant::now() + Duration::from_millis(1));
+        during.push(t.elapsed().as_secs_f64());
+        if let Some(w) = done {
+            w.expect("checkpoint written");
+            written = Some(cut.elapsed().as_secs_f64());
+            break;
+        }
+    }
+    before.sort_by(f64::total_cmp);
+    during.sort_by(f64::total_cmp);
+    let cost = CheckpointCost {
+        pause,
+        written: written.expect("a checkpoint is written within three rounds"),
+        slowest_message: during[during.len() - 1],
+        median_message: during[during.len() / 2],
+        message_before: before[before.len() / 2],
+    };
+    (timings[TIMINGS / 2], cost)
 }
 
 /// Round `j` of `n_series` series as stored messages of 100 points; message `m` always holds
@@ -1632,25 +1679,26 @@ async fn checkpoint_cost(
     let rss_before = rss_bytes();
     let (tx, rx) = tokio::sync::mpsc::channel(32);
     let t = Instant::now();
-    let pipeline = Arc::new(pipeline);
-    let writer = {
-        let pipeline = pipeline.clone();
-        tokio::task::spawn_blocking(move || {
-            use prismwatch::pipeline::checkpoint::{CheckpointHeader, CheckpointWriter};
-            let header = CheckpointHeader {
-                partition: 0,
-                last_seq: 1,
-                written_at_ms: 0,
-                pipeline: pipeline.header(),
-            };
-            let mut w = CheckpointWriter::new(&header, |b| {
-                let _ = tx.blocking_send(Ok(b));
-            })
-            .expect("header");
-            pipeline.for_each_series(|s| w.series(&s).expect("series"));
-            (w.finish(), t.elapsed().as_secs_f64())
-        })
-    };
+    // As the processor's pipeline thread writes it: a cut, then steps (no batches here).
+    let writer = tokio::task::spawn_blocking(move || {
+        let header = prismwatch::pipeline::checkpoint::CheckpointHeader {
+            partition: 0,
+            last_seq: 1,
+            written_at_ms: 0,
+            pipeline: pipeline.header(),
+        };
+        let frames = Arc::new(move |b| {
+            let _ = tx.blocking_send(Ok(b));
+        });
+        pipeline.begin_checkpoint(&header, frames).expect("header");
+        loop {
+            let step = pipeline.checkpoint_step(Instant::now() + Duration::from_millis(1));
+            if let Some(written) = step {
+                written.expect("checkpoint written");
+                return (pipeline, t.elapsed().as_secs_f64());
+            }
+        }
+    });
     let bytes = store.save("bench-0", rx).await?;
     let write_secs = t.elapsed().as_secs_f64();
     let (_, serialise_secs) = writer.await?;

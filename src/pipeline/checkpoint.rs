@@ -60,10 +60,126 @@ pub trait SeriesRecord: Serialize {}
 impl SeriesRecord for SeriesView<'_> {}
 impl SeriesRecord for SeriesSnapshot {}
 
-/// Builds a checkpoint's bytes as a sequence of chunks, handing each over through `sink`.
+/// Where a checkpoint's byte chunks go (the processor streams them to the object store). Shared:
+/// while a checkpoint is written alongside the batches (see `Pipeline::begin_checkpoint`), each
+/// shard hands over its own frames.
+pub type FrameSink = std::sync::Arc<dyn Fn(Bytes) + Send + Sync>;
+
+/// The checkpoint's last chunk: a frame of length 0.
+pub const END: Bytes = Bytes::from_static(&[0, 0, 0, 0]);
+
+/// The checkpoint's first chunks: the preamble, then the header's frame.
+pub fn start(header: &CheckpointHeader) -> Result<[Bytes; 2], CheckpointError> {
+    let mut pre = BytesMut::with_capacity(8);
+    pre.put_slice(MAGIC);
+    pre.put_u32_le(VERSION);
+    let body =
+        rmp_serde::to_vec_named(header).map_err(|e| CheckpointError::Encode(e.to_string()))?;
+    let mut f = BytesMut::with_capacity(body.len() + 4);
+    f.put_u32_le(body.len() as u32);
+    f.put_slice(&body);
+    Ok([pre.freeze(), f.freeze()])
+}
+
+/// Series records gathered into frames: a frame is complete once it holds [`FRAME_BYTES`].
+#[derive(Default)]
+pub struct Frames {
+    frame: BytesMut,
+}
+
+impl Frames {
+    /// Adds one series; returns the frame it completed, if it did.
+    pub fn push(&mut self, s: &impl SeriesRecord) -> Result<Option<Bytes>, CheckpointError> {
+        if self.frame.is_empty() {
+            self.frame.reserve(FRAME_BYTES + 4096);
+            self.frame.put_u32_le(0); // length, patched when the frame is closed
+        }
+        let mut writer = (&mut self.frame).writer();
+        rmp_serde::encode::write_named(&mut writer, s)
+            .map_err(|e| CheckpointError::Encode(e.to_string()))?;
+        if self.frame.len() < FRAME_BYTES {
+            return Ok(None);
+        }
+        Ok(self.close())
+    }
+
+    /// The frame begun so far, closed (`None` when empty).
+    pub fn close(&mut self) -> Option<Bytes> {
+        if self.frame.is_empty() {
+            return None;
+        }
+        let len = (self.frame.len() - 4) as u32;
+        self.frame[..4].copy_from_slice(&len.to_le_bytes());
+        Some(self.frame.split().freeze())
+    }
+}
+
+/// One shard's part of a checkpoint written alongside the batches: the series that existed at
+/// the cut, each written once, as it was then (the shard decides when: before its first change,
+/// or in a step between batches). Full frames go to the shared sink at once.
+pub struct ShardCut {
+    sink: FrameSink,
+    frames: Frames,
+    /// Series of the cut not written yet.
+    pub pending: usize,
+    /// Where the next step resumes its walk of the shard's table (a bucket), and the table's
+    /// buckets then.
+    pub cursor: usize,
+    pub buckets: usize,
+    /// Series written by the current walk of the table, if it began at the first bucket.
+    pub walk: Option<usize>,
+    pub bytes: usize,
+    pub series: u64,
+    /// The first series that could not be encoded (the checkpoint is then abandoned).
+    pub failed: Option<String>,
+}
+
+impl ShardCut {
+    pub fn new(sink: FrameSink, pending: usize) -> Self {
+        Self {
+            sink,
+            frames: Frames::default(),
+            pending,
+            cursor: 0,
+            buckets: 0,
+            walk: None,
+            bytes: 0,
+            series: 0,
+            failed: None,
+        }
+    }
+
+    /// Writes one series of the cut.
+    pub fn write(&mut self, s: &impl SeriesRecord) {
+        self.pending = self.pending.saturating_sub(1);
+        match self.frames.push(s) {
+            Ok(Some(frame)) => self.hand_over(frame),
+            Ok(None) => {}
+            Err(e) => {
+                self.failed.get_or_insert(e.to_string());
+                return;
+            }
+        }
+        self.series += 1;
+    }
+
+    /// Hands over the last, partly filled frame (call once nothing is pending).
+    pub fn close(&mut self) {
+        if let Some(frame) = self.frames.close() {
+            self.hand_over(frame);
+        }
+    }
+
+    fn hand_over(&mut self, b: Bytes) {
+        self.bytes += b.len();
+        (self.sink)(b);
+    }
+}
+
+/// Builds a checkpoint's bytes in one go, handing each chunk over through `sink`.
 pub struct CheckpointWriter<F: FnMut(Bytes)> {
     sink: F,
-    frame: BytesMut,
+    frames: Frames,
     /// Bytes handed over so far.
     pub bytes: usize,
     pub series: u64,
@@ -74,52 +190,31 @@ impl<F: FnMut(Bytes)> CheckpointWriter<F> {
     pub fn new(header: &CheckpointHeader, sink: F) -> Result<Self, CheckpointError> {
         let mut w = Self {
             sink,
-            frame: BytesMut::with_capacity(FRAME_BYTES + 4096),
+            frames: Frames::default(),
             bytes: 0,
             series: 0,
         };
-        let mut pre = BytesMut::with_capacity(8);
-        pre.put_slice(MAGIC);
-        pre.put_u32_le(VERSION);
-        w.hand_over(pre.freeze());
-        let body =
-            rmp_serde::to_vec_named(header).map_err(|e| CheckpointError::Encode(e.to_string()))?;
-        let mut f = BytesMut::with_capacity(body.len() + 4);
-        f.put_u32_le(body.len() as u32);
-        f.put_slice(&body);
-        w.hand_over(f.freeze());
+        for chunk in start(header)? {
+            w.hand_over(chunk);
+        }
         Ok(w)
     }
 
     pub fn series(&mut self, s: &impl SeriesRecord) -> Result<(), CheckpointError> {
-        if self.frame.is_empty() {
-            self.frame.put_u32_le(0); // length, patched when the frame is handed over
+        if let Some(frame) = self.frames.push(s)? {
+            self.hand_over(frame);
         }
-        let mut writer = (&mut self.frame).writer();
-        rmp_serde::encode::write_named(&mut writer, s)
-            .map_err(|e| CheckpointError::Encode(e.to_string()))?;
         self.series += 1;
-        if self.frame.len() >= FRAME_BYTES {
-            self.flush_frame();
-        }
         Ok(())
     }
 
     /// Ends the checkpoint; returns its size in bytes.
     pub fn finish(mut self) -> usize {
-        self.flush_frame();
-        self.hand_over(Bytes::from_static(&[0, 0, 0, 0]));
-        self.bytes
-    }
-
-    fn flush_frame(&mut self) {
-        if self.frame.is_empty() {
-            return;
+        if let Some(frame) = self.frames.close() {
+            self.hand_over(frame);
         }
-        let len = (self.frame.len() - 4) as u32;
-        self.frame[..4].copy_from_slice(&len.to_le_bytes());
-        let f = self.frame.split().freeze();
-        self.hand_over(f);
+        self.hand_over(END);
+        self.bytes
     }
 
     fn hand_over(&mut self, b: Bytes) {

@@ -118,6 +118,16 @@ pub struct Pipeline {
     derived: Vec<(std::ops::Range<usize>, i64, f64)>,
     derived_keys: String,
     derived_base: usize,
+    /// The checkpoint being written alongside the batches: its sink and the bytes of its
+    /// preamble and header.
+    cut: Option<(checkpoint::FrameSink, usize)>,
+}
+
+/// A checkpoint written alongside the batches, complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointWritten {
+    pub bytes: usize,
+    pub series: u64,
 }
 
 /// Every series' registry claim is renewed about this often (stream time); the registry keeps
@@ -151,6 +161,7 @@ impl Pipeline {
             derived: Vec::new(),
             derived_keys: String::new(),
             derived_base: 0,
+            cut: None,
         }
     }
 
@@ -541,8 +552,77 @@ impl Pipeline {
         }
     }
 
+    /// Begins a checkpoint of the state as it is now (call between batches, with `header` just
+    /// taken from [`Pipeline::header`]). Its preamble and header go to `sink` at once; each
+    /// series follows as it is now, written before its first change after this call or by a
+    /// later [`Pipeline::checkpoint_step`]. Batches go on meanwhile: the partition no longer
+    /// waits while all its series are serialised.
+    pub fn begin_checkpoint(
+        &mut self,
+        header: &checkpoint::CheckpointHeader,
+        sink: checkpoint::FrameSink,
+    ) -> Result<(), checkpoint::CheckpointError> {
+        debug_assert!(self.cut.is_none(), "one checkpoint at a time");
+        let chunks = checkpoint::start(header)?;
+        let bytes = chunks.iter().map(bytes::Bytes::len).sum();
+        for chunk in chunks {
+            sink(chunk);
+        }
+        for shard in &mut self.shards {
+            shard.begin_cut(sink.clone());
+        }
+        self.cut = Some((sink, bytes));
+        Ok(())
+    }
+
+    /// Writes more of the checkpoint begun, until `deadline`. Once every series is written,
+    /// ends it and says how it went (an encoding error abandons it, and the sink gets no end
+    /// frame); `None` while series remain, or when no checkpoint was begun.
+    pub fn checkpoint_step(
+        &mut self,
+        deadline: std::time::Instant,
+    ) -> Option<Result<CheckpointWritten, String>> {
+        self.cut.as_ref()?;
+        for shard in &mut self.shards {
+            if !shard.cut_step(deadline) {
+                return None;
+            }
+        }
+        let (sink, mut bytes) = self.cut.take().expect("a checkpoint begun");
+        let mut series = 0;
+        let mut failed = None;
+        for cut in self.shards.iter_mut().filter_map(Shard::end_cut) {
+            bytes += cut.bytes;
+            series += cut.series;
+            failed = failed.or(cut.failed);
+        }
+        if let Some(e) = failed {
+            return Some(Err(e));
+        }
+        sink(checkpoint::END);
+        Some(Ok(CheckpointWritten {
+            bytes: bytes + checkpoint::END.len(),
+            series,
+        }))
+    }
+
+    /// True while a checkpoint begun is not complete.
+    pub fn checkpoint_pending(&self) -> bool {
+        self.cut.is_some()
+    }
+
+    /// Gives up the checkpoint begun: the bytes handed over so far lack their end, so a
+    /// reader refuses them.
+    pub fn abandon_checkpoint(&mut self) {
+        self.cut = None;
+        for shard in &mut self.shards {
+            shard.end_cut();
+        }
+    }
+
     /// Starts from a checkpoint's header (drops all state first).
     pub fn restore_header(&mut self, h: PipelineHeader) {
+        self.cut = None;
         let n = self.shards.len();
         self.shards = (0..n).map(|_| Shard::new(self.ctx.clone())).collect();
         for key in &h.quarantined {

@@ -92,6 +92,17 @@ impl<V: Keyed> SeriesTable<V> {
         self.table.iter()
     }
 
+    /// Buckets of the table: a value's bucket stays the same until the table grows.
+    pub fn buckets(&self) -> usize {
+        self.table.num_buckets()
+    }
+
+    /// The value in bucket `i`, if the bucket is full (a cursor over the table that survives
+    /// changes to it, unlike an iterator).
+    pub fn bucket_mut(&mut self, i: usize) -> Option<&mut V> {
+        self.table.get_bucket_mut(i)
+    }
+
     pub fn len(&self) -> usize {
         self.table.len()
     }
@@ -136,6 +147,10 @@ mod tests {
         t.insert(S("cpu\u{1f}host\u{1e}1".into(), 7));
         assert_eq!(t.get("cpu\u{1f}host\u{1e}1").unwrap().1, 7);
         assert_eq!(t.iter().count(), t.len());
+        let by_bucket = (0..t.buckets())
+            .filter(|&i| t.bucket_mut(i).is_some())
+            .count();
+        assert_eq!(by_bucket, t.len());
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
 
 use foldhash::fast::RandomState;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::checkpoint::{FrameSink, ShardCut};
 use super::operator::{DropReason, Flow, OperatorSpec, OperatorState, PointCtx};
 use super::series_table::{Keyed, SeriesTable};
 use super::time::SourceId;
@@ -213,11 +215,40 @@ struct SeriesState {
     last: LastPoint,
     ops: Box<[OperatorState]>,
     rules: Box<[RuleSlot]>,
+    /// The shard's checkpoint epoch when this series was last written to a checkpoint, or was
+    /// created: a series whose epoch is behind the shard's belongs to the checkpoint being
+    /// written and is not written yet.
+    cut: u16,
 }
 
 impl Keyed for SeriesState {
     fn key(&self) -> &str {
         &self.key
+    }
+}
+
+/// A series as a checkpoint writes it.
+fn view<'a>(ctx: &'a PipelineCtx, st: &'a SeriesState) -> SeriesView<'a> {
+    SeriesView {
+        key: &st.key,
+        source: st.source,
+        last: &st.last,
+        ops: &st.ops,
+        rules: RulesView(&st.rules, ctx),
+        predictions: PredictionsView(&st.rules, ctx),
+    }
+}
+
+/// Writes a series into the checkpoint being written, if it belongs to the cut and is not
+/// written yet: called before anything changes or removes it, so the checkpoint holds it as it
+/// was at the cut.
+#[inline]
+fn save_for_cut(cut: &mut Option<ShardCut>, epoch: u16, ctx: &PipelineCtx, st: &mut SeriesState) {
+    if let Some(cut) = cut {
+        if st.cut != epoch {
+            st.cut = epoch;
+            cut.write(&view(ctx, st));
+        }
     }
 }
 
@@ -484,6 +515,10 @@ pub struct Shard {
     evaluations: Vec<u64>,
     /// Series whose every point is traced into [`ShardOut::traces`] (backtests).
     watched: Option<Arc<HashSet<Arc<str>>>>,
+    /// Checkpoints begun so far (wrapping): see [`SeriesState::cut`].
+    epoch: u16,
+    /// The checkpoint being written alongside the batches, if one is.
+    cut: Option<ShardCut>,
 }
 
 impl Shard {
@@ -497,6 +532,8 @@ impl Shard {
             stats: ShardStats::default(),
             evaluations: vec![0; rules],
             watched: None,
+            epoch: 0,
+            cut: None,
         }
     }
 
@@ -723,6 +760,8 @@ impl Shard {
             quarantined,
             evaluations,
             watched: _,
+            epoch,
+            cut,
         } = self;
         stats.points += 1;
         if !quarantined.is_empty() && quarantined.contains(kp.key) {
@@ -750,7 +789,10 @@ impl Shard {
                 });
                 return None;
             }
-            Some(st) => st,
+            Some(st) => {
+                save_for_cut(cut, *epoch, ctx, st);
+                st
+            }
             None => {
                 stats.series_created += 1;
                 let key: Arc<str> = kp.key.into();
@@ -760,7 +802,10 @@ impl Shard {
                     msg,
                     new: true,
                 });
-                series.insert_new(kp.hash, new_series(ctx, key, source))
+                let st = series.insert_new(kp.hash, new_series(ctx, key, source));
+                // Created after the cut: not part of the checkpoint being written.
+                st.cut = *epoch;
+                st
             }
         };
         let before = (out.events.len(), out.predictions.len());
@@ -797,6 +842,7 @@ impl Shard {
                 let Some(st) = self.series.get_mut(&key) else {
                     return;
                 };
+                save_for_cut(&mut self.cut, self.epoch, &self.ctx, st);
                 let Some(slot) = st
                     .rules
                     .iter_mut()
@@ -865,9 +911,15 @@ impl Shard {
     fn evict_idle(&mut self, watermarks: &HashMap<SourceId, i64>) {
         let idle = self.ctx.idle_ms;
         let before = self.series.len();
+        let (cut, epoch, ctx) = (&mut self.cut, self.epoch, &self.ctx);
         self.series.retain(|st| {
             let w = watermarks.get(&st.source).copied().unwrap_or(i64::MIN);
-            st.last.ts.saturating_add(idle) >= w || st.rules.iter().any(|s| s.state.is_active())
+            let keep = st.last.ts.saturating_add(idle) >= w
+                || st.rules.iter().any(|s| s.state.is_active());
+            if !keep {
+                save_for_cut(cut, epoch, ctx, st);
+            }
+            keep
         });
         self.stats.series_evicted += (before - self.series.len()) as u64;
     }
@@ -881,15 +933,68 @@ impl Shard {
         let mut all: Vec<&SeriesState> = self.series.iter().collect();
         all.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         for st in all {
-            f(SeriesView {
-                key: &st.key,
-                source: st.source,
-                last: &st.last,
-                ops: &st.ops,
-                rules: RulesView(&st.rules, &self.ctx),
-                predictions: PredictionsView(&st.rules, &self.ctx),
-            });
+            f(view(&self.ctx, st));
         }
+    }
+
+    /// Begins this shard's part of a checkpoint of its state as it is now (see
+    /// `Pipeline::begin_checkpoint`).
+    pub fn begin_cut(&mut self, sink: FrameSink) {
+        debug_assert!(self.cut.is_none(), "one checkpoint at a time");
+        self.epoch = self.epoch.wrapping_add(1);
+        self.cut = Some(ShardCut::new(sink, self.series.len()));
+    }
+
+    /// Writes series of the cut not written yet until `deadline`, bucket by bucket; true once
+    /// the cut is complete (every series written and the last frame handed over).
+    pub fn cut_step(&mut self, deadline: Instant) -> bool {
+        let Some(cut) = self.cut.as_mut() else {
+            return true;
+        };
+        let mut written = 0usize;
+        while cut.pending > 0 {
+            // A series keeps its bucket until the table grows or rehashes in place (after many
+            // removals). After growth the walk starts over; a walk that ends with series still
+            // pending starts over too (the series written already are skipped).
+            if cut.buckets != self.series.buckets() {
+                (cut.buckets, cut.cursor, cut.walk) = (self.series.buckets(), 0, Some(0));
+            }
+            if cut.cursor >= cut.buckets {
+                if cut.walk == Some(0) {
+                    // A whole walk found nothing pending: the count is off (not reached).
+                    debug_assert_eq!(cut.pending, 0, "a cut's count of pending series is off");
+                    cut.pending = 0;
+                    break;
+                }
+                (cut.cursor, cut.walk) = (0, Some(0));
+                continue;
+            }
+            let i = cut.cursor;
+            cut.cursor += 1;
+            let Some(st) = self.series.bucket_mut(i) else {
+                continue;
+            };
+            if st.cut == self.epoch {
+                continue;
+            }
+            st.cut = self.epoch;
+            cut.write(&view(&self.ctx, st));
+            cut.walk = cut.walk.map(|n| n + 1);
+            written += 1;
+            if written.is_multiple_of(16) && Instant::now() >= deadline {
+                break;
+            }
+        }
+        if cut.pending > 0 {
+            return false;
+        }
+        cut.close();
+        true
+    }
+
+    /// Ends this shard's part of the checkpoint (complete or abandoned).
+    pub fn end_cut(&mut self) -> Option<ShardCut> {
+        self.cut.take()
     }
 
     /// Quarantined series keys, sorted (for checkpoints).
@@ -908,6 +1013,7 @@ impl Shard {
     pub fn restore_series(&mut self, snap: SeriesSnapshot) {
         let key: Arc<str> = snap.key.into();
         let mut st = new_series(&self.ctx, key.clone(), snap.source);
+        st.cut = self.epoch;
         if snap.ops.len() == st.ops.len() {
             st.ops = snap.ops.into_boxed_slice();
         }
@@ -1176,6 +1282,7 @@ fn new_series(ctx: &PipelineCtx, key: Arc<str>, source: SourceId) -> SeriesState
             .map(OperatorSpec::new_state)
             .collect(),
         rules,
+        cut: 0,
     }
 }
 

@@ -323,6 +323,164 @@ fn checkpoint_restore_continues_identically() {
     assert_eq!(events, reference);
 }
 
+/// Ten minutes of 300 series from three sources, a point every 3 s each. A tenth of them
+/// rise above the `md_delay` threshold from second 20 (firing at second 320), and half of
+/// them stop at second 300: those above the threshold fire on their timers, the others are
+/// evicted as idle.
+fn cut_messages() -> Vec<Incoming> {
+    let sources = ["exchange.binance", "exchange.okx", "exchange.deribit"];
+    (0..600i64)
+        .map(|i| {
+            let ts = T0 + i * SEC;
+            let source = sources[(i % 3) as usize];
+            let venues = if i < 300 { 100 } else { 50 };
+            let points: Vec<MetricPoint> = (0..venues)
+                .map(|v| {
+                    let noise = ((i * 7919 + v) % 11) as f64 * 0.01;
+                    let high = v % 10 == 0 && (20..420).contains(&i);
+                    let mut p = point(
+                        &format!("venue{v}"),
+                        ts,
+                        if high { 9.0 } else { 1.0 + noise },
+                    );
+                    p.labels.insert("source".into(), source.into());
+                    p
+                })
+                .collect();
+            msg(source, ts + 10, &points)
+        })
+        .collect()
+}
+
+/// A checkpoint's bytes, written in one go while the pipeline waits.
+fn checkpoint_bytes(p: &Pipeline, header: &checkpoint::CheckpointHeader) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut w = checkpoint::CheckpointWriter::new(header, |b| bytes.extend_from_slice(&b)).unwrap();
+    p.for_each_series(|s| w.series(&s).unwrap());
+    w.finish();
+    bytes
+}
+
+/// A checkpoint's header and series, in key order.
+fn decoded(bytes: &[u8]) -> (checkpoint::CheckpointHeader, Vec<SeriesSnapshot>) {
+    let (h, mut series) = checkpoint::decode_all(bytes).unwrap();
+    series.sort_by(|a, b| a.key.cmp(&b.key));
+    (h, series)
+}
+
+#[test]
+fn a_checkpoint_written_between_batches_holds_the_state_of_its_cut() {
+    let msgs = cut_messages();
+    for shards in [1, 3] {
+        let mut cfg = config(shards);
+        // Idle series are evicted while the checkpoint is written.
+        cfg.idle_series_evict_secs = 60;
+        let new = || Pipeline::new(&cfg, &ingest(), rules(RULES));
+        // `reference` waits while its checkpoint is written; `p` goes on while it writes.
+        let (mut reference, mut p) = (new(), new());
+        for chunk in msgs[..300].chunks(20) {
+            reference.process(chunk);
+            p.process(chunk);
+        }
+        let header = checkpoint::CheckpointHeader {
+            partition: 0,
+            last_seq: 300,
+            written_at_ms: 0,
+            pipeline: p.header(),
+        };
+        let at_cut = decoded(&checkpoint_bytes(&reference, &header));
+        let bytes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink: checkpoint::FrameSink = {
+            let bytes = bytes.clone();
+            Arc::new(move |b| bytes.lock().unwrap().extend_from_slice(&b))
+        };
+        p.begin_checkpoint(&header, sink).unwrap();
+        assert!(p.checkpoint_pending());
+        let (mut events, mut expected) = (Vec::new(), Vec::new());
+        let (mut written, mut batches_while_writing, mut evicted_while_writing) = (None, 0, 0);
+        for (i, chunk) in msgs[300..].chunks(5).enumerate() {
+            let out = p.process(chunk);
+            events.extend(out.events.into_iter().map(|e| e.event));
+            expected.extend(reference.process(chunk).events.into_iter().map(|e| e.event));
+            if written.is_none() {
+                batches_while_writing += 1;
+                evicted_while_writing += out.stats.shards.series_evicted;
+                // A step every third batch, its deadline already passed: 16 series a step.
+                if i % 3 == 2 {
+                    written = p.checkpoint_step(std::time::Instant::now());
+                }
+            }
+        }
+        // Writing the checkpoint changed nothing that was processed meanwhile.
+        assert_eq!(events, expected);
+        assert!(events.iter().any(|e| e.status == AlertStatus::Firing));
+        // Series changed, and series were evicted, before the steps reached them.
+        assert!(evicted_while_writing > 0);
+        assert!(batches_while_writing > 10, "{batches_while_writing}");
+        let written = written.expect("complete").expect("written");
+        assert!(!p.checkpoint_pending());
+        let bytes = bytes.lock().unwrap().clone();
+        assert_eq!(written.bytes, bytes.len());
+        // The state of the cut, not of the end: the same bytes as the reference's checkpoint.
+        let incremental = decoded(&bytes);
+        assert_eq!(written.series, at_cut.1.len() as u64);
+        assert_eq!(incremental.0, at_cut.0);
+        assert_same_series(&incremental.1, &at_cut.1);
+        assert_ne!(decoded(&checkpoint_bytes(&p, &header)).1, at_cut.1);
+        // Restored, it goes on as the pipeline that was not checkpointed.
+        let mut q = new();
+        q.restore_header(incremental.0.pipeline);
+        q.restore_series(incremental.1);
+        let resumed: Vec<AlertEvent> = msgs[300..]
+            .chunks(5)
+            .flat_map(|chunk| q.process(chunk).events)
+            .map(|e| e.event)
+            .collect();
+        assert_eq!(resumed, expected);
+
+        // An abandoned checkpoint lacks its end: a reader refuses it.
+        abandon_a_checkpoint_and_see_it_refused(&mut p, &header);
+    }
+}
+
+/// Two checkpoints' series are the same (the series that differ are named, not printed whole).
+fn assert_same_series(got: &[SeriesSnapshot], want: &[SeriesSnapshot]) {
+    let keys = |s: &[SeriesSnapshot]| s.iter().map(|s| s.key.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(got), keys(want));
+    let differ: Vec<&str> = got
+        .iter()
+        .zip(want)
+        .filter(|(a, b)| a != b)
+        .map(|(a, _)| a.key.as_str())
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{} series differ: {differ:?}",
+        differ.len()
+    );
+}
+
+/// Begins a checkpoint, writes a step of it and abandons it: what was handed over is refused.
+fn abandon_a_checkpoint_and_see_it_refused(
+    p: &mut Pipeline,
+    header: &checkpoint::CheckpointHeader,
+) {
+    let bytes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink: checkpoint::FrameSink = {
+        let bytes = bytes.clone();
+        Arc::new(move |b| bytes.lock().unwrap().extend_from_slice(&b))
+    };
+    p.begin_checkpoint(header, sink).unwrap();
+    assert!(p.checkpoint_step(std::time::Instant::now()).is_none());
+    p.abandon_checkpoint();
+    assert!(!p.checkpoint_pending());
+    assert!(p.checkpoint_step(std::time::Instant::now()).is_none());
+    assert!(matches!(
+        checkpoint::decode_all(&bytes.lock().unwrap()),
+        Err(checkpoint::CheckpointError::Truncated(_))
+    ));
+}
+
 #[test]
 fn checkpoints_of_other_versions_and_corrupt_bytes_are_refused() {
     let mut p = Pipeline::new(&config(1), &ingest(), rules(RULES));

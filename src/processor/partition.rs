@@ -235,7 +235,7 @@ async fn run_owned(
         }
         if draining && in_flight.is_empty() {
             if sink.last_seq != checkpointed_seq && guard.wait_valid(stop).await.is_ok() {
-                upload = Some(checkpoint(ctx, &worker, p, sink.last_seq, &checkpoint_name).await);
+                upload = Some(checkpoint(ctx, &worker, p, sink.last_seq, &checkpoint_name));
                 checkpointed_seq = sink.last_seq;
             }
             next_checkpoint = Instant::now() + checkpoint_every;
@@ -303,7 +303,7 @@ async fn run_owned(
         && ctx.js.client().connection_state() == async_nats::connection::State::Connected
         && guard.wait_valid(&hurry).await.is_ok()
     {
-        let u = checkpoint(ctx, &worker, p, sink.last_seq, &checkpoint_name).await;
+        let u = checkpoint(ctx, &worker, p, sink.last_seq, &checkpoint_name);
         let _ = tokio::time::timeout_at(deadline, u).await;
     }
     hurry_on.abort();
@@ -343,9 +343,10 @@ fn first_checkpoint_offset(every: Duration, p: u32, partitions: u32) -> Duration
     every.mul_f64(f64::from(p % partitions.max(1)) / f64::from(partitions.max(1)))
 }
 
-/// Serialises a checkpoint on the pipeline thread and streams it to the object store; returns
-/// the upload (the next checkpoint waits for it).
-async fn checkpoint(
+/// Checkpoints the partition: the pipeline thread cuts its state at once and then writes it
+/// between batches, streamed to the object store. Returns at once with the upload, which ends
+/// when the object is stored (the next checkpoint waits for it).
+fn checkpoint(
     ctx: &Arc<ProcessorCtx>,
     worker: &PipelineWorker,
     p: u32,
@@ -356,15 +357,19 @@ async fn checkpoint(
     let serialised = worker.checkpoint(p, last_seq, tx);
     let store = ctx.clone();
     let name = name.to_string();
-    let upload = tokio::spawn(async move {
-        if let Err(e) = store.store.save(&name, rx).await {
-            tracing::warn!(partition = p, error = %e, "checkpoint write failed; retried at the next interval");
-        }
-    });
-    match serialised {
-        Some(reply) => match reply.await {
+    tokio::spawn(async move {
+        let (saved, serialised) = tokio::join!(store.store.save(&name, rx), async move {
+            match serialised {
+                Some(reply) => reply
+                    .await
+                    .map_err(|_| "the pipeline thread stopped".to_string()),
+                None => Err("the pipeline thread stopped".to_string()),
+            }
+        });
+        match serialised {
             Ok(Ok(s)) => {
                 metrics::histogram!(telemetry::CHECKPOINT_SERIALISE_DURATION).record(s.seconds);
+                metrics::histogram!(telemetry::CHECKPOINT_PAUSE_DURATION).record(s.pause_seconds);
                 metrics::gauge!(telemetry::CHECKPOINT_SERIES, "partition" => p.to_string())
                     .set(s.series as f64);
                 tracing::debug!(
@@ -372,15 +377,21 @@ async fn checkpoint(
                     bytes = s.bytes,
                     series = s.series,
                     seconds = s.seconds,
+                    pause_seconds = s.pause_seconds,
                     "checkpoint serialised"
                 );
             }
-            Ok(Err(e)) => tracing::error!(partition = p, error = %e, "cannot serialise checkpoint"),
-            Err(_) => tracing::error!(partition = p, "pipeline thread stopped during a checkpoint"),
-        },
-        None => tracing::error!(partition = p, "pipeline thread stopped"),
-    }
-    upload
+            // Cut off by a stop or a lost lease, or unencodable state: the upload was told,
+            // and the last complete checkpoint stays.
+            Ok(Err(e)) | Err(e) => {
+                tracing::warn!(partition = p, error = %e, "checkpoint not completed; the last complete one stays");
+                return;
+            }
+        }
+        if let Err(e) = saved {
+            tracing::warn!(partition = p, error = %e, "checkpoint write failed; retried at the next interval");
+        }
+    })
 }
 
 /// Publishes what a batch caused, then acks it.
