@@ -114,44 +114,29 @@ impl Frames {
     }
 }
 
-/// One shard's part of a checkpoint written alongside the batches: the series that existed at
-/// the cut, each written once, as it was then (the shard decides when: before its first change,
-/// or in a step between batches). Full frames go to the shared sink at once.
-pub struct ShardCut {
+/// Writes one shard's series of a checkpoint written alongside the batches (the shard decides
+/// which and when); full frames go to the shared sink at once.
+pub struct CutWriter {
     sink: FrameSink,
     frames: Frames,
-    /// Series of the cut not written yet.
-    pub pending: usize,
-    /// Where the next step resumes its walk of the shard's table (a bucket), and the table's
-    /// buckets then.
-    pub cursor: usize,
-    pub buckets: usize,
-    /// Series written by the current walk of the table, if it began at the first bucket.
-    pub walk: Option<usize>,
     pub bytes: usize,
     pub series: u64,
     /// The first series that could not be encoded (the checkpoint is then abandoned).
     pub failed: Option<String>,
 }
 
-impl ShardCut {
-    pub fn new(sink: FrameSink, pending: usize) -> Self {
+impl CutWriter {
+    pub fn new(sink: FrameSink) -> Self {
         Self {
             sink,
             frames: Frames::default(),
-            pending,
-            cursor: 0,
-            buckets: 0,
-            walk: None,
             bytes: 0,
             series: 0,
             failed: None,
         }
     }
 
-    /// Writes one series of the cut.
     pub fn write(&mut self, s: &impl SeriesRecord) {
-        self.pending = self.pending.saturating_sub(1);
         match self.frames.push(s) {
             Ok(Some(frame)) => self.hand_over(frame),
             Ok(None) => {}
@@ -163,7 +148,7 @@ impl ShardCut {
         self.series += 1;
     }
 
-    /// Hands over the last, partly filled frame (call once nothing is pending).
+    /// Hands over the last, partly filled frame.
     pub fn close(&mut self) {
         if let Some(frame) = self.frames.close() {
             self.hand_over(frame);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::checkpoint::{FrameSink, ShardCut};
+use super::checkpoint::{CutWriter, FrameSink};
 use super::operator::{DropReason, Flow, OperatorSpec, OperatorState, PointCtx};
 use super::series_table::{Keyed, SeriesTable};
 use super::time::SourceId;
@@ -239,15 +239,38 @@ fn view<'a>(ctx: &'a PipelineCtx, st: &'a SeriesState) -> SeriesView<'a> {
     }
 }
 
+/// A shard's part of a checkpoint written alongside the batches: the series that existed at
+/// the cut, each written once, as it was then.
+struct Cut {
+    writer: CutWriter,
+    /// Series of the cut not written yet.
+    pending: usize,
+    /// Where the next step resumes its walk of the table (a bucket), and the table's buckets
+    /// then.
+    cursor: usize,
+    buckets: usize,
+    /// Series written by the current walk of the table, if it began at the first bucket.
+    walk: Option<usize>,
+}
+
+impl Cut {
+    /// Writes a series of the cut (its epoch is behind the shard's).
+    fn write(&mut self, ctx: &PipelineCtx, st: &mut SeriesState, epoch: u16) {
+        st.cut = epoch;
+        self.writer.write(&view(ctx, st));
+        self.pending = self.pending.saturating_sub(1);
+        self.walk = self.walk.map(|n| n + 1);
+    }
+}
+
 /// Writes a series into the checkpoint being written, if it belongs to the cut and is not
 /// written yet: called before anything changes or removes it, so the checkpoint holds it as it
 /// was at the cut.
 #[inline]
-fn save_for_cut(cut: &mut Option<ShardCut>, epoch: u16, ctx: &PipelineCtx, st: &mut SeriesState) {
+fn save_for_cut(cut: &mut Option<Cut>, epoch: u16, ctx: &PipelineCtx, st: &mut SeriesState) {
     if let Some(cut) = cut {
         if st.cut != epoch {
-            st.cut = epoch;
-            cut.write(&view(ctx, st));
+            cut.write(ctx, st, epoch);
         }
     }
 }
@@ -518,7 +541,7 @@ pub struct Shard {
     /// Checkpoints begun so far (wrapping): see [`SeriesState::cut`].
     epoch: u16,
     /// The checkpoint being written alongside the batches, if one is.
-    cut: Option<ShardCut>,
+    cut: Option<Cut>,
 }
 
 impl Shard {
@@ -942,7 +965,13 @@ impl Shard {
     pub fn begin_cut(&mut self, sink: FrameSink) {
         debug_assert!(self.cut.is_none(), "one checkpoint at a time");
         self.epoch = self.epoch.wrapping_add(1);
-        self.cut = Some(ShardCut::new(sink, self.series.len()));
+        self.cut = Some(Cut {
+            writer: CutWriter::new(sink),
+            pending: self.series.len(),
+            cursor: 0,
+            buckets: 0,
+            walk: None,
+        });
     }
 
     /// Writes series of the cut not written yet until `deadline`, bucket by bucket; true once
@@ -977,9 +1006,7 @@ impl Shard {
             if st.cut == self.epoch {
                 continue;
             }
-            st.cut = self.epoch;
-            cut.write(&view(&self.ctx, st));
-            cut.walk = cut.walk.map(|n| n + 1);
+            cut.write(&self.ctx, st, self.epoch);
             written += 1;
             if written.is_multiple_of(16) && Instant::now() >= deadline {
                 break;
@@ -988,13 +1015,13 @@ impl Shard {
         if cut.pending > 0 {
             return false;
         }
-        cut.close();
+        cut.writer.close();
         true
     }
 
-    /// Ends this shard's part of the checkpoint (complete or abandoned).
-    pub fn end_cut(&mut self) -> Option<ShardCut> {
-        self.cut.take()
+    /// Ends this shard's part of the checkpoint (complete or abandoned): what it wrote.
+    pub fn end_cut(&mut self) -> Option<CutWriter> {
+        self.cut.take().map(|c| c.writer)
     }
 
     /// Quarantined series keys, sorted (for checkpoints).
