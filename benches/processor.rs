@@ -318,6 +318,9 @@ fn memory_in_child(which: &str, args: &BenchArgs) -> anyhow::Result<Memory> {
 }
 
 async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
+    // The processor's memory as `prismwatch run` sets it up, for the parts measured in-process
+    // (`app::run` sets the same).
+    app::huge_pages::apply_or_warn(cfg.pipeline.transparent_huge_pages);
     if let Some(which) = &args.memory_only {
         let mut rules = load_rules(&cfg.rules.paths)?;
         rules.rules.retain(|r| r.name != "bench_trigger");

@@ -8,6 +8,7 @@
 //! reloads rules and routes (`reload.rs`).
 
 pub mod http;
+pub mod huge_pages;
 pub mod reload;
 pub mod status;
 
@@ -112,6 +113,7 @@ pub async fn run_from(
     components: Vec<Component>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    huge_pages::apply_or_warn(cfg.pipeline.transparent_huge_pages);
     // The manager routes and the notifiers deliver with the routing file's receivers.
     // The API lists routes and receivers too, where it has credentials to answer with.
     let with_routing = components.contains(&Component::Manager)

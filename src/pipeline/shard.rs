@@ -982,9 +982,11 @@ impl Shard {
         };
         let mut written = 0usize;
         while cut.pending > 0 {
-            // A series keeps its bucket until the table grows or rehashes in place (after many
-            // removals). After growth the walk starts over; a walk that ends with series still
-            // pending starts over too (the series written already are skipped).
+            // A series keeps its bucket until the table starts or ends growing, or rehashes in
+            // place (after many removals), or the series moves while the table grows. When the
+            // buckets change the walk starts over; a walk that ends with series still pending
+            // (one moved past the cursor) starts over too (the series written already are
+            // skipped).
             if cut.buckets != self.series.buckets() {
                 (cut.buckets, cut.cursor, cut.walk) = (self.series.buckets(), 0, Some(0));
             }
@@ -1078,8 +1080,7 @@ impl Shard {
     /// Bytes the shard's state takes: the map's buckets (every bucket, used or not, with its
     /// control byte), the timers, and each series' own allocations.
     pub fn approx_state_bytes(&self) -> usize {
-        let buckets = self.series.capacity() * 8 / 7;
-        let table = buckets * (std::mem::size_of::<SeriesState>() + 1);
+        let table = self.series.buckets() * (std::mem::size_of::<SeriesState>() + 1);
         let timers = self.timers.len() * (std::mem::size_of::<Timer>() + 16)
             + self.timers.by_source.len() * 64;
         table + timers + self.series.iter().map(series_heap_bytes).sum::<usize>()

@@ -361,6 +361,14 @@ fn checkpoint_bytes(p: &Pipeline, header: &checkpoint::CheckpointHeader) -> Vec<
     bytes
 }
 
+/// A frame sink that keeps what it is given, and where.
+fn collecting_sink() -> (Arc<std::sync::Mutex<Vec<u8>>>, checkpoint::FrameSink) {
+    let bytes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bytes.clone();
+    let sink: checkpoint::FrameSink = Arc::new(move |b| kept.lock().unwrap().extend_from_slice(&b));
+    (bytes, sink)
+}
+
 /// A checkpoint's header and series, in key order.
 fn decoded(bytes: &[u8]) -> (checkpoint::CheckpointHeader, Vec<SeriesSnapshot>) {
     let (h, mut series) = checkpoint::decode_all(bytes).unwrap();
@@ -389,11 +397,7 @@ fn a_checkpoint_written_between_batches_holds_the_state_of_its_cut() {
             pipeline: p.header(),
         };
         let at_cut = decoded(&checkpoint_bytes(&reference, &header));
-        let bytes = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink: checkpoint::FrameSink = {
-            let bytes = bytes.clone();
-            Arc::new(move |b| bytes.lock().unwrap().extend_from_slice(&b))
-        };
+        let (bytes, sink) = collecting_sink();
         p.begin_checkpoint(&header, sink).unwrap();
         assert!(p.checkpoint_pending());
         let (mut events, mut expected) = (Vec::new(), Vec::new());
@@ -441,6 +445,76 @@ fn a_checkpoint_written_between_batches_holds_the_state_of_its_cut() {
         // An abandoned checkpoint lacks its end: a reader refuses it.
         abandon_a_checkpoint_and_see_it_refused(&mut p, &header);
     }
+}
+
+/// A checkpoint written while the series table grows holds the series of its cut: the table
+/// grows incrementally (see `SeriesTable`), so series move between its two tables between the
+/// steps of the walk, and new series arrive meanwhile.
+#[test]
+fn a_checkpoint_written_while_the_series_table_grows_holds_its_cut() {
+    // 1,792 series fill a table of 2,048 buckets, so the first new series starts its growth
+    // (the old table's buckets then move 8 at an insert), and 3,000 more start a second one.
+    let full = 1792;
+    let mut msgs = vec![msg(
+        "exchange.binance",
+        T0 + 10,
+        &(0..full)
+            .map(|v| point(&format!("venue{v}"), T0, 1.0))
+            .collect::<Vec<_>>(),
+    )];
+    for i in 1..=150i64 {
+        let ts = T0 + i * SEC;
+        let new = (0..20).map(|k| full + (i - 1) * 20 + k);
+        let old = (0..10).map(|k| (i * 61 + k * 173) % full);
+        let points: Vec<MetricPoint> = new
+            .chain(old)
+            .map(|v| point(&format!("venue{v}"), ts, 1.0 + (v % 7) as f64 * 0.1))
+            .collect();
+        msgs.push(msg("exchange.binance", ts + 10, &points));
+    }
+    let new = || Pipeline::new(&config(1), &ingest(), rules(RULES));
+    let (mut reference, mut p) = (new(), new());
+    reference.process(&msgs[..1]);
+    p.process(&msgs[..1]);
+    let header = checkpoint::CheckpointHeader {
+        partition: 0,
+        last_seq: 1,
+        written_at_ms: 0,
+        pipeline: p.header(),
+    };
+    let at_cut = decoded(&checkpoint_bytes(&reference, &header));
+    assert_eq!(at_cut.1.len(), full as usize);
+    let (bytes, sink) = collecting_sink();
+    p.begin_checkpoint(&header, sink).unwrap();
+    let mut written = None;
+    let mut batches_while_writing = 0;
+    for (i, m) in msgs[1..].iter().enumerate() {
+        let (out, expected) = (
+            p.process(std::slice::from_ref(m)),
+            reference.process(std::slice::from_ref(m)),
+        );
+        assert_eq!(out.events.len(), expected.events.len());
+        if written.is_none() {
+            batches_while_writing += 1;
+            // 16 series a step, every fourth batch: the walk spans both growths.
+            if i % 4 == 3 {
+                written = p.checkpoint_step(std::time::Instant::now());
+            }
+        }
+    }
+    // The second growth starts at the 90th batch.
+    assert!(batches_while_writing > 100, "{batches_while_writing}");
+    assert_eq!(p.series_count(), full as usize + 3000);
+    // The rest is written once the batches stop.
+    while written.is_none() {
+        written = p.checkpoint_step(std::time::Instant::now());
+    }
+    let written = written.expect("complete").expect("written");
+    let bytes = bytes.lock().unwrap().clone();
+    assert_eq!(written.bytes, bytes.len());
+    let incremental = decoded(&bytes);
+    assert_eq!(written.series, full as u64);
+    assert_same_series(&incremental.1, &at_cut.1);
 }
 
 /// Two checkpoints' series are the same (the series that differ are named, not printed whole).
