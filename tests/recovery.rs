@@ -441,3 +441,107 @@ async fn sigterm_stops_the_processor_within_seconds_in_every_state() {
         .unwrap_or_else(|| panic!("not stopped within 10 s:\n{}", p.log()));
     eprintln!("stopped with NATS down in {:?}: {status:?}", t.elapsed());
 }
+
+/// While PRISM_ALERTS cannot store (its subjects moved away: every alert publish is refused as
+/// "no stream", a transient failure), the processor keeps pulling, processing and sending, but
+/// acks no message before the events of every message up to it are stored: each partition's
+/// ack floor stays below the first message whose events were stored only once the stream came
+/// back. Then every event is stored once, as in an uninterrupted run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_message_is_acked_before_the_alert_events_up_to_it_are_stored() {
+    let reference = {
+        let (_srv, cfg, js) = fresh().await;
+        publish(&js, &scenario(), 1).await;
+        run_once(&cfg, &js).await
+    };
+    assert_eq!(reference.len(), 7);
+
+    let (_srv, mut cfg, js) = fresh().await;
+    cfg.http.listen = free_listen_addr();
+    let app = RunningApp::start(cfg.clone(), test_rules());
+    let metrics = js.get_stream("PRISM_METRICS").await.unwrap();
+    channels::eventually("every partition's consumer is created", 30, || async {
+        let mut all = true;
+        for p in 0..4 {
+            all &= metrics.consumer_info(format!("{GROUP}-{p}")).await.is_ok();
+        }
+        all
+    })
+    .await;
+    let mut alerts = js.get_stream("PRISM_ALERTS").await.unwrap();
+    let configured = alerts.info().await.unwrap().config.clone();
+    let away = jetstream::stream::Config {
+        subjects: vec!["prism.nowhere.>".into()],
+        ..configured.clone()
+    };
+    js.update_stream(&away).await.unwrap();
+    publish(&js, &scenario(), 1).await;
+
+    // The events fail and are retried; meanwhile, the ack floors.
+    channels::eventually("an alert publish is retried", 30, || async {
+        let (_, m) = http_get(&cfg.http.listen, "/metrics").await;
+        m.lines()
+            .any(|l| l.starts_with("prismwatch_alerts_publish_retries_total") && !l.ends_with(" 0"))
+    })
+    .await;
+    let mut floors = BTreeMap::<u32, u64>::new();
+    let mut delivered = BTreeMap::<u32, u64>::new();
+    let sampling = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < sampling {
+        for p in 0..4u32 {
+            let info = metrics.consumer_info(format!("{GROUP}-{p}")).await.unwrap();
+            let floor = floors.entry(p).or_default();
+            *floor = (*floor).max(info.ack_floor.stream_sequence);
+            let d = delivered.entry(p).or_default();
+            *d = (*d).max(info.delivered.stream_sequence);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    js.update_stream(&configured).await.unwrap();
+    wait_consumed(&js, GROUP, Duration::from_secs(60)).await;
+    app.stop().await.unwrap();
+
+    // The same events, each alert's in the same order (partitions interleave as they go).
+    let per_alert = |ids: &[String]| {
+        let mut by = BTreeMap::<String, Vec<String>>::new();
+        for id in ids {
+            let alert = id.rsplit_once('-').unwrap().0.to_string();
+            by.entry(alert).or_default().push(id.clone());
+        }
+        by
+    };
+    let stored = msg_ids(&js).await;
+    assert_eq!(stored.len(), reference.len(), "{stored:?}");
+    assert_eq!(
+        per_alert(&stored),
+        per_alert(&reference),
+        "events lost, repeated or reordered"
+    );
+    // Every event was stored after the stream came back; the first one's message per partition.
+    let mut first_unstored = BTreeMap::<u32, u64>::new();
+    for (_, headers, _) in read_stream(&js, "PRISM_ALERTS").await {
+        let source = headers
+            .unwrap()
+            .get("Prism-Source-Message")
+            .unwrap()
+            .to_string();
+        let (p, seq) = source.split_once(':').unwrap();
+        let seq: u64 = seq.parse().unwrap();
+        let first = first_unstored.entry(p.parse().unwrap()).or_insert(seq);
+        *first = (*first).min(seq);
+    }
+    for (p, first) in &first_unstored {
+        assert!(
+            floors[p] < *first,
+            "partition {p} acked through {} while the events of message {first} were not stored",
+            floors[p]
+        );
+    }
+    // The partitions did go on pulling past the message they waited on.
+    assert!(
+        first_unstored
+            .iter()
+            .any(|(p, first)| delivered[p] > *first),
+        "no partition pulled past its first waiting message: {delivered:?} {first_unstored:?}"
+    );
+}

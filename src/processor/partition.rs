@@ -27,6 +27,10 @@ use crate::subjects;
 use crate::telemetry::{self, LogLimiter};
 use crate::tools::clock;
 
+/// Processed batches that may wait for their events' stream acks at once (each holds its
+/// messages until then); beyond that the partition waits before it sends more.
+const MAX_PUBLISHING: usize = 16;
+
 /// How a partition's run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -223,6 +227,12 @@ async fn run_owned(
     // Batches in the pipeline thread; the next is pulled while one is processed, and results are
     // published and acked strictly in order.
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    // Processed batches whose events are sent, each waiting for the stream's acks before its
+    // messages are acked: the loop goes on pulling, processing and sending meanwhile (waiting
+    // here for each batch's acks held the next trigger back by a round trip to the server).
+    let mut publishing: VecDeque<Publishing> = VecDeque::new();
+    // Ends the waits for the stream's acks: a stop's deadline.
+    let give_up = CancellationToken::new();
     // Before a checkpoint no new batch is started, so the snapshot covers exactly what is acked.
     let mut draining = false;
     // One timer for the next checkpoint, reset when it moves (not a new one per batch).
@@ -233,7 +243,7 @@ async fn run_owned(
         if !checkpoint_every.is_zero() && Instant::now() >= next_checkpoint && upload_idle {
             draining = true;
         }
-        if draining && in_flight.is_empty() {
+        if draining && in_flight.is_empty() && publishing.is_empty() {
             if sink.last_seq != checkpointed_seq && guard.wait_valid(stop).await.is_ok() {
                 upload = Some(checkpoint(ctx, &worker, p, sink.last_seq, &checkpoint_name));
                 checkpointed_seq = sink.last_seq;
@@ -247,15 +257,25 @@ async fn run_owned(
             biased;
             _ = guard.lost() => break Exit::LeaseLost,
             _ = stop.cancelled() => break Exit::Stopped,
+            stored = async {
+                match publishing.front_mut() {
+                    Some(p) => p.stored().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                stored?;
+                let p = publishing.pop_front().expect("a batch publishing");
+                sink.acked(p, guard, stop).await?;
+            }
             done = async {
                 match in_flight.front_mut() {
                     Some(batch) => (&mut batch.done).await,
                     None => std::future::pending().await,
                 }
-            } => {
+            }, if publishing.len() < MAX_PUBLISHING => {
                 let batch = in_flight.pop_front().expect("a batch in flight");
                 let done = done.map_err(|_| ProcessorError::Permanent("the pipeline thread stopped".into()))?;
-                sink.finish(done, batch, guard, stop).await?;
+                publishing.push_back(sink.send(done, batch, guard, stop, &give_up).await?);
             }
             next = pulled.recv(), if can_pull => {
                 let Some(Pulled { batch, last, traces }) = next else {
@@ -280,7 +300,7 @@ async fn run_owned(
     // Graceful: finish what was started, publish and ack it, then a final checkpoint, all
     // within a few seconds: a stop that comes while NATS is away must not wait for it.
     let deadline = Instant::now() + Duration::from_secs(4);
-    let hurry = CancellationToken::new();
+    let hurry = give_up;
     let hurry_on = {
         let hurry = hurry.clone();
         tokio::spawn(async move {
@@ -289,10 +309,17 @@ async fn run_owned(
         })
     };
     while let Some(mut batch) = in_flight.pop_front() {
-        if let Ok(done) = (&mut batch.done).await {
-            if sink.finish(done, batch, guard, &hurry).await.is_err() {
-                break;
-            }
+        let Ok(done) = (&mut batch.done).await else {
+            continue;
+        };
+        match sink.send(done, batch, guard, &hurry, &hurry).await {
+            Ok(p) => publishing.push_back(p),
+            Err(_) => break,
+        }
+    }
+    while let Some(mut p) = publishing.pop_front() {
+        if p.stored().await.is_err() || sink.acked(p, guard, &hurry).await.is_err() {
+            break;
         }
     }
     if let Some(u) = upload {
@@ -394,6 +421,29 @@ fn checkpoint(
     })
 }
 
+/// Waits for the stream acks of what a batch caused.
+type StoredFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ProcessorError>> + Send>>;
+
+/// A processed batch whose events and dead letters are sent: its messages are acked once they
+/// are stored. Batches are acked strictly in order (acking a batch's last message acks every
+/// earlier one), while later batches are processed and sent meanwhile.
+struct Publishing {
+    batch: InFlight,
+    done: BatchDone,
+    /// `None`: nothing to wait for.
+    stored: Option<StoredFuture>,
+}
+
+impl Publishing {
+    async fn stored(&mut self) -> Result<(), ProcessorError> {
+        match &mut self.stored {
+            Some(f) => f.await,
+            None => Ok(()),
+        }
+    }
+}
+
 /// Publishes what a batch caused, then acks it.
 struct DoneSink {
     ctx: Arc<ProcessorCtx>,
@@ -446,19 +496,25 @@ impl SinkMetrics {
 }
 
 impl DoneSink {
-    async fn finish(
+    /// Sends what a processed batch caused (in batch order); its messages are acked once that is
+    /// stored ([`Publishing::stored`], then [`DoneSink::acked`]). `give_up` ends the wait for
+    /// the stream's acks (a stop's deadline).
+    async fn send(
         &mut self,
         done: BatchDone,
         batch: InFlight,
         guard: &LeaseGuard,
         stop: &CancellationToken,
-    ) -> Result<(), ProcessorError> {
+        give_up: &CancellationToken,
+    ) -> Result<Publishing, ProcessorError> {
         let out = &done.output;
+        let mut stored = None;
         if !out.events.is_empty() || !out.rejects.is_empty() {
             self.log_rejects(&done);
             let traceparents = trace_events(&batch.traces, &done);
-            self.publisher
-                .publish_batch(
+            let sent = self
+                .publisher
+                .send_batch(
                     &done.batch,
                     (&out.events, &traceparents),
                     &out.rejects,
@@ -467,7 +523,32 @@ impl DoneSink {
                     stop,
                 )
                 .await?;
+            if sent.is_empty() {
+                sent.record();
+            } else {
+                let (publisher, guard, give_up) =
+                    (self.publisher.clone(), guard.clone(), give_up.clone());
+                stored = Some(Box::pin(async move {
+                    publisher.stored(sent, &guard, &give_up).await.map(drop)
+                }) as StoredFuture);
+            }
         }
+        Ok(Publishing {
+            batch,
+            done,
+            stored,
+        })
+    }
+
+    /// Acks a batch whose effects are stored, and records it.
+    async fn acked(
+        &mut self,
+        publishing: Publishing,
+        guard: &LeaseGuard,
+        stop: &CancellationToken,
+    ) -> Result<(), ProcessorError> {
+        let Publishing { batch, done, .. } = publishing;
+        let out = &done.output;
         // Cumulative ack: the batch's last message acks all of it, now that all it caused is
         // stored. Only while the lease holds: a lost partition's messages are the next owner's.
         guard.wait_valid(stop).await?;

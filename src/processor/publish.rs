@@ -1,5 +1,6 @@
 //! Durable publishing of what a batch caused: alert events and dead letters, pipelined, each
-//! awaited for its stream ack. Transient failures are retried with capped backoff (until stored,
+//! awaited for its stream ack. Sending and awaiting the acks are separate steps, so that a
+//! partition sends the next batch's events while the server stores the previous batch's. Transient failures are retried with capped backoff (until stored,
 //! the lease is lost or shutdown is asked); permanent ones are counted, logged and worked around
 //! (a dead letter too big for the server carries a reference to the original instead of its
 //! bytes), never retried forever.
@@ -67,6 +68,41 @@ pub struct Published {
     pub dead_letters: usize,
 }
 
+/// A message handed to the server, with its stream ack to come (or why it could not be sent).
+type Sending = (
+    Outgoing,
+    Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError>,
+);
+
+/// A batch's events and dead letters, sent; [`Publisher::stored`] awaits their acks.
+pub struct Sent {
+    waiting: Vec<Sending>,
+    report: Published,
+    /// Each event's priority and status, counted once the events are stored.
+    events: Vec<(&'static str, &'static str)>,
+}
+
+impl Sent {
+    /// Nothing to wait for (every event suppressed, or none): [`Sent::record`] it at once.
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// Counts what is stored (or suppressed).
+    pub fn record(self) -> Published {
+        for (priority, status) in self.events {
+            metrics::counter!(telemetry::ALERT_EVENTS, "priority" => priority, "status" => status)
+                .increment(1);
+        }
+        let report = self.report;
+        if report.suppressed > 0 {
+            metrics::counter!(telemetry::ALERTS_SUPPRESSED).increment(report.suppressed as u64);
+        }
+        metrics::counter!(telemetry::MESSAGES_DEADLETTERED).increment(report.dead_letters as u64);
+        report
+    }
+}
+
 impl Publisher {
     pub fn new(js: jetstream::Context, partition: u32) -> Self {
         let max_payload = js.client().server_info().max_payload.max(64 * 1024);
@@ -77,9 +113,9 @@ impl Publisher {
         }
     }
 
-    /// Publishes a batch's dead letters and alert events; returns once all are stored (or
-    /// permanently refused and accounted for).
-    pub async fn publish_batch(
+    /// Sends a batch's dead letters and alert events (those not already published by an earlier
+    /// owner), in order; [`Publisher::stored`] then awaits their stream acks.
+    pub async fn send_batch(
         &self,
         batch: &[Incoming],
         (events, traceparents): (&[Emitted], &[Option<String>]),
@@ -87,7 +123,7 @@ impl Publisher {
         suppressor: &mut Suppressor,
         guard: &LeaseGuard,
         stop: &CancellationToken,
-    ) -> Result<Published, ProcessorError> {
+    ) -> Result<Sent, ProcessorError> {
         let mut report = Published::default();
         let mut out = Vec::with_capacity(events.len() + rejects.len());
         for r in rejects {
@@ -110,16 +146,34 @@ impl Publisher {
             out.push(self.event(e, m, traceparents.get(i).and_then(Option::as_deref)));
             report.events += 1;
         }
-        self.publish_all(out, guard, stop).await?;
-        for e in events {
-            metrics::counter!(telemetry::ALERT_EVENTS, "priority" => e.event.priority.token(), "status" => e.event.status.token())
-                .increment(1);
-        }
-        if report.suppressed > 0 {
-            metrics::counter!(telemetry::ALERTS_SUPPRESSED).increment(report.suppressed as u64);
-        }
-        metrics::counter!(telemetry::MESSAGES_DEADLETTERED).increment(report.dead_letters as u64);
-        Ok(report)
+        let events = events
+            .iter()
+            .map(|e| (e.event.priority.token(), e.event.status.token()))
+            .collect();
+        let waiting = if out.is_empty() {
+            Vec::new()
+        } else {
+            guard.wait_valid(stop).await?;
+            self.send_all(out).await
+        };
+        Ok(Sent {
+            waiting,
+            report,
+            events,
+        })
+    }
+
+    /// Returns once everything `sent` holds is stored (transient failures sent again until it
+    /// is, permanent ones accounted for), and counts it.
+    pub async fn stored(
+        &self,
+        mut sent: Sent,
+        guard: &LeaseGuard,
+        stop: &CancellationToken,
+    ) -> Result<Published, ProcessorError> {
+        let waiting = std::mem::take(&mut sent.waiting);
+        self.settle(waiting, guard, stop).await?;
+        Ok(sent.record())
     }
 
     /// Publishes one dead letter (the series registry's reports).
@@ -225,28 +279,42 @@ impl Publisher {
     /// stored; permanent failures are logged, counted, and (dead letters) sent by reference.
     async fn publish_all(
         &self,
-        mut pending: Vec<Outgoing>,
+        pending: Vec<Outgoing>,
+        guard: &LeaseGuard,
+        stop: &CancellationToken,
+    ) -> Result<(), ProcessorError> {
+        guard.wait_valid(stop).await?;
+        let sent = self.send_all(pending).await;
+        self.settle(sent, guard, stop).await
+    }
+
+    /// Hands every message to the server without waiting for its ack.
+    async fn send_all(&self, pending: Vec<Outgoing>) -> Vec<Sending> {
+        let mut sent = Vec::with_capacity(pending.len());
+        for o in pending {
+            let ack = self
+                .js
+                .publish_with_headers(o.subject.clone(), o.headers.clone(), o.payload.clone())
+                .await;
+            sent.push((o, ack));
+        }
+        sent
+    }
+
+    /// Awaits the acks of `sent`; sends what failed transiently again, with backoff, until
+    /// every one is stored; permanent failures are logged, counted, and (dead letters) sent by
+    /// reference.
+    async fn settle(
+        &self,
+        mut sent: Vec<Sending>,
         guard: &LeaseGuard,
         stop: &CancellationToken,
     ) -> Result<(), ProcessorError> {
         let mut backoff = Duration::from_millis(50);
-        while !pending.is_empty() {
-            guard.wait_valid(stop).await?;
-            let mut acks = Vec::with_capacity(pending.len());
-            for o in &pending {
-                acks.push(
-                    self.js
-                        .publish_with_headers(
-                            o.subject.clone(),
-                            o.headers.clone(),
-                            o.payload.clone(),
-                        )
-                        .await,
-                );
-            }
+        loop {
             let mut retry = Vec::new();
-            for (o, sent) in pending.into_iter().zip(acks) {
-                let result = match sent {
+            for (o, ack) in sent {
+                let result = match ack {
                     Ok(ack) => ack.await.map(|_| ()),
                     Err(e) => Err(e),
                 };
@@ -273,14 +341,14 @@ impl Publisher {
                 return Ok(());
             }
             metrics::counter!(telemetry::PUBLISH_RETRIES).increment(retry.len() as u64);
-            pending = retry;
             tokio::select! {
                 _ = stop.cancelled() => return Err(ProcessorError::Stopped),
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
+            guard.wait_valid(stop).await?;
+            sent = self.send_all(retry).await;
         }
-        Ok(())
     }
 }
 
