@@ -545,3 +545,35 @@ async fn no_message_is_acked_before_the_alert_events_up_to_it_are_stored() {
         "no partition pulled past its first waiting message: {delivered:?} {first_unstored:?}"
     );
 }
+
+/// An alert storm larger than the client allows stream acks outstanding (5,000): 6,000 events
+/// from one message are all stored and the message acked; the processor does not wait for
+/// itself (its sends waiting for ack permits that only its own later awaits would free).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_storm_larger_than_the_acks_the_client_allows_outstanding_is_all_stored() {
+    let (_srv, cfg, js) = fresh().await;
+    let now = clock::now_ms();
+    let storm: Vec<MetricPoint> = (0..6000)
+        .map(|i| MetricPoint {
+            name: "queue_depth".into(),
+            labels: BTreeMap::from([("host".to_string(), format!("h{i:05}"))]),
+            value: 1.0,
+            timestamp: now,
+        })
+        .collect();
+    publish(&js, &storm, storm.len()).await;
+    let app = RunningApp::start(
+        cfg.clone(),
+        rules("rules:\n  - name: queue_up\n    metric: queue_depth\n    condition: value > 0\n    priority: P2\n"),
+    );
+    wait_consumed(&js, GROUP, Duration::from_secs(60)).await;
+    app.stop().await.unwrap();
+    let events = alert_events(&js).await;
+    let hosts: BTreeSet<_> = events
+        .iter()
+        .filter(|e| e.rule == "queue_up")
+        .map(|e| e.labels["host"].clone())
+        .collect();
+    assert_eq!(events.len(), 6000);
+    assert_eq!(hosts.len(), 6000);
+}

@@ -1,9 +1,10 @@
 //! Durable publishing of what a batch caused: alert events and dead letters, pipelined, each
 //! awaited for its stream ack. Sending and awaiting the acks are separate steps, so that a
-//! partition sends the next batch's events while the server stores the previous batch's. Transient failures are retried with capped backoff (until stored,
-//! the lease is lost or shutdown is asked); permanent ones are counted, logged and worked around
-//! (a dead letter too big for the server carries a reference to the original instead of its
-//! bytes), never retried forever.
+//! partition sends the next batch's events while the server stores the previous batch's.
+//! Transient failures are retried with capped backoff (until stored, the lease is lost or
+//! shutdown is asked); permanent ones are counted, logged and worked around (a dead letter too
+//! big for the server carries a reference to the original instead of its bytes), never retried
+//! forever.
 //!
 //! Re-processing after a restart publishes the same deterministic ids again. Inside
 //! `PRISM_ALERTS`' duplicate window the server drops the repeats; outside it the [`Suppressor`]
@@ -12,6 +13,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, consumer};
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -69,10 +71,10 @@ pub struct Published {
 }
 
 /// A message handed to the server, with its stream ack to come (or why it could not be sent).
-type Sending = (
-    Outgoing,
-    Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError>,
-);
+type Sending = (Outgoing, Result<AckWait, PublishError>);
+
+/// A stream ack awaited on a task of its own.
+type AckWait = tokio::task::JoinHandle<Result<jetstream::publish::PublishAck, PublishError>>;
 
 /// A batch's events and dead letters, sent; [`Publisher::stored`] awaits their acks.
 pub struct Sent {
@@ -288,14 +290,19 @@ impl Publisher {
         self.settle(sent, guard, stop).await
     }
 
-    /// Hands every message to the server without waiting for its ack.
+    /// Hands every message to the server without waiting for its ack. Each ack is awaited on a
+    /// task of its own from the start: the client allows a bounded number of acks outstanding
+    /// (shared by the partitions) and a send waits for one to be free, which only happens as
+    /// outstanding ones are awaited; awaited later, here, an alert storm (thousands of events
+    /// in the batches at hand) would wait for itself forever.
     async fn send_all(&self, pending: Vec<Outgoing>) -> Vec<Sending> {
         let mut sent = Vec::with_capacity(pending.len());
         for o in pending {
             let ack = self
                 .js
                 .publish_with_headers(o.subject.clone(), o.headers.clone(), o.payload.clone())
-                .await;
+                .await
+                .map(|ack| tokio::spawn(std::future::IntoFuture::into_future(ack)));
             sent.push((o, ack));
         }
         sent
@@ -315,7 +322,11 @@ impl Publisher {
             let mut retry = Vec::new();
             for (o, ack) in sent {
                 let result = match ack {
-                    Ok(ack) => ack.await.map(|_| ()),
+                    Ok(ack) => match ack.await {
+                        Ok(stored) => stored.map(drop),
+                        // Its task ended without an answer (the runtime is stopping): unknown.
+                        Err(_) => Err(PublishError::new(PublishErrorKind::Other)),
+                    },
                     Err(e) => Err(e),
                 };
                 let Err(e) = result else { continue };
