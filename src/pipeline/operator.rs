@@ -138,7 +138,7 @@ impl OperatorSpec {
                 p.anomaly = Some(AnomalyDetail {
                     alert: out.alert,
                     raw_score: out.raw_score,
-                    detector_scores: out.per_detector.map(|(_, d)| d.score),
+                    detector_scores: out.per_detector.map(|d| d.score),
                     explanation: out.explanation,
                 });
                 Flow::Continue
