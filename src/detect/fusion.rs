@@ -495,6 +495,15 @@ impl AnomalyConfig {
         if !gt(f.band_sd, 0.0) {
             out.push(("fusion.band_sd".to_string(), "must be > 0".to_string()));
         }
+        if !(gt(f.calibration_tolerated_repeats, 0.0)
+            && f.calibration_tolerated_repeats.is_finite())
+        {
+            // At 0 (or infinity) a score would calibrate to 0 / 0 (or ∞ / ∞).
+            out.push((
+                "fusion.calibration_tolerated_repeats".to_string(),
+                "must be a finite number > 0".to_string(),
+            ));
+        }
         out
     }
 
@@ -517,9 +526,10 @@ impl AnomalyConfig {
             outs[0] = self.zscore.update(&mut st.zscore, value);
         }
         // The seasonal baseline always runs: the others see the deseasonalised value.
-        let seasonal_sd = self.seasonal.spread_sd(&st.seasonal, ts_ms);
-        let component = self.seasonal.component(&st.seasonal, ts_ms);
-        outs[1] = self.seasonal.update(&mut st.seasonal, ts_ms, value);
+        let component;
+        let seasonal_sd;
+        (outs[1], component, seasonal_sd) =
+            self.seasonal.update_phased(&mut st.seasonal, ts_ms, value);
         let adjusted = value - component;
         if w[2] > 0.0 || need_all {
             outs[2] = self.trend.update(&mut st.trend, ts_ms, adjusted);
@@ -585,6 +595,8 @@ impl AnomalyConfig {
             1.0
         };
         let gain_after = gain_before / decay;
+        // `s / (1 + above / tolerated)` with `above = Σ bins / gain`, in one division.
+        let tolerated_scaled = gain_before * f.calibration_tolerated_repeats;
         for i in 0..DETECTORS {
             if w[i] == 0.0 {
                 continue;
@@ -594,8 +606,8 @@ impl AnomalyConfig {
             if f.calibration_window_points > 0 {
                 let h = &mut fs.hist[i * CAL_BINS..(i + 1) * CAL_BINS];
                 let bin = cal_bin(s);
-                let above = h[bin..].iter().map(|v| f64::from(*v)).sum::<f64>() / gain_before;
-                c = s / (1.0 + above / f.calibration_tolerated_repeats);
+                let above_scaled = h[bin..].iter().map(|v| f64::from(*v)).sum::<f64>();
+                c = s * tolerated_scaled / (tolerated_scaled + above_scaled);
                 let weight = if w[i] * c >= f.alert_threshold {
                     f.calibration_anomaly_weight
                 } else {
@@ -1171,6 +1183,7 @@ mod tests {
         let bad = AnomalyConfig {
             fusion: FusionConfig {
                 alert_threshold: 0.0,
+                calibration_tolerated_repeats: 0.0,
                 ..Default::default()
             },
             iforest: IForestConfig {
@@ -1182,6 +1195,7 @@ mod tests {
         let keys: Vec<String> = bad.problems().into_iter().map(|(k, _)| k).collect();
         assert!(keys.contains(&"fusion.alert_threshold".to_string()));
         assert!(keys.contains(&"iforest.trees".to_string()));
+        assert!(keys.contains(&"fusion.calibration_tolerated_repeats".to_string()));
         assert!(
             serde_json::from_str::<AnomalyConfig>(r#"{"fusion":{"alert_treshold":0.5}}"#).is_err()
         );

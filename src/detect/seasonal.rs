@@ -198,16 +198,35 @@ impl SeasonalConfig {
 
     /// Scores `value` at `ts_ms` against the baseline, then learns it.
     pub fn update(&self, st: &mut SeasonalState, ts_ms: i64, value: f64) -> DetectorOutput {
+        self.update_phased(st, ts_ms, value).0
+    }
+
+    /// [`Self::update`], also returning what [`Self::component`] and [`Self::spread_sd`] return
+    /// before the point is learnt: the phase (three integer divisions) is found once.
+    pub fn update_phased(
+        &self,
+        st: &mut SeasonalState,
+        ts_ms: i64,
+        value: f64,
+    ) -> (DetectorOutput, f64, f64) {
         if !value.is_finite() {
-            return DetectorOutput::default();
+            return (
+                DetectorOutput::default(),
+                self.component(st, ts_ms),
+                self.spread_sd(st, ts_ms),
+            );
         }
-        st.step.observe(ts_ms);
-        if st.count == 0 {
-            st.level = value;
-        }
+        // The phase and spread depend on the profile, level and spreads, not on the step.
         let (seasonal, b0, b1, w1) = self.phase(st, ts_ms);
+        let sd_before = self.spread_at(st, b0, b1, w1);
+        st.step.observe(ts_ms);
+        let mut sd = sd_before;
+        if st.count == 0 {
+            // The spread's floor follows the level, which the first point sets.
+            st.level = value;
+            sd = self.spread_at(st, b0, b1, w1);
+        }
         let expected = st.level + seasonal;
-        let sd = self.spread_at(st, b0, b1, w1);
         let resid = value - expected;
         let z = resid / sd;
         let out = if st.count >= self.min_points.max(1) {
@@ -254,7 +273,7 @@ impl SeasonalConfig {
         }
         st.count = st.count.saturating_add(1);
         self.accumulate(st, ts_ms, value);
-        out
+        (out, seasonal, sd_before)
     }
 
     /// The seasonal component (profile value, without the level) at `ts_ms`; 0 without a season.
