@@ -526,10 +526,9 @@ impl AnomalyConfig {
             outs[0] = self.zscore.update(&mut st.zscore, value);
         }
         // The seasonal baseline always runs: the others see the deseasonalised value.
-        let component;
-        let seasonal_sd;
-        (outs[1], component, seasonal_sd) =
-            self.seasonal.update_phased(&mut st.seasonal, ts_ms, value);
+        let phased = self.seasonal.update_phased(&mut st.seasonal, ts_ms, value);
+        outs[1] = phased.output;
+        let (component, seasonal_sd) = (phased.component, phased.spread_sd);
         let adjusted = value - component;
         if w[2] > 0.0 || need_all {
             outs[2] = self.trend.update(&mut st.trend, ts_ms, adjusted);

@@ -136,6 +136,16 @@ pub struct SeasonalState {
 /// Mean absolute deviation to standard deviation, for normal residuals.
 const MAD_TO_SD: f64 = 1.2533;
 
+/// A point's seasonal score with the phase's component and spread before the point was learnt.
+#[derive(Debug, Clone, Copy)]
+pub struct Phased {
+    pub output: DetectorOutput,
+    /// [`SeasonalConfig::component`] at the point's time.
+    pub component: f64,
+    /// [`SeasonalConfig::spread_sd`] at the point's time.
+    pub spread_sd: f64,
+}
+
 impl SeasonalConfig {
     /// Problems with this configuration, as `(key, message)` pairs.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
@@ -198,23 +208,18 @@ impl SeasonalConfig {
 
     /// Scores `value` at `ts_ms` against the baseline, then learns it.
     pub fn update(&self, st: &mut SeasonalState, ts_ms: i64, value: f64) -> DetectorOutput {
-        self.update_phased(st, ts_ms, value).0
+        self.update_phased(st, ts_ms, value).output
     }
 
     /// [`Self::update`], also returning what [`Self::component`] and [`Self::spread_sd`] return
     /// before the point is learnt: the phase (three integer divisions) is found once.
-    pub fn update_phased(
-        &self,
-        st: &mut SeasonalState,
-        ts_ms: i64,
-        value: f64,
-    ) -> (DetectorOutput, f64, f64) {
+    pub fn update_phased(&self, st: &mut SeasonalState, ts_ms: i64, value: f64) -> Phased {
         if !value.is_finite() {
-            return (
-                DetectorOutput::default(),
-                self.component(st, ts_ms),
-                self.spread_sd(st, ts_ms),
-            );
+            return Phased {
+                output: DetectorOutput::default(),
+                component: self.component(st, ts_ms),
+                spread_sd: self.spread_sd(st, ts_ms),
+            };
         }
         // The phase and spread depend on the profile, level and spreads, not on the step.
         let (seasonal, b0, b1, w1) = self.phase(st, ts_ms);
@@ -273,7 +278,11 @@ impl SeasonalConfig {
         }
         st.count = st.count.saturating_add(1);
         self.accumulate(st, ts_ms, value);
-        (out, seasonal, sd_before)
+        Phased {
+            output: out,
+            component: seasonal,
+            spread_sd: sd_before,
+        }
     }
 
     /// The seasonal component (profile value, without the level) at `ts_ms`; 0 without a season.
