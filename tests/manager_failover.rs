@@ -3,10 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
-use futures::StreamExt;
-
 use common::manager::{alerting_env, Driver, MANAGER_GROUP};
 use common::{fresh, ChildProcessor};
 use prismwatch::model::Priority;
@@ -98,6 +94,10 @@ async fn kill_9_mid_group_wait_and_mid_repeat_loses_and_repeats_nothing() {
 #[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_publishing_and_storing_republishes_the_same_ids() {
+    // Here, not at the top: the file's other tests build without the feature.
+    use futures::StreamExt;
+    use std::time::Duration;
+
     let (srv, cfg, js) = fresh().await;
     let dir = tempfile::tempdir().unwrap();
     let routing = dir.path().join("routing.yaml");
