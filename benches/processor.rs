@@ -119,7 +119,7 @@ struct BenchArgs {
     /// Only the drain throughput (1- and 100-point messages, backbone and every detector).
     #[arg(long)]
     throughput_only: bool,
-    /// Only the backbone operators (with `--throughput-only`: the drain throughput without the
+    /// Only the backbone operators (with `--throughput-only` or `--pipeline-only`: without the
     /// every-detector set).
     #[arg(long)]
     backbone_only: bool,
@@ -376,7 +376,12 @@ async fn run(mut cfg: Config, args: BenchArgs) -> anyhow::Result<()> {
     if args.pipeline_only {
         let mut rules = rules.clone();
         rules.rules.retain(|r| r.name != "bench_trigger");
-        for (name, all) in [("backbone operators", false), ("every detector on", true)] {
+        let sets: &[(&str, bool)] = if args.backbone_only {
+            &[("backbone operators", false)]
+        } else {
+            &[("backbone operators", false), ("every detector on", true)]
+        };
+        for &(name, all) in sets {
             let per_partition = args.series / cfg.streams.partitions.max(1) as usize;
             let (ns, cp) = steady_ns_per_point(&with_operators(&cfg, all), &rules, per_partition);
             println!(
