@@ -28,7 +28,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::rounding::{unit_hash, unit_u8_stochastic};
+use super::rounding::{round_unit_code, unit_hash, unit_u8_stochastic};
 use super::{gt, DetectorOutput};
 
 /// 1.0 in the fixed-point unit of windows and weights (1/255).
@@ -148,7 +148,7 @@ impl ArtConfig {
         // Normalise against the level and spread before this point (scored before learnt).
         let spread = (st.mad * 1.2533).max(1e-9 * (1.0 + st.level.abs()));
         let u = (value - st.level) / (self.norm_spreads * spread);
-        let a = (f64::from(ONE) / (1.0 + (-u).exp())).round() as u8;
+        let a = round_unit_code(f64::from(ONE) / (1.0 + (-u).exp()));
         let alpha = 1.0 / f64::from(self.norm_window_points.max(2)).min(n);
         let dev = (value - st.level).abs().min(6.0 * spread.max(st.mad));
         st.mad += alpha * (dev - st.mad);
@@ -176,21 +176,25 @@ impl ArtConfig {
         let input = &input[..dims];
         let cats = st.weights.len() / dims;
         let (mut best_choice, mut best_cat) = (-1.0f64, usize::MAX);
-        let mut max_match = 0.0f64;
         let unit = f64::from(ONE);
-        for c in 0..cats {
-            let (inter, size) = overlap(input, &st.weights[c * dims..(c + 1) * dims]);
-            let (inter, size) = (f64::from(inter) / unit, f64::from(size) / unit);
-            let m = inter / w as f64;
-            max_match = max_match.max(m);
-            if m >= self.vigilance {
-                let choice = inter / (self.choice_alpha + size);
+        // A category's match `|I ∧ w| / |I|` only grows with `|I ∧ w|`: the vigilance test and
+        // the best match are on the integer overlap, and only the categories that pass it pay
+        // for a division (most categories fail it, and the divisions were most of the cost).
+        let match_of = |inter: u32| f64::from(inter) / unit / w as f64;
+        let resonates_from = least_passing(self.vigilance, w as u32 * u32::from(ONE), match_of);
+        let mut max_inter = 0u32;
+        for (c, weights) in st.weights.chunks_exact(dims).enumerate() {
+            let (inter, size) = overlap(input, weights);
+            max_inter = max_inter.max(inter);
+            if inter >= resonates_from {
+                let choice = f64::from(inter) / unit / (self.choice_alpha + f64::from(size) / unit);
                 if choice > best_choice {
                     best_choice = choice;
                     best_cat = c;
                 }
             }
         }
+        let max_match = match_of(max_inter);
         let warm = st.count > self.min_points && cats > 0;
         let novelty = (1.0 - max_match).clamp(0.0, 1.0);
         let radius = (1.0 - self.vigilance).max(1e-6);
@@ -256,6 +260,26 @@ impl ArtConfig {
     }
 }
 
+/// The least `i` in `0..=max` with `f(i) >= threshold`, for a non-decreasing `f` (`max + 1` if
+/// there is none): the exact integer form of a test on `f`, found from an estimate in a few steps.
+fn least_passing(threshold: f64, max: u32, f: impl Fn(u32) -> f64) -> u32 {
+    let top = f(max);
+    let mut i = if top > 0.0 {
+        (threshold / top * f64::from(max))
+            .ceil()
+            .clamp(0.0, f64::from(max)) as u32
+    } else {
+        0
+    };
+    while i > 0 && f(i - 1) >= threshold {
+        i -= 1;
+    }
+    while i <= max && f(i) < threshold {
+        i += 1;
+    }
+    i
+}
+
 /// `(Σ min(input, weight), Σ weight)` over a window and a category of equal length: fuzzy ART's
 /// `|I ∧ w|` and `|w|`. In fixed 16-byte chunks, which compile to vector instructions; over a
 /// slice of run-time length (16 bytes by default) the loop stayed scalar and was most of this
@@ -280,6 +304,25 @@ fn overlap(input: &[u8], weights: &[u8]) -> (u32, u32) {
 mod tests {
     use super::*;
     use crate::detect::testdata::Noise;
+
+    #[test]
+    fn the_integer_vigilance_test_is_the_float_one() {
+        for w in 1..=32u32 {
+            let unit = f64::from(ONE);
+            let match_of = |inter: u32| f64::from(inter) / unit / f64::from(w);
+            let max = w * u32::from(ONE);
+            for vigilance in [1e-9, 0.3, 0.5, 0.9, 0.95, 0.97, 0.999, 1.0] {
+                let scanned = (0..=max)
+                    .find(|i| match_of(*i) >= vigilance)
+                    .unwrap_or(max + 1);
+                assert_eq!(
+                    least_passing(vigilance, max, match_of),
+                    scanned,
+                    "w {w}, vigilance {vigilance}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn overlap_in_chunks_is_the_plain_sum() {

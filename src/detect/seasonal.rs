@@ -316,7 +316,7 @@ impl SeasonalConfig {
         }
         let frac = ts_ms.rem_euclid(st.period_ms) as f64 / st.period_ms as f64;
         let pos = frac * nb as f64 - 0.5;
-        let fl = pos.floor();
+        let fl = super::rounding::floor(pos);
         let w1 = pos - fl;
         let b0 = (fl as i64).rem_euclid(nb as i64) as usize;
         let b1 = (b0 + 1) % nb;
