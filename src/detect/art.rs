@@ -179,7 +179,7 @@ impl ArtConfig {
         let unit = f64::from(ONE);
         // A category's match `|I ∧ w| / |I|` only grows with `|I ∧ w|`: the vigilance test and
         // the best match are on the integer overlap, and only the categories that pass it pay
-        // for a division (most categories fail it, and the divisions were most of the cost).
+        // for the choice's divisions (two per category were a good part of this detector's cost).
         let match_of = |inter: u32| f64::from(inter) / unit / w as f64;
         let resonates_from = least_passing(self.vigilance, w as u32 * u32::from(ONE), match_of);
         let mut max_inter = 0u32;

@@ -97,8 +97,8 @@ fn step_toward(h: f16, up: bool) -> f16 {
     f16::from_bits(if up == positive { bits + 1 } else { bits - 1 })
 }
 
-/// `x.floor()` for a finite `|x| < 2^63` (but `0.0` for `-0.0`), without the call to libm's `floor` that the baseline
-/// x86-64 target (no SSE4.1) makes for it, in the detectors' per-point paths.
+/// `x.floor()` for a finite `|x| < 2^63` (but `0.0` for `-0.0`), without the call to libm's
+/// `floor` that the baseline x86-64 target (no SSE4.1) makes, in the detectors' per-point paths.
 pub fn floor(x: f64) -> f64 {
     let t = x as i64 as f64;
     if t > x {
