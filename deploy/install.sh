@@ -4,11 +4,14 @@
 # when that folder is not on PATH. Nothing else is needed: the binary carries its default
 # config, rules and routing (`prismwatch check-config` from any folder shows what it uses).
 #   deploy/install.sh            # then: prismwatch --version; nats-server -js &; prismwatch run
+# PRISMWATCH_INSTALL_PROFILE=dev installs a debug build instead: CI does, to check this script and
+# the installed binary without a second full build of every dependency (the release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$HOME/.local/bin"
-echo "building and installing prismwatch in $bin (a release build: a few minutes)" >&2
-cargo install --quiet --locked --path . --root "$HOME/.local" --force
+profile="${PRISMWATCH_INSTALL_PROFILE:-release}"
+echo "building and installing prismwatch in $bin (a $profile build: a few minutes)" >&2
+cargo install --quiet --locked --path . --root "$HOME/.local" --force --profile "$profile"
 deploy/install-nats-server.sh >/dev/null
 "$bin/prismwatch" --version
 case ":$PATH:" in

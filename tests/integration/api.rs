@@ -2,7 +2,7 @@
 //! matrix of every route (401 without credentials, 403 with too small a role, success with
 //! the right one), forged and expired tokens, the audit trail of every change, JSON errors.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -185,8 +185,10 @@ fn streams_subjects_and_buckets_match_the_code_and_defaults() {
 
 #[test]
 fn schemas_match_the_types() {
-    let alert: Value =
-        serde_json::from_str(include_str!("../subjects/schemas/alert-event.schema.json")).unwrap();
+    let alert: Value = serde_json::from_str(include_str!(
+        "../../subjects/schemas/alert-event.schema.json"
+    ))
+    .unwrap();
     let props: BTreeSet<String> = alert["properties"]
         .as_object()
         .unwrap()
@@ -212,7 +214,7 @@ fn schemas_match_the_types() {
     let keys: BTreeSet<String> = v.as_object().unwrap().keys().cloned().collect();
     assert_eq!(keys, props);
     let metric: Value = serde_json::from_str(include_str!(
-        "../subjects/schemas/metric-message.schema.json"
+        "../../subjects/schemas/metric-message.schema.json"
     ))
     .unwrap();
     let point_props: BTreeSet<String> = metric["$defs"]["point"]["properties"]

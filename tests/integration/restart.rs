@@ -1,7 +1,7 @@
 //! Killing the processor (SIGKILL) mid-stream and restarting it loses no alert event and
 //! publishes no duplicate: checked on the contents of PRISM_ALERTS.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

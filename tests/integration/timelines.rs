@@ -3,7 +3,7 @@
 //! with their source and lag; a series that goes quiet still fires at `for` (and resolves as
 //! stale) in wall time; a series sent on a second subject is refused and said so.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

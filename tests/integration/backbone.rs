@@ -1,6 +1,6 @@
 //! End-to-end backbone behaviour against a real nats-server: metrics in, alert events out.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 
@@ -51,8 +51,10 @@ async fn spike_and_for_duration_give_exactly_the_documented_events() {
     assert_eq!(events.len(), 7);
 
     // The documented payload (subjects/schemas/alert-event.schema.json) and headers.
-    let schema: serde_json::Value =
-        serde_json::from_str(include_str!("../subjects/schemas/alert-event.schema.json")).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(include_str!(
+        "../../subjects/schemas/alert-event.schema.json"
+    ))
+    .unwrap();
     let required: BTreeSet<String> = schema["required"]
         .as_array()
         .unwrap()

@@ -2,7 +2,7 @@
 //! binary (Debian's package), which .ci/run extracts to target/nats-server-2.9 and names in
 //! $PRISMWATCH_OLD_NATS_SERVER.
 
-mod common;
+use crate::common;
 
 use common::nats::NatsServer;
 use prismwatch::bus::{self, NatsConfig};

@@ -4,7 +4,7 @@
 //! (status code, content type and body). A processor and an alert manager run behind it, with
 //! alerts and a silence to read.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::Duration;

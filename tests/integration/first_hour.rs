@@ -4,7 +4,7 @@
 //! would drop and warns of late points; the tools print their data, not the NATS client's logs;
 //! every flag is described.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

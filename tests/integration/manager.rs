@@ -3,7 +3,7 @@
 //! CLI sends them) on virtual time, and the exact notifications expected on PRISM_NOTIFY with
 //! their timing.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

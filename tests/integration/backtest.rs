@@ -2,7 +2,7 @@
 //! with file input, time ranges, subject and label filters, diff counts, and the HTML report
 //! as headless Chromium renders it.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! The alert manager's KV store against a real nats-server: deletes leave markers, and the
 //! sweep removes old markers (bounded buckets) without touching keys written again.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! the HTTP API of a running alert manager (URL and token from the environment, flags or the
 //! config's `cli:` section), tables for people and `--json` for scripts.
 
-mod common;
+use crate::common;
 
 use common::manager::Scenario;
 use prismwatch::api::config::{ApiKey, Role};

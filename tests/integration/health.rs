@@ -3,7 +3,7 @@
 //! every event-time minute, and the processor alerts on them with the shipped rules: one
 //! exchange lagging its peers loses health and stands out; the others do not.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! limits, the request time limit, CORS only for configured origins, and `/metrics` behind
 //! credentials.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! mid-delivery loses nothing (duplicates counted, each within the at-least-once window), and
 //! a storm of 1,000 alerts to one DingTalk robot stays within its limit and loses none.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! projected 30 days on at exactly that rate, by `prismwatch capacity` and by the capacity
 //! component for `GET /api/v1/capacity`; a flat series is flat.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The alert manager killed (-9) at the worst moments, and two managers failing over: no
 //! notification lost, none duplicated, counted on PRISM_NOTIFY.
 
-mod common;
+use crate::common;
 
 use common::manager::{alerting_env, Driver, MANAGER_GROUP};
 use common::{fresh, ChildProcessor};

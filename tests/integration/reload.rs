@@ -2,7 +2,7 @@
 //! and by SIGHUP; a broken file changes nothing and says why; alerts of unchanged rules carry
 //! on, alerts of removed rules end.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

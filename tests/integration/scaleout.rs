@@ -3,7 +3,7 @@
 //! seconds, and PRISM_ALERTS ends with exactly the events of an undisturbed run. Health checks
 //! report what a process owns.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

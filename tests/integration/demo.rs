@@ -1,7 +1,7 @@
 //! Smoke test of `prismwatch demo`: with no server at the configured URL it starts its own
 //! nats-server, and alerts fire and resolve within a minute.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::process::{Command, Stdio};
