@@ -361,6 +361,23 @@ pub struct AnomalyState {
 }
 
 impl AnomalyState {
+    /// Calls `f` with each heap block every point reads (its address and length in bytes): the
+    /// fusion's histograms and the shape detector's window, weights and recycling times. They
+    /// hang one pointer off this state, so their cache misses come after the state's own; the
+    /// shards ask for them a point ahead, to overlap them with the point before.
+    pub fn hot_blocks(&self, mut f: impl FnMut(*const u8, usize)) {
+        f(
+            self.fusion.hist.as_ptr().cast(),
+            std::mem::size_of_val(self.fusion.hist.as_slice()),
+        );
+        f(self.art.window.as_ptr(), self.art.window.len());
+        f(self.art.weights.as_ptr(), self.art.weights.len());
+        f(
+            self.art.last_used.as_ptr().cast(),
+            std::mem::size_of_val(self.art.last_used.as_slice()),
+        );
+    }
+
     /// Bytes this state occupies (inline + heap), for the per-series budget.
     pub fn state_bytes(&self) -> usize {
         std::mem::size_of::<AnomalyState>()

@@ -195,9 +195,13 @@ struct RuleSlot {
 /// operator and rule slots; a graded rule alone has a slot per grade).
 #[inline]
 fn prefetch_lines<T>(items: &[T]) {
-    let start = items.as_ptr() as *const u8;
-    let len = std::mem::size_of_val(items).min(8 * 64);
-    for offset in (0..len).step_by(64) {
+    prefetch_bytes(items.as_ptr().cast(), std::mem::size_of_val(items));
+}
+
+/// Starts loading the cache lines of `len` bytes at `start`, up to 8.
+#[inline]
+fn prefetch_bytes(start: *const u8, len: usize) {
+    for offset in (0..len.min(8 * 64)).step_by(64) {
         prefetch(start.wrapping_add(offset));
     }
 }
@@ -542,12 +546,21 @@ pub struct Shard {
     epoch: u16,
     /// The checkpoint being written alongside the batches, if one is.
     cut: Option<Cut>,
+    /// Whether a series may hold detector state (an anomaly operator in a chain): without one,
+    /// prefetching for it would only cost two more table probes per point.
+    detectors: bool,
 }
 
 impl Shard {
     pub fn new(ctx: Arc<PipelineCtx>) -> Self {
         let rules = ctx.rules.rules.len();
+        let detectors = ctx
+            .chains
+            .iter()
+            .flatten()
+            .any(|spec| matches!(spec, OperatorSpec::Anomaly(_)));
         Self {
+            detectors,
             series: SeriesTable::new(ctx.series_hasher.clone()),
             ctx,
             timers: Timers::default(),
@@ -715,10 +728,10 @@ impl Shard {
         items.clear();
     }
 
-    /// Asks for the memory the points a little ahead of `i` will read, in two steps: the table
+    /// Asks for the memory the points a little ahead of `i` will read, in steps: the table
     /// slot of the point `2 * AHEAD` ahead (its probe reads only the table's control bytes),
     /// then what the slot of the point `AHEAD` ahead points to (its key, operator and rule
-    /// states). By the time a point is processed its lines are on their way or in cache. A
+    /// states), then the detectors' state behind those. By the time a point is processed its lines are on their way or in cache. A
     /// slot whose control byte matches by chance only prefetches the wrong lines.
     #[inline]
     fn prefetch_ahead(&self, items: &[Item], i: usize) {
@@ -735,6 +748,29 @@ impl Shard {
                 prefetch(st.key.as_ptr());
                 prefetch_lines(&st.ops);
                 prefetch_lines(&st.rules);
+            }
+        }
+        // The detectors' state is two pointers further: its box (now that the operator slots
+        // are on their way), then the blocks the box points to, one point ahead.
+        if !self.detectors {
+            return;
+        }
+        if let Some(Item::Point { hash, .. }) = items.get(i + AHEAD / 2) {
+            if let Some(st) = self.series.probe(*hash) {
+                for op in st.ops.iter() {
+                    if let OperatorState::Anomaly(a) = op {
+                        prefetch_lines(std::slice::from_ref(&**a));
+                    }
+                }
+            }
+        }
+        if let Some(Item::Point { hash, .. }) = items.get(i + 1) {
+            if let Some(st) = self.series.probe(*hash) {
+                for op in st.ops.iter() {
+                    if let OperatorState::Anomaly(a) = op {
+                        a.hot_blocks(prefetch_bytes);
+                    }
+                }
             }
         }
     }
@@ -785,6 +821,7 @@ impl Shard {
             watched: _,
             epoch,
             cut,
+            detectors: _,
         } = self;
         stats.points += 1;
         if !quarantined.is_empty() && quarantined.contains(kp.key) {
