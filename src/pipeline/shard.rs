@@ -18,7 +18,7 @@ use super::operator::{DropReason, Flow, OperatorSpec, OperatorState, PointCtx};
 use super::series_table::{Keyed, SeriesTable};
 use super::time::SourceId;
 use crate::detect::trend::CrossingDirection;
-use crate::detect::AnomalyExplanation;
+use crate::detect::{AnomalyExplanation, AnomalyState};
 use crate::ingest::prefetch::prefetch;
 use crate::ingest::RejectReason;
 use crate::model::{AlertEvent, AlertStatus, EndReason, SeriesKey};
@@ -223,6 +223,16 @@ struct SeriesState {
     /// created: a series whose epoch is behind the shard's belongs to the checkpoint being
     /// written and is not written yet.
     cut: u16,
+}
+
+impl SeriesState {
+    /// The detectors' state of its anomaly operators.
+    fn detector_states(&self) -> impl Iterator<Item = &AnomalyState> {
+        self.ops.iter().filter_map(|op| match op {
+            OperatorState::Anomaly(a) => Some(&**a),
+            _ => None,
+        })
+    }
 }
 
 impl Keyed for SeriesState {
@@ -731,8 +741,9 @@ impl Shard {
     /// Asks for the memory the points a little ahead of `i` will read, in steps: the table
     /// slot of the point `2 * AHEAD` ahead (its probe reads only the table's control bytes),
     /// then what the slot of the point `AHEAD` ahead points to (its key, operator and rule
-    /// states), then the detectors' state behind those. By the time a point is processed its lines are on their way or in cache. A
-    /// slot whose control byte matches by chance only prefetches the wrong lines.
+    /// states), then the detectors' state behind those. By the time a point is processed its
+    /// lines are on their way or in cache. A slot whose control byte matches by chance only
+    /// prefetches the wrong lines.
     #[inline]
     fn prefetch_ahead(&self, items: &[Item], i: usize) {
         const AHEAD: usize = 4;
@@ -757,20 +768,14 @@ impl Shard {
         }
         if let Some(Item::Point { hash, .. }) = items.get(i + AHEAD / 2) {
             if let Some(st) = self.series.probe(*hash) {
-                for op in st.ops.iter() {
-                    if let OperatorState::Anomaly(a) = op {
-                        prefetch_lines(std::slice::from_ref(&**a));
-                    }
-                }
+                st.detector_states()
+                    .for_each(|a| prefetch_lines(std::slice::from_ref(a)));
             }
         }
         if let Some(Item::Point { hash, .. }) = items.get(i + 1) {
             if let Some(st) = self.series.probe(*hash) {
-                for op in st.ops.iter() {
-                    if let OperatorState::Anomaly(a) = op {
-                        a.hot_blocks(prefetch_bytes);
-                    }
-                }
+                st.detector_states()
+                    .for_each(|a| a.hot_blocks(prefetch_bytes));
             }
         }
     }
