@@ -44,6 +44,9 @@ pub struct PipelineCtx {
     /// Hashes series keys: the pipeline picks a point's shard by it, the shard finds the
     /// series by it (one hash per point). Randomly seeded per pipeline.
     pub series_hasher: RandomState,
+    /// Per rule: the index of the first rule of its family (a graded rule's grades, else the
+    /// rule itself), so that a point's predictions compare families as numbers.
+    family_of: Vec<u32>,
 }
 
 impl PipelineCtx {
@@ -59,10 +62,19 @@ impl PipelineCtx {
         }
         // The last: the series the pipeline derives (SLOs) need their rules only.
         chains.push(Vec::new());
+        let family_name = |r: &Rule| r.family.clone().unwrap_or_else(|| r.name.clone());
+        let mut first_of: HashMap<String, u32> = HashMap::new();
+        let family_of = rules
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| *first_of.entry(family_name(r)).or_insert(i as u32))
+            .collect();
         Self {
             chains,
             chain_matchers,
             rules,
+            family_of,
             staleness_ms: config.staleness_secs as i64 * 1000,
             idle_ms: config.idle_series_evict_secs as i64 * 1000,
             max_quarantined: config.max_quarantined_series,
@@ -706,12 +718,12 @@ impl Shard {
                         Some(w) if w.contains(p.key) => {
                             let key: Arc<str> = p.key.into();
                             let before = out.events.len();
-                            if self.on_point(p, source, msg, out).is_some() {
+                            if self.on_point(p, source, msg, out, None) {
                                 self.trace(key, out.events.len() > before, out);
                             }
                         }
                         _ => {
-                            self.on_point(p, source, msg, out);
+                            self.on_point(p, source, msg, out, None);
                         }
                     }
                 }
@@ -805,17 +817,19 @@ impl Shard {
         });
     }
 
-    /// Runs one point through its series' operators and rules; returns the point as the
-    /// operators scored it, or `None` when it was dropped or refused. A panic in operator or
-    /// rule code quarantines the series (its state is dropped, its later points refused) and
-    /// is reported as a reject of this point: the rest of the shard goes on.
+    /// Runs one point through its series' operators and rules; returns whether it was taken
+    /// (false when it was dropped or refused) and, when asked, puts the point as the operators
+    /// scored it in `scored` (a copy of a few hundred bytes that the pipeline does without). A
+    /// panic in operator or rule code quarantines the series (its state is dropped, its later
+    /// points refused) and is reported as a reject of this point: the rest of the shard goes on.
     pub fn on_point(
         &mut self,
         kp: SeriesPoint<'_>,
         source: SourceId,
         msg: u32,
         out: &mut ShardOut,
-    ) -> Option<PointCtx> {
+        scored: Option<&mut PointCtx>,
+    ) -> bool {
         let Shard {
             ctx,
             series,
@@ -838,7 +852,7 @@ impl Shard {
                     SeriesKey(kp.key.into()).display()
                 ),
             });
-            return None;
+            return false;
         }
         // One lookup per point on the hot path.
         let st = match series.get_mut_hashed(kp.key, kp.hash) {
@@ -852,7 +866,7 @@ impl Shard {
                         st.source
                     ),
                 });
-                return None;
+                return false;
             }
             Some(st) => {
                 save_for_cut(cut, *epoch, ctx, st);
@@ -885,6 +899,7 @@ impl Shard {
                 kp.value,
                 msg,
                 out,
+                scored,
             )
         }));
         match result {
@@ -894,7 +909,7 @@ impl Shard {
                 out.events.truncate(before.0);
                 out.predictions.truncate(before.1);
                 self.quarantine(&key, msg, &*panic, out);
-                None
+                false
             }
         }
     }
@@ -1173,7 +1188,8 @@ fn point_through_series(
     value: f64,
     msg: u32,
     shard_out: &mut ShardOut,
-) -> Option<PointCtx> {
+    scored: Option<&mut PointCtx>,
+) -> bool {
     let out = &mut shard_out.events;
     let mut p = PointCtx::new(ts, value);
     let specs = &ctx.chains[st.chain as usize];
@@ -1183,7 +1199,7 @@ fn point_through_series(
                 DropReason::Duplicate => stats.duplicates += 1,
                 DropReason::OutOfOrder => stats.out_of_order += 1,
             }
-            return None;
+            return false;
         }
     }
     let staleness = ctx.staleness_ms;
@@ -1231,7 +1247,10 @@ fn point_through_series(
     }
     score_predictions(ctx, st, &p, msg, &mut shard_out.predictions);
     st.last.set(&p);
-    Some(p)
+    if let Some(s) = scored {
+        *s = p;
+    }
+    true
 }
 
 /// A predictive rule's alert that fires predicts its crossing: recorded, to be scored. One that
@@ -1276,16 +1295,18 @@ fn score_predictions(
     msg: u32,
     out: &mut Vec<PredictionScored>,
 ) {
-    // The grades of a family are consecutive rules (and slots): one family at a time, its
-    // crossing and whether a grade had predicted it. Nothing is allocated per point.
-    let mut family: Option<(&str, bool, bool)> = None;
+    // The grades of a family are consecutive rules (and slots): one family at a time (by the
+    // index of its first rule), its crossing and whether a grade had predicted it. Nothing is
+    // allocated per point.
+    let mut family: Option<(u32, bool, bool)> = None;
     let mut settled = Vec::new();
-    let miss = |f: Option<(&str, bool, bool)>, out: &mut Vec<PredictionScored>| {
-        if let Some((name, true, false)) = f {
+    let miss = |f: Option<(u32, bool, bool)>, out: &mut Vec<PredictionScored>| {
+        if let Some((first, true, false)) = f {
+            let rule = &ctx.rules.rules[first as usize];
             out.push(PredictionScored {
                 msg,
                 series: st.key.clone(),
-                rule: name.to_string(),
+                rule: rule.family.as_deref().unwrap_or(&rule.name).to_string(),
                 outcome: Outcome::Miss,
                 at: p.ts,
             });
@@ -1307,15 +1328,15 @@ fn score_predictions(
                 at,
             });
         }
-        let name = rule.family.as_deref().unwrap_or(&rule.name);
+        let first = ctx.family_of[slot.rule as usize];
         match &mut family {
-            Some(f) if f.0 == name => {
+            Some(f) if f.0 == first => {
                 f.1 |= edge;
                 f.2 |= covered;
             }
             _ => {
                 miss(family.take(), out);
-                family = Some((name, edge, covered));
+                family = Some((first, edge, covered));
             }
         }
     }
@@ -1518,6 +1539,22 @@ fn make_event(
 mod tests {
     use super::*;
     use crate::pipeline::operator::AnomalyDetail;
+
+    #[test]
+    fn a_graded_rules_grades_share_the_family_of_its_first_grade() {
+        let mut rules = RuleSet::default();
+        rules
+            .add_file(
+                "t.yaml",
+                "rules:\n  - name: cpu_high\n    metric: cpu\n    condition: value > 90\n    priority: P2\n  - name: disk_full\n    metric: disk\n    condition: value > 90\n    grades: { P1: 6h, P2: 1d, P3: 3d }\n  - name: mem_full\n    metric: mem\n    condition: value > 95\n    priority: P3\n    predicted_crossing_within: 1h\n",
+            )
+            .unwrap();
+        let names: Vec<&str> = rules.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names.len(), 5, "{names:?}");
+        let ctx = PipelineCtx::new(&PipelineConfig::default(), rules);
+        // Each rule's family by its first rule: the three grades of disk_full are one family.
+        assert_eq!(ctx.family_of, [0, 1, 1, 1, 4]);
+    }
 
     #[test]
     fn the_last_point_keeps_the_explanation_only_while_the_detectors_give_one() {

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use crate::config::Config;
 use crate::detect::DetectorKind;
 use crate::model::AlertStatus;
-use crate::pipeline::operator::OperatorSpec;
+use crate::pipeline::operator::{OperatorSpec, PointCtx};
 use crate::pipeline::{PipelineCtx, SeriesPoint, Shard, ShardOut};
 use crate::rules::{Field, Matcher, Rule, RuleSet};
 
@@ -107,7 +107,8 @@ pub fn score_file(
             .parse()
             .with_context(|| format!("{}: row {}: value {v_s:?}", input.display(), i + 2))?;
         out.events.clear();
-        let p = shard.on_point(
+        let mut p = PointCtx::new(ts, value);
+        let taken = shard.on_point(
             SeriesPoint {
                 key: metric,
                 hash,
@@ -117,30 +118,30 @@ pub fn score_file(
             0,
             0,
             &mut out,
+            Some(&mut p),
         );
         let alert = out
             .events
             .iter()
             .any(|e| e.event.status == AlertStatus::Firing);
         let mut record = vec![ts_s.to_string(), v_s.to_string()];
-        match p {
-            Some(p) => {
-                record.push(format!("{:.6}", p.score));
-                record.push(u8::from(alert).to_string());
-                let detail = p.anomaly;
+        if taken {
+            record.push(format!("{:.6}", p.score));
+            record.push(u8::from(alert).to_string());
+            let detail = p.anomaly;
+            record.push(format!(
+                "{:.6}",
+                detail.map(|d| d.raw_score).unwrap_or(p.score)
+            ));
+            for k in 0..DetectorKind::ALL.len() {
                 record.push(format!(
                     "{:.6}",
-                    detail.map(|d| d.raw_score).unwrap_or(p.score)
+                    detail.map(|d| d.detector_scores[k]).unwrap_or(0.0)
                 ));
-                for k in 0..DetectorKind::ALL.len() {
-                    record.push(format!(
-                        "{:.6}",
-                        detail.map(|d| d.detector_scores[k]).unwrap_or(0.0)
-                    ));
-                }
             }
+        } else {
             // A repeated timestamp, dropped by dedup: nothing new to say about it.
-            None => record.resize(header.len(), "0".to_string()),
+            record.resize(header.len(), "0".to_string());
         }
         w.write_record(&record)?;
         rows += 1;
